@@ -4,14 +4,14 @@ For each model the real diffusers pipeline class runs with the full-size transfo
 in ../shared/model-configs (random weights; no text encoder: random prompt embeddings of the real shape go in),
 at a 9:16 size (CogVideoX: its only size, 720x480) and the default frame count of popcorn's adapter:
 
-  (a) demo     what public demos deploy: bf16, model CPU offload + VAE tiling/slicing
+  (a) demo     what public demos deploy: bf16, CPU offload + VAE tiling/slicing. Model CPU offload for LTX-Video
+               and Wan (their model cards); sequential CPU offload for CogVideoX (THUDM's cli_demo.py and model card)
   (b) plain    bf16, everything on the GPU, diffusers defaults (PyTorch SDPA picks its kernel)
-  (c) fast     the fastest of several exact variants, timed on one step's transformer forward(s) in this run:
-               torch.compile of the repeated blocks (regional) or the whole transformer (whole; whole-cg adds CUDA
-               graphs, whole-ma is max-autotune), with fused QKV projections unless /unfused, the feed-forward's
-               GEMM + tanh-GELU in one cuBLASLt call with /gelu, inductor coordinate-descent tuning with /cdt, q/k/v
-               copied into one memory layout before SDPA with /bshd or /bhsd; under an SDPA backend priority
-               (default / cuDNN first / flash first). The fastest then runs through the real pipeline.
+  (c) fast     popcorn's fast path, as `render --speed fast` runs it (popcorn/video/speed.py): fused QKV, the
+               feed-forward's GEMM + tanh-GELU in one cuBLASLt call, FlashAttention-4 behind SDPA when the
+               flash-attn-4 package is installed (else PyTorch's default kernel), regional torch.compile with
+               coordinate-descent tuning. Variants (without FA4: /noattn, ...) are timed on one step's transformer
+               forward(s); the fastest then runs through the real pipeline.
 
 Measured in the same run: seconds per denoising step (median over the timed steps), total seconds for the timed
 steps + VAE decode, peak GPU memory, speedups, FLOPs of one step counted with torch.utils.flop_counter on the real
@@ -23,9 +23,8 @@ Output-changing variants are timed apart and never count as (c): fp8 linear laye
 scales for activations and per-output-channel scales for weights). For models whose pipeline runs the two
 classifier-free-guidance passes separately (Wan), one batched forward is timed against the two.
 
-    python bench/video_speed.py --configs .bench_configs --models ltx --steps 6 --sdpa default \
-        --variants regional,regional/gelu,regional/gelu/cdt --out $OUT
-    python bench/video_speed.py --models ltx --attention-bench --fp8 --variants regional,regional/unfused,regional/bshd
+    python bench/video_speed.py --configs .bench_configs --models ltx,wan-1.3b --steps 6 --out $OUT
+    python bench/video_speed.py --models cogvideox-5b --demo sequential,model --variants fast --attention-bench --fp8
     python bench/video_speed.py --tiny            # a CPU dry run of the code paths with tiny random models
 """
 
@@ -46,6 +45,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from popcorn.video.speed import make_fast, uncompile, use_gelu_epilogue  # noqa: E402  (the path users get)
+
 GIB = 1024**3
 
 
@@ -60,6 +62,7 @@ class BenchModel:
     text_dim: int
     call_kwargs: dict = field(default_factory=dict)
     attention_mask: bool = False  # the pipeline takes prompt_attention_mask (LTX)
+    demo: str = "model"  # (a): what the model's own demo code deploys (see DEMOS)
 
 
 MODELS = {
@@ -67,7 +70,13 @@ MODELS = {
                       {"guidance_scale": 3.0, "frame_rate": 24, "decode_timestep": 0.03, "decode_noise_scale": 0.025},
                       attention_mask=True),
     "wan-1.3b": BenchModel("wan-1.3b", "wan2.1-t2v-1.3b", 480, 832, 81, 512, 4096, {"guidance_scale": 5.0}),
-    "cogvideox-5b": BenchModel("cogvideox-5b", "cogvideox-5b", 720, 480, 49, 226, 4096, {"guidance_scale": 6.0}),
+    # CogVideoX's own demo (THUDM/CogVideo inference/cli_demo.py, and its model card) runs sequential CPU offload
+    "cogvideox-5b": BenchModel("cogvideox-5b", "cogvideox-5b", 720, 480, 49, 226, 4096, {"guidance_scale": 6.0},
+                               demo="sequential"),
+}
+DEMOS = {  # (a) setups: how the pipeline's weights move between CPU and GPU; VAE tiling + slicing with each
+    "model": "enable_model_cpu_offload",
+    "sequential": "enable_sequential_cpu_offload",
 }
 DEFAULT_STEPS = 50  # popcorn's adapters (and the diffusers pipelines) default to 50 denoising steps
 
@@ -308,6 +317,31 @@ def attention_bench(shapes: dict[str, tuple[int, int, int, int]], repeats: int =
                 rows.append(row)
                 log("sdpa", row)
         del fused, layouts
+    from popcorn.video.speed import flash_attention_4
+
+    prefer_fa4, how = flash_attention_4()  # routes SDPA's flash backend to FlashAttention-4 from here on
+    log("attention:", how)
+    for name, (b, h, s, d) in shapes.items() if prefer_fa4 is not None else []:
+        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2) for _ in "qkv")
+        with prefer_fa4():
+            expected = None
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            times = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1000)
+        row = {"shape": name, "backend": "FA4 (through SDPA)", "layout": "bshd",
+               "ms": round(statistics.median(times) * 1000, 3),
+               "tflops": round(4 * b * h * s * s * d / statistics.median(times) / 1e12, 1),
+               "rel_err_vs_cudnn": rel_err([out], [expected])}
+        rows.append(row)
+        log("sdpa", row)
     return rows
 
 
@@ -361,161 +395,27 @@ def profile_step(transformer, calls, context=contextlib.nullcontext) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- optimising
 
-SDPA_ORDERS = {  # a priority list for torch's SDPA dispatcher; a backend that cannot take the inputs is skipped
-    "default": None,
-    "cudnn": ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"),
-    "flash": ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"),
-}
-
-
-def sdpa_context(order: str):
-    """A zero-argument context factory that makes SDPA prefer the given backends (None: torch's own order)."""
-    if SDPA_ORDERS[order] is None:
-        return contextlib.nullcontext
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    backends = [getattr(SDPBackend, name) for name in SDPA_ORDERS[order]]
-    return lambda: sdpa_kernel(backends, set_priority=True)
-
-
-LAYOUTS = ("bhsd", "bshd")  # how q, k, v are laid out in memory when they reach SDPA (default: as the model has them)
-
-
-def variant_context(order: str, layout: str | None = None, extra=None):
-    """SDPA backend priority, optionally q, k, v copied into one memory layout before SDPA sees them, and optionally
-    one more context (inductor settings, which apply where compilation happens: at the first call)."""
-    prefer = sdpa_context(order)
-    if extra is not None:
-        inner = variant_context(order, layout)
-
-        @contextlib.contextmanager
-        def both():
-            with extra(), inner():
-                yield
-
-        return both
-    if layout is None:
-        return prefer
-    functional = torch.nn.functional
-    original = functional.scaled_dot_product_attention
-
-    def relaid(query, key, value, *args, **kwargs):  # tensors come as (batch, heads, seq, dim) views
-        if layout == "bhsd":
-            query, key, value = (x.contiguous() for x in (query, key, value))
-        else:
-            query, key, value = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (query, key, value))
-        return original(query, key, value, *args, **kwargs)
-
-    @contextlib.contextmanager
-    def context():
-        functional.scaled_dot_product_attention = relaid  # diffusers looks it up at call time
-        try:
-            with prefer():
-                yield
-        finally:
-            functional.scaled_dot_product_attention = original
-
-    return context
-
-
-VARIANT_OPTIONS = ("unfused", "gelu", "cdt") + LAYOUTS
+FAST_OPTIONS = ("noattn", "nogelu", "nofuse", "nocdt")
 
 
 def parse_variant(spec: str) -> dict:
-    """'regional/unfused/gelu/cdt/bshd' -> compile kind, fused QKV, GEMM+GELU epilogue, inductor coordinate-descent
-    tuning, q/k/v layout."""
+    """'fast' is popcorn's fast path as users get it (popcorn/video/speed.py); '/noattn' keeps PyTorch's default
+    attention kernel instead of trying FlashAttention-4, '/nogelu' drops the GEMM+GELU epilogue, '/nofuse' the fused
+    QKV, '/nocdt' inductor's coordinate-descent tuning."""
     kind, *options = spec.split("/")
-    if kind not in COMPILE_MODES or [o for o in options if o not in VARIANT_OPTIONS]:
+    if kind != "fast" or [o for o in options if o not in FAST_OPTIONS]:
         raise ValueError(f"unknown variant {spec!r}")
-    return {"kind": kind, "fused": "unfused" not in options, "gelu": "gelu" in options, "cdt": "cdt" in options,
-            "layout": next((o for o in options if o in LAYOUTS), None)}
+    return {"fuse": "nofuse" not in options, "gelu": "nogelu" not in options,
+            "attention": "default" if "noattn" in options else "auto", "tuning": "nocdt" not in options}
 
 
-def setup_variant(transformer, spec: str) -> tuple[dict, dict, object]:
-    """Put the (uncompiled) transformer into variant `spec`; returns what was done and the variant's context factory
-    (apart from the SDPA order), so that compilation happens inside it."""
-    v = parse_variant(spec)
-    info = {"fused_qkv": set_fused(transformer, v["fused"]), "gelu_epilogue": set_gelu_epilogue(transformer, v["gelu"])}
-    tuning = (lambda: torch._inductor.config.patch(coordinate_descent_tuning=True)) if v["cdt"] else None
-    return info, v, tuning
-
-
-COMPILE_MODES = {  # how a variant compiles: (region, torch.compile mode)
-    "eager": (None, None),
-    "regional": ("regional", "default"),
-    "whole": ("whole", "default"),
-    "whole-cg": ("whole", "reduce-overhead"),
-    "whole-ma": ("whole", "max-autotune"),
-}
-
-
-def uncompile(transformer) -> None:
-    for module in transformer.modules():
-        if getattr(module, "_compiled_call_impl", None) is not None:
-            module._compiled_call_impl = None
-    torch._dynamo.reset()
-
-
-def compile_transformer(transformer, kind: str, fullgraph: bool = True) -> str:
-    region, mode = COMPILE_MODES[kind]
-    if region is None:
-        return "eager"
-    if region == "whole":
-        transformer.compile(fullgraph=fullgraph, mode=mode)
-        return f"whole transformer, mode={mode}, fullgraph={fullgraph}"
-    names = set(getattr(transformer, "_repeated_blocks", None) or [])
-    blocks = [m for m in transformer.modules() if type(m).__name__ in names]
-    if not blocks:  # CogVideoX has no _repeated_blocks: compile its transformer blocks by hand
-        blocks = list(getattr(transformer, "transformer_blocks", []))
-    for block in blocks:
-        block.compile(fullgraph=fullgraph, mode=mode)
-    return f"{len(blocks)} repeated blocks, mode={mode}, fullgraph={fullgraph}"
-
-
-def set_fused(transformer, fused: bool) -> bool | str:
-    try:
-        transformer.fuse_qkv_projections() if fused else transformer.unfuse_qkv_projections()
-        return fused
-    except Exception as exc:
-        return f"not available: {type(exc).__name__}: {str(exc)[:100]}"
-
-
-@torch.library.custom_op("popcorn_bench::linear_gelu_tanh", mutates_args=())
-def linear_gelu_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """gelu_tanh(x W^T + b) in one cuBLASLt call (GELU_BIAS epilogue); an opaque op, so inductor keeps it whole."""
-    rows = x.reshape(-1, x.shape[-1])
-    if x.is_cuda:
-        out = torch._addmm_activation(bias, rows, weight.t(), use_gelu=True)  # CUDA: the tanh approximation
-    else:  # the CPU kernel of _addmm_activation uses the exact GELU: spell the tanh one out
-        out = torch.nn.functional.gelu(torch.addmm(bias, rows, weight.t()), approximate="tanh")
-    return out.reshape(*x.shape[:-1], weight.shape[0])
-
-
-@linear_gelu_tanh.register_fake
-def _(x, weight, bias):
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
-
-
-def _gelu_epilogue_forward(module, hidden_states):
-    proj = module.proj
-    if isinstance(proj, torch.nn.Linear) and proj.bias is not None:
-        return linear_gelu_tanh(hidden_states, proj.weight, proj.bias)
-    return module.gelu(proj(hidden_states))
-
-
-def set_gelu_epilogue(transformer, on: bool) -> int:
-    """Route diffusers' GELU(approximate='tanh') feed-forward input layers through linear_gelu_tanh (or back)."""
-    from diffusers.models.activations import GELU
-
-    changed = 0
-    for module in transformer.modules():
-        if isinstance(module, GELU) and module.approximate == "tanh":
-            if on:
-                module.forward = _gelu_epilogue_forward.__get__(module)
-            else:
-                module.__dict__.pop("forward", None)
-            changed += 1
-    return changed if on else 0
+def reset(pipe) -> None:
+    """Undo make_fast on the pipeline's transformer: eager, unfused, plain GELU."""
+    transformer = pipe.transformer
+    uncompile(transformer)
+    use_gelu_epilogue(transformer, on=False)
+    with contextlib.suppress(Exception):
+        transformer.unfuse_qkv_projections()
 
 
 class Fp8Linear(torch.nn.Module):
@@ -552,28 +452,21 @@ def to_fp8(transformer) -> int:
     return swapped
 
 
-def try_variant(transformer, calls, reference, b_forward_s, flops, spec: str, order: str) -> dict:
-    """Set up variant `spec` under SDPA order `order`, warm up, time one step's forward(s), compare with (b)."""
+def try_variant(pipe, calls, reference, b_forward_s, flops, spec: str, before=None) -> dict:
+    """Put the pipeline on variant `spec` of the fast path, warm up (compiles), time one step's forward(s), compare
+    with (b). `before` runs first on the eager transformer (fp8: swap the linear layers)."""
     started = time.perf_counter()
-    info: dict = {"compile": spec, "sdpa": order}
+    info: dict = {"variant": spec}
+    transformer = pipe.transformer
     try:
-        done, v, tuning = setup_variant(transformer, spec)
-        info.update(done)
-        kind = v["kind"]
-        context = variant_context(order, v["layout"], tuning)
-        try:
-            info["how"] = compile_transformer(transformer, kind)
-            forward(transformer, calls, context)
-        except Exception as exc:  # a graph break under fullgraph=True: compile again, letting dynamo split it
-            if kind == "eager":
-                raise
-            info["fullgraph_error"] = f"{type(exc).__name__}: {str(exc)[:160]}"
-            uncompile(transformer)
-            info["how"] = compile_transformer(transformer, kind, fullgraph=False)
-            forward(transformer, calls, context)
+        if before is not None:
+            info["before"] = before(transformer)
+        fast = make_fast(pipe, **parse_variant(spec))
+        info.update(fast.to_dict())
+        forward(transformer, calls, fast.context)  # compiles
         info["compile_s"] = round(time.perf_counter() - started, 1)
-        info["forward_s"] = time_forward(transformer, calls, context, repeats=3, warm=2)
-        info["rel_err_vs_b"] = rel_err(forward(transformer, calls, context), reference)
+        info["forward_s"] = time_forward(transformer, calls, fast.context, repeats=3, warm=2)
+        info["rel_err_vs_b"] = rel_err(forward(transformer, calls, fast.context), reference)
         info["x_vs_b_forward"] = round(b_forward_s / info["forward_s"], 3)
         info["tflops"] = round(flops / info["forward_s"] / 1e12, 1)
     except Exception as exc:
@@ -630,14 +523,16 @@ def bench_model(model: BenchModel, args) -> dict:
     result["params_transformer"] = sum(p.numel() for p in pipe.transformer.parameters())
     steps = args.steps
 
-    # (a) what public demos deploy: model CPU offload + VAE tiling/slicing
-    if device == "cuda" and "a" in args.configs_to_run:
-        pipe.enable_model_cpu_offload()
+    # (a) what public demos deploy: CPU offload (model, or sequential for CogVideoX) + VAE tiling/slicing
+    for demo in (args.demo or [model.demo]) if device == "cuda" and "a" in args.configs_to_run else []:
+        getattr(pipe, DEMOS[demo])()
         pipe.vae.enable_tiling()
         pipe.vae.enable_slicing()
-        log("(a) demo: warm-up", warm_up(pipe, model, inputs, size))
-        result["a_demo"] = timed_call(pipe, model, inputs, steps, size)
-        log("(a)", result["a_demo"])
+        key = "a_demo" if "a_demo" not in result else f"a_{demo}"
+        result[key] = {"setup": f"{DEMOS[demo]} + VAE tiling + slicing"}
+        log(f"(a) {demo} offload: warm-up", warm_up(pipe, model, inputs, size))
+        result[key].update(timed_call(pipe, model, inputs, steps, size))
+        log(f"(a) {demo}", result[key])
         pipe.remove_all_hooks()
         pipe.vae.disable_tiling()
         pipe.vae.disable_slicing()
@@ -662,50 +557,48 @@ def bench_model(model: BenchModel, args) -> dict:
         result["cfg_batching_eager"] = cfg_batch_test(transformer, calls)
         log("CFG batching (eager)", result["cfg_batching_eager"])
 
-    # (c) exact variants, timed on one step's forward(s); the fastest then runs through the pipeline
-    orders = {order: time_forward(transformer, calls, sdpa_context(order), repeats=2) for order in args.sdpa}
-    result["sdpa_eager_forward_s"] = orders
-    order = min(orders, key=orders.get)
-    log("SDPA orders (eager, unfused):", orders, "->", order)
+    # (c) popcorn's fast path (variants timed on one step's forward(s)); the fastest then runs through the pipeline
     variants = []
-    for kind in args.variants:
+    for spec in args.variants:
         if time.perf_counter() > deadline - args.reserve_s:
-            variants.append({"compile": kind, "sdpa": order, "skipped": "out of this model's time budget"})
+            variants.append({"variant": spec, "skipped": "out of this model's time budget"})
             continue
-        uncompile(transformer)
-        variants.append(try_variant(transformer, calls, reference, b_forward_s, flops, kind, order))
+        reset(pipe)
+        variants.append(try_variant(pipe, calls, reference, b_forward_s, flops, spec))
     result["c_variants"] = variants
-    timed = [v for v in variants if "forward_s" in v]
-    best = min(timed, key=lambda v: v["forward_s"]) if timed else {"compile": "regional", "sdpa": order}
-    for candidate in sorted(timed, key=lambda v: v["forward_s"]) if "c" in args.configs_to_run else []:
-        uncompile(transformer)
-        done, v, tuning = setup_variant(transformer, candidate["compile"])
-        context = variant_context(candidate["sdpa"], v["layout"], tuning)
-        setup = {"variant": candidate["compile"], **done, "compile": compile_transformer(transformer, v["kind"]),
-                 "sdpa": candidate["sdpa"]}
+    timed = sorted((v for v in variants if "forward_s" in v), key=lambda v: v["forward_s"])
+    for candidate in timed if "c" in args.configs_to_run else []:
+        reset(pipe)
+        fast = make_fast(pipe, **parse_variant(candidate["variant"]))
+        setup = {"variant": candidate["variant"], **fast.to_dict()}
         try:
-            setup["warm_up_s"] = warm_up(pipe, model, inputs, size, context)
-            result["c_fast"] = timed_call(pipe, model, inputs, steps, size, context)
-        except Exception as exc:  # e.g. CUDA graphs whose outputs the pipeline still holds: the next best
+            setup["warm_up_s"] = warm_up(pipe, model, inputs, size, fast.context)
+            result["c_fast"] = timed_call(pipe, model, inputs, steps, size, fast.context)
+        except Exception as exc:
             traceback.print_exc()
             result.setdefault("c_failed", []).append({**setup, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             continue
         result["c_setup"] = setup
-        result["c_forward_rel_err_vs_b"] = rel_err(forward(transformer, calls, context), reference)
-        result["c_profile"] = profile_step(transformer, calls, context)
+        result["c_forward_rel_err_vs_b"] = rel_err(forward(transformer, calls, fast.context), reference)
+        result["c_profile"] = profile_step(transformer, calls, fast.context)
         log("(c)", setup, result["c_fast"], "rel err vs (b):", result["c_forward_rel_err_vs_b"])
         log("(c) profile", result["c_profile"])
         break
 
-    # output-changing: fp8 linear layers (never counted as (c))
-    if args.fp8 and time.perf_counter() < deadline - args.reserve_s:
-        uncompile(transformer)
-        set_fused(transformer, parse_variant(best["compile"])["fused"])
-        result["fp8_layers"] = to_fp8(transformer)
-        result["fp8"] = try_variant(transformer, calls, reference, b_forward_s, flops, best["compile"], best["sdpa"])
+    # output-changing: fp8 linear layers (never counted as (c)); QKV fused first, then the layers swapped
+    if args.fp8 and timed and time.perf_counter() < deadline - args.reserve_s:
+        reset(pipe)
+
+        def fp8_layers(t):
+            with contextlib.suppress(Exception):
+                t.fuse_qkv_projections()
+            return to_fp8(t)
+
+        spec = timed[0]["variant"] + ("" if "nofuse" in timed[0]["variant"] else "/nofuse")
+        result["fp8"] = try_variant(pipe, calls, reference, b_forward_s, flops, spec, before=fp8_layers)
 
     # derived numbers
-    for key in ("a_demo", "b_plain", "c_fast"):
+    for key in [k for k in result if k.startswith("a_")] + ["b_plain", "c_fast"]:
         run = result.get(key)
         if run and run.get("step_s"):
             run["tflops"] = round(flops / run["step_s"] / 1e12, 1)
@@ -736,7 +629,8 @@ def table(results: dict) -> str:
                      f"step vs (b) | total vs (a) | {DEFAULT_STEPS} steps vs (a) |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         a = res.get("a_demo")
-        for key, label in (("a_demo", "(a) offload+tiling"), ("b_plain", "(b) bf16 GPU"), ("c_fast", "(c) fast")):
+        rows = [(k, f"({k}) {res[k].get('setup', '')}") for k in res if k.startswith("a_")]
+        for key, label in rows + [("b_plain", "(b) bf16 GPU"), ("c_fast", "(c) fast")]:
             run = res.get(key)
             if not run:
                 continue
@@ -746,10 +640,10 @@ def table(results: dict) -> str:
             lines.append(f"| {label} | {run['step_s']:.3f} | {run['total_s']:.2f} | {run['decode_s']:.2f} | "
                          f"{run['projected_default_steps_s']:.1f} | {run['peak_gib']} | {run.get('tflops')} | "
                          f"{vs_b:.2f} | {vs_a:.2f} | {vs_a50:.2f} |")
-        lines.append(f"forward-level (one step, b = {res['b_forward_s']} s); SDPA eager: {res['sdpa_eager_forward_s']}")
+        lines.append(f"forward-level (one step, b = {res['b_forward_s']} s)")
         for v in res.get("c_variants", []) + ([res["fp8"]] if res.get("fp8") else []):
-            label = v["compile"] + ("+fp8 (changes output)" if v is res.get("fp8") else "")
-            lines.append(f"  {label:32s} sdpa={v['sdpa']:7s} " + (
+            label = v["variant"] + (" + fp8 (changes output)" if v is res.get("fp8") else "")
+            lines.append(f"  {label:32s} {v.get('attention', '')[:40]:40s} " + (
                 f"{v['forward_s']:.4f} s  x{v['x_vs_b_forward']:.3f}  {v['tflops']} TFLOP/s  err {v['rel_err_vs_b']}"
                 f"  compile {v['compile_s']} s" if "forward_s" in v else str(v.get("error") or v.get("skipped"))))
         if res.get("cfg_batching_eager"):
@@ -766,11 +660,12 @@ def main() -> None:
     parser.add_argument("--configs", default=".bench_configs", help="a copy of shared/model-configs")
     parser.add_argument("--models", default="ltx,wan-1.3b")
     parser.add_argument("--steps", type=int, default=6, help="timed denoising steps per run")
-    parser.add_argument("--variants", default="regional,regional/gelu,regional/gelu/cdt",
-                        help=f"variants for (c), in order: {'|'.join(COMPILE_MODES)}, each optionally followed by /unfused "
-                             "(no fused QKV), /gelu (feed-forward GEMM + GELU in one cuBLASLt call), /cdt (inductor coordinate-"
-                             "descent tuning), /bhsd or /bshd (q, k, v copied into that layout before SDPA)")
-    parser.add_argument("--sdpa", default="default,cudnn,flash", help=f"SDPA orders to try: {','.join(SDPA_ORDERS)}")
+    parser.add_argument("--variants", default="fast,fast/noattn",
+                        help="variants of popcorn's fast path for (c): 'fast', optionally followed by "
+                             + ", ".join("/" + o for o in FAST_OPTIONS) + " (see parse_variant)")
+    parser.add_argument("--demo", default="",
+                        help="(a) setups to run, comma-separated: model (model CPU offload), sequential (sequential CPU "
+                             "offload); both with VAE tiling + slicing. Default: each model's documented demo setup")
     parser.add_argument("--attention-bench", action="store_true",
                         help="time SDPA alone per backend and q/k/v layout at LTX's and Wan's shapes")
     parser.add_argument("--fp8", action="store_true", help="also time fp8 linear layers (changes outputs)")
@@ -781,14 +676,14 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    args.sdpa = [v.strip() for v in args.sdpa.split(",") if v.strip()]
+    args.demo = [v.strip() for v in args.demo.split(",") if v.strip()]
     try:
         for spec in args.variants:
             parse_variant(spec)
     except ValueError as exc:
         parser.error(str(exc))
-    if [v for v in args.sdpa if v not in SDPA_ORDERS]:
-        parser.error(f"unknown SDPA order in {args.sdpa}")
+    if [v for v in args.demo if v not in DEMOS]:
+        parser.error(f"unknown demo setup in {args.demo}")
 
     results: dict = {"torch": torch.__version__, "models": [], "args": vars(args)}
     try:
@@ -804,7 +699,8 @@ def main() -> None:
         log("device", results["device"], "bf16 matmul", results["matmul_bf16_tflops"], "TFLOP/s")
         if args.attention_bench:
             results["attention_bench"] = attention_bench({"ltx (cfg batch 2, hd 64)": (2, 32, 6240, 64),
-                                                          "wan (1 pass, hd 128)": (1, 12, 32760, 128)})
+                                                          "wan (1 pass, hd 128)": (1, 12, 32760, 128),
+                                                          "cogvideox-5b (cfg batch 2, hd 64)": (2, 48, 17776, 64)})
     out_path = Path(args.out) / f"video_speed_{args.models.replace(',', '_')}.json"
     for name in args.models.split(","):
         try:

@@ -33,7 +33,8 @@ def _stderr_progress(stage: str, fraction: float, message: str) -> None:
 def _settings(args) -> pipeline.Settings:
     return pipeline.Settings(query=args.query, mode=args.mode, llm=args.llm, k=args.k, router=args.router,
                              seed=args.seed, candidates=getattr(args, "candidates", 1),
-                             video=getattr(args, "video", "storyboard"))
+                             video=getattr(args, "video", "storyboard"),
+                             memory_mode=getattr(args, "memory_mode", "auto"), speed=getattr(args, "speed", "auto"))
 
 
 # ------------------------------------------------------------------------------------------------------------ commands
@@ -63,7 +64,7 @@ def cmd_render(args) -> int:
                          "give a JSON file as written by `plan --json`") from exc
     the_plan = Plan.from_dict(plan_dict)
     settings = pipeline.Settings(query=the_plan.query or the_plan.title, mode=the_plan.mode, llm=the_plan.llm,
-                                 video=args.video, seed=args.seed)
+                                 video=args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed)
     run = pipeline.Run(settings, plan=the_plan)
     pipeline.render_run(run, Path(args.out), progress=_stderr_progress, with_score=not args.no_score)
     _print_json({"out": str(args.out), **run.video})
@@ -160,6 +161,17 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_video_options(p: argparse.ArgumentParser) -> None:
+    from popcorn.video.base import MEMORY_MODES, SPEEDS
+
+    p.add_argument("--video", default="storyboard", help="a video generator (see `python -m popcorn videos`)")
+    p.add_argument("--memory-mode", choices=MEMORY_MODES, default="auto",
+                   help="where the model's weights live while it runs (auto: the fastest that fits in free GPU memory)")
+    p.add_argument("--speed", choices=SPEEDS, default="auto",
+                   help="fast: fused QKV, GEMM+GELU epilogue, FlashAttention-4 if installed, compiled blocks (exact; "
+                        "compiles on the first render); auto: fast when the whole model is on the GPU")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="popcorn", description="Popcorn: a one-line idea -> a popular micro-video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="render a plan into video.mp4 + cover.png + run.json")
     p.add_argument("--plan", required=True)
-    p.add_argument("--video", default="storyboard")
+    _add_video_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-score", action="store_true", help="skip the popularity score")
@@ -180,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="plan, render, compose and score one query")
     _add_plan_options(p)
-    p.add_argument("--video", default="storyboard")
+    _add_video_options(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_run)
 

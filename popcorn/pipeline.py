@@ -41,6 +41,8 @@ class Settings:
     k: int = 10
     router: str = "ours"
     seed: int = 0
+    memory_mode: str = "auto"  # video: see popcorn/video/base.py
+    speed: str = "auto"  # video: see popcorn/video/speed.py
     candidates: int = 1
     max_tokens: int = 700
     temperature: float = 0.7
@@ -52,6 +54,12 @@ class Settings:
             raise StageError("input", f"unknown mode {self.mode!r}", f"use one of {MODES}")
         if not 1 <= self.candidates <= 16:
             raise StageError("input", f"candidates={self.candidates} is out of range", "use 1 to 16")
+        from popcorn.video.base import MEMORY_MODES, SPEEDS
+
+        if self.memory_mode not in MEMORY_MODES:
+            raise StageError("input", f"unknown memory mode {self.memory_mode!r}", f"use one of {MEMORY_MODES}")
+        if self.speed not in SPEEDS:
+            raise StageError("input", f"unknown speed {self.speed!r}", f"use one of {SPEEDS}")
 
 
 @dataclass
@@ -129,7 +137,8 @@ def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *,
     )
 
 
-def render(the_plan: Plan, video: str, *, seed: int = 0, progress: Progress = _quiet):
+def render(the_plan: Plan, video: str, *, seed: int = 0, memory_mode: str = "auto", speed: str = "auto",
+           progress: Progress = _quiet):
     """g(p): the clip for the plan's video prompt."""
     from popcorn.video import RenderRequest, get_generator
 
@@ -138,7 +147,8 @@ def render(the_plan: Plan, video: str, *, seed: int = 0, progress: Progress = _q
     if not ok:
         raise StageError("render", f"video model {video!r} cannot run here: {reason}",
                          "pick another video model, or 'storyboard' for a preview")
-    request, notes = generator.snap(RenderRequest(prompt=the_plan.video_prompt, seed=seed))
+    request, notes = generator.snap(RenderRequest(prompt=the_plan.video_prompt, seed=seed,
+                                                            memory_mode=memory_mode, speed=speed))
     clip = generator.render(request, progress=lambda f, msg: progress("render", f, msg))
     clip.notes = list(notes) + list(clip.notes)
     return clip
@@ -218,7 +228,8 @@ def render_run(run: Run, out_dir: Path, progress: Progress = _quiet, with_score:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _Timer(run, "render", progress):
-        clip = render(run.plan, run.settings.video, seed=run.settings.seed, progress=progress)
+        clip = render(run.plan, run.settings.video, seed=run.settings.seed, memory_mode=run.settings.memory_mode,
+                      speed=run.settings.speed, progress=progress)
     with _Timer(run, "compose", progress):
         run.video = compose(clip, run.plan, out_dir)
     if with_score:

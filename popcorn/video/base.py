@@ -37,6 +37,7 @@ class RenderRequest:
     steps: int | None = None
     seed: int = 0
     memory_mode: str = "auto"  # "auto" | "gpu" | "model_offload" | "sequential_offload"
+    speed: str = "auto"  # "auto" (fast when everything is on the GPU) | "fast" | "plain": see popcorn/video/speed.py
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class RenderRequest:
             "steps": self.steps,
             "seed": self.seed,
             "memory_mode": self.memory_mode,
+            "speed": self.speed,
         }
 
 
@@ -140,6 +142,14 @@ def check_memory_mode(mode: str) -> str:
 
 
 MEMORY_MODES = ("auto", "gpu", "model_offload", "sequential_offload")
+SPEEDS = ("auto", "fast", "plain")  # see popcorn/video/speed.py
+
+
+def check_speed(speed: str) -> str:
+    speed = (speed or "auto").strip().lower()
+    if speed not in SPEEDS:
+        raise StageError("render", f"unknown speed {speed!r}", "use one of: " + ", ".join(SPEEDS))
+    return speed
 
 
 def with_prompt(req: RenderRequest, prompt: str) -> RenderRequest:

@@ -10,11 +10,14 @@ A spec says, explicitly, what the model is: hub id and pipeline class, its nativ
    <cache_dir>/models/video/<name>/, else the hub (`from_pretrained(hub_id)`, also from the local HF cache offline),
 3. picks a memory mode from free GPU memory (all on GPU in bf16 / model CPU offload / sequential offload, with VAE
    tiling + slicing when offloading), unless the request names one,
-4. loads the pipeline once and keeps it, turns the seed into a torch.Generator, and runs it, reporting each step.
+4. loads the pipeline once and keeps it, turns the seed into a torch.Generator, and runs it, reporting each step;
+5. on the GPU, runs it on the fast path (popcorn/video/speed.py: exact, compiled on the first render) unless the
+   request says speed="plain".
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -27,7 +30,7 @@ import numpy as np
 
 from popcorn import config
 from popcorn.types import StageError
-from popcorn.video.base import Clip, Progress, RenderRequest, check_memory_mode, clean_prompt
+from popcorn.video.base import Clip, Progress, RenderRequest, check_memory_mode, check_speed, clean_prompt
 
 GIB = 1024**3
 
@@ -93,7 +96,8 @@ class DiffusersGenerator:
         self.name = spec.name
         self.description = f"{spec.label} ({spec.pipeline_class}, {spec.hub_id})"
         self._pipe = None
-        self._pipe_key: tuple[str, str] | None = None  # (weights source, placement) of the loaded pipeline
+        self._pipe_key: tuple[str, str, bool] | None = None  # (weights source, placement, fast) of the loaded pipeline
+        self._fast = None  # the FastPath applied to the loaded pipeline, if any
 
     # ----------------------------------------------------------------------------------------------- where/what
 
@@ -204,15 +208,25 @@ class DiffusersGenerator:
         return mode, [f"memory mode {mode} (auto: {free_gib:.0f} GiB free of {total / GIB:.0f}; all-on-GPU wants "
                       f"~{self.spec.gpu_gib:.0f}, model offload ~{self.spec.offload_gib:.0f})"]
 
-    def pipeline(self, mode: str, progress: Progress | None = None):
-        """The loaded pipeline placed for `mode`; loaded once and kept (reloaded only if the placement changes)."""
+    def choose_speed(self, requested: str, mode: str) -> tuple[bool, list[str]]:
+        """Whether to run on the fast path: 'auto' takes it when the whole model is on the GPU."""
+        requested = check_speed(requested)
+        if requested == "auto":
+            return mode == "gpu", []
+        if requested == "fast" and mode not in ("gpu", "cpu"):
+            return False, [f"speed fast ignored under {mode} (compiled blocks and offload hooks do not mix)"]
+        return requested == "fast", []
+
+    def pipeline(self, mode: str, progress: Progress | None = None, fast: bool = False):
+        """The loaded pipeline placed for `mode` (and on the fast path if asked); loaded once and kept, reloaded only
+        if the placement or the path changes."""
         import torch
 
         source, where = self.weights_source()
-        key = (source, mode)
+        key = (source, mode, fast)
         if self._pipe is not None and self._pipe_key == key:
             return self._pipe
-        self._pipe = None  # offload hooks cannot be undone cleanly: a new placement means a fresh load
+        self._pipe = self._fast = None  # offload hooks and compiled blocks cannot be undone cleanly: load afresh
         if progress is not None:
             progress(0.0, f"loading {self.spec.label} from {where} ({source})")
         import diffusers
@@ -228,6 +242,12 @@ class DiffusersGenerator:
                                        f"({type(exc).__name__}: {str(exc)[:300]})", hint) from exc
         self._place(pipe, mode)
         pipe.set_progress_bar_config(disable=True)
+        if fast:
+            from popcorn.video.speed import make_fast
+
+            if progress is not None:
+                progress(0.0, f"{self.spec.label}: fast path (the first render compiles the transformer blocks)")
+            self._fast = make_fast(pipe)
         self._pipe, self._pipe_key = pipe, key
         return pipe
 
@@ -273,8 +293,10 @@ class DiffusersGenerator:
         prompt, notes = clean_prompt(req.prompt)
         req, snap_notes = self.snap(replace(req, prompt=prompt))
         mode, mode_notes = self.choose_memory_mode(req.memory_mode)
-        notes = snap_notes + notes + mode_notes
-        pipe = self.pipeline(mode, progress)
+        fast, speed_notes = self.choose_speed(req.speed, mode)
+        notes = snap_notes + notes + mode_notes + speed_notes
+        pipe = self.pipeline(mode, progress, fast=fast)
+        run_context = self._fast.context if self._fast is not None else contextlib.nullcontext
 
         kwargs = self.call_kwargs(req)
         # a CPU generator gives the same starting noise on any device and under offloading
@@ -290,7 +312,7 @@ class DiffusersGenerator:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), run_context():
                 output = pipe(**kwargs)
         except torch.OutOfMemoryError as exc:
             free = torch.cuda.mem_get_info()[0] / GIB if torch.cuda.is_available() else 0.0
@@ -317,6 +339,7 @@ class DiffusersGenerator:
             "guidance_scale": self.spec.guidance,
             "seed": int(req.seed),
             "memory_mode": mode,
+            "speed": self._fast.to_dict() if self._fast is not None else "plain",
             "dtype": str(pipe.dtype).replace("torch.", "") if hasattr(pipe, "dtype") else self.spec.dtype,
             "prompt": req.prompt,
             "negative_prompt": kwargs.get("negative_prompt") or "",

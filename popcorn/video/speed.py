@@ -1,0 +1,210 @@
+"""The fast path for a diffusers video transformer on a GPU: the same math, fewer wasted cycles.
+
+`make_fast(pipe)` changes the loaded pipeline in place, step by step, and returns a `FastPath` that says what it did
+and gives the context to run the pipeline in. Every step is exact (no cache, no lower precision, no skipped work);
+outputs differ from the plain run only by the order of floating-point sums (bf16 relative error ~1e-2 after 30
+random-weight layers, the same as any compiled kernel gives).
+
+1. Fused QKV projections (`transformer.fuse_qkv_projections()`), where the model has them: one GEMM instead of 3.
+2. The feed-forward's first GEMM and its tanh-GELU in one cuBLASLt call (the GELU_BIAS epilogue), as the custom op
+   `popcorn::linear_gelu_tanh`, so the compiler keeps it whole instead of writing and re-reading the activation.
+3. Attention: FlashAttention-4 (the `flash-attn-4` package, Hopper and Blackwell) behind PyTorch's own SDPA
+   (`torch.nn.attention.activate_flash_attention_impl("FA4")`), used only after a probe shows it agrees with the
+   default kernel; otherwise PyTorch's default (cuDNN's fused kernel on an H100).
+4. `torch.compile` of the repeated transformer blocks (regional compilation: every block shares one compiled
+   graph, so it compiles in seconds, not minutes), fullgraph, with inductor's coordinate-descent tuning.
+
+Compilation happens during the first call (8-15 s for LTX-Video on an H100); later calls reuse it. bench/video_speed.py
+measures this path as configuration (c); bench/RESULTS.md has the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+# ------------------------------------------------------------------------------------------ 2. GEMM + GELU in one
+
+
+@torch.library.custom_op("popcorn::linear_gelu_tanh", mutates_args=())
+def linear_gelu_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(x W^T + b); on CUDA in one cuBLASLt call. Opaque to the compiler, so it stays one call."""
+    rows = x.reshape(-1, x.shape[-1])
+    if x.is_cuda:
+        out = torch._addmm_activation(bias, rows, weight.t(), use_gelu=True)  # CUDA's epilogue is the tanh GELU
+    else:  # the CPU kernel of _addmm_activation uses the exact GELU, so spell the tanh one out
+        out = torch.nn.functional.gelu(torch.addmm(bias, rows, weight.t()), approximate="tanh")
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+@linear_gelu_tanh.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _gelu_epilogue_forward(module, hidden_states):
+    proj = module.proj
+    if isinstance(proj, torch.nn.Linear) and proj.bias is not None:
+        return linear_gelu_tanh(hidden_states, proj.weight, proj.bias)
+    return module.gelu(proj(hidden_states))
+
+
+def use_gelu_epilogue(transformer, on: bool = True) -> int:
+    """Route diffusers' GELU(approximate='tanh') layers through linear_gelu_tanh (or back); returns how many."""
+    from diffusers.models.activations import GELU
+
+    changed = 0
+    for module in transformer.modules():
+        if isinstance(module, GELU) and module.approximate == "tanh":
+            if on:
+                module.forward = _gelu_epilogue_forward.__get__(module)
+            else:
+                module.__dict__.pop("forward", None)
+            changed += 1
+    return changed
+
+
+# ------------------------------------------------------------------------------------------------ 3. attention
+
+
+def _sdpa_priority(backends: tuple[str, ...]) -> Callable[[], contextlib.AbstractContextManager]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [getattr(SDPBackend, name) for name in backends]
+    return lambda: sdpa_kernel(order, set_priority=True)
+
+
+def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager] | None, str]:
+    """Activate FlashAttention-4 behind SDPA if it is installed, the GPU is Hopper/Blackwell and a probe agrees with
+    the default kernel. Returns (a context factory that makes SDPA pick it, or None; what happened, in words)."""
+    if not torch.cuda.is_available():
+        return None, "default SDPA (no CUDA GPU)"
+    major, minor = torch.cuda.get_device_capability()
+    if major not in (9, 10):
+        return None, f"default SDPA (FlashAttention-4 needs compute capability 9.x or 10.x; this GPU is {major}.{minor})"
+    try:
+        import flash_attn.cute.interface  # noqa: F401  (the flash-attn-4 package)
+    except Exception as exc:  # not installed, or its CUDA libraries do not load
+        return None, f"default SDPA (flash-attn-4 not usable here: {type(exc).__name__}: {str(exc)[:120]})"
+    from torch.nn import attention
+
+    if not hasattr(attention, "activate_flash_attention_impl"):
+        return None, f"default SDPA (torch {torch.__version__} cannot route SDPA to FlashAttention-4)"
+    prefer_flash = _sdpa_priority(("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))
+    try:
+        attention.activate_flash_attention_impl("FA4")
+        error = _probe_attention(prefer_flash)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {str(exc)[:160]}"
+    if error is not None:
+        with contextlib.suppress(Exception):
+            attention.restore_flash_attention_impl()
+        return None, f"default SDPA (FlashAttention-4 failed its probe: {error})"
+    return prefer_flash, "FlashAttention-4 through SDPA (probe agreed with the default kernel)"
+
+
+def _probe_attention(prefer_flash) -> str | None:
+    """None when FA4 (through SDPA) matches the default kernel on small random inputs of both head sizes in use."""
+    generator = torch.Generator("cuda").manual_seed(0)
+    stock = _sdpa_priority(("CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))  # anything but the flash backend
+    for heads, tokens, dim in ((4, 300, 64), (4, 300, 128)):
+        q, k, v = (torch.randn(2, heads, tokens, dim, device="cuda", dtype=torch.bfloat16, generator=generator)
+                   for _ in range(3))
+        with stock():
+            expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        with prefer_flash():
+            got = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        error = float((got.float() - expected.float()).norm() / expected.float().norm())
+        if not error < 2e-2:
+            return f"relative error {error:.3g} at head size {dim}"
+    return None
+
+
+# -------------------------------------------------------------------------------------------------- 4. compile
+
+
+def repeated_blocks(transformer) -> list[torch.nn.Module]:
+    """The blocks the model repeats (diffusers marks them in `_repeated_blocks`; CogVideoX's are found by name)."""
+    names = set(getattr(transformer, "_repeated_blocks", None) or [])
+    blocks = [m for m in transformer.modules() if type(m).__name__ in names]
+    return blocks or list(getattr(transformer, "transformer_blocks", []))
+
+
+def compile_blocks(transformer, fullgraph: bool = True) -> int:
+    blocks = repeated_blocks(transformer)
+    for block in blocks:
+        block.compile(fullgraph=fullgraph)
+    return len(blocks)
+
+
+def uncompile(transformer) -> None:
+    """Back to eager (for benchmarks that try several setups on one model)."""
+    for module in transformer.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+    torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------------------------------------------- together
+
+
+@dataclass
+class FastPath:
+    """What make_fast did, and the context each pipeline call must run in."""
+
+    steps: list[str] = field(default_factory=list)
+    attention: str = "default SDPA"
+    compiled_blocks: int = 0
+    _attention_context: Callable[[], contextlib.AbstractContextManager] | None = None
+    _tuning: bool = False
+    _compiled_once: bool = False
+
+    @contextlib.contextmanager
+    def context(self) -> Iterator[None]:
+        """SDPA's kernel choice, and inductor's tuning while the first call compiles."""
+        with contextlib.ExitStack() as stack:
+            if self._attention_context is not None:
+                stack.enter_context(self._attention_context())
+            if self._tuning and not self._compiled_once:
+                import torch._inductor.config as inductor_config
+
+                stack.enter_context(inductor_config.patch(coordinate_descent_tuning=True))
+            yield
+        self._compiled_once = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "attention": self.attention, "compiled_blocks": self.compiled_blocks}
+
+
+def make_fast(pipe, *, fuse: bool = True, gelu: bool = True, attention: str = "auto", compile: bool = True,
+              tuning: bool = True) -> FastPath:
+    """Apply the fast path to every video transformer of a loaded pipeline (see the module's docstring).
+
+    attention: "auto" tries FlashAttention-4 and falls back to the default; "default" keeps PyTorch's choice.
+    """
+    fast = FastPath()
+    transformers = [t for t in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if t]
+    for transformer in transformers:
+        if fuse:
+            try:
+                transformer.fuse_qkv_projections()
+                fast.steps.append(f"fused QKV ({type(transformer).__name__})")
+            except Exception as exc:  # not every attention processor can fuse
+                fast.steps.append(f"QKV not fused: {type(exc).__name__}")
+        if gelu:
+            count = use_gelu_epilogue(transformer)
+            if count:
+                fast.steps.append(f"GEMM+GELU epilogue in {count} feed-forward layers")
+    if attention == "auto":
+        fast._attention_context, fast.attention = flash_attention_4()
+    fast.steps.append(f"attention: {fast.attention}")
+    if compile:
+        for transformer in transformers:
+            fast.compiled_blocks += compile_blocks(transformer)
+        fast._tuning = tuning
+        fast.steps.append(f"torch.compile of {fast.compiled_blocks} repeated blocks"
+                          + (" (coordinate-descent tuning)" if tuning else ""))
+    return fast

@@ -1,0 +1,120 @@
+"""The fast path (popcorn/video/speed.py): each exact step keeps the outputs, and renders on it match plain ones.
+
+On this CPU machine the compile step runs through inductor's C++ backend and FlashAttention-4 reports itself
+unavailable; the GPU numbers are bench/video_speed.py's job.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from popcorn.pipeline import Settings
+from popcorn.types import StageError
+from popcorn.video import RenderRequest
+from popcorn.video.diffusers_base import DiffusersGenerator
+from popcorn.video.ltx import LTX
+from popcorn.video.speed import flash_attention_4, linear_gelu_tanh, make_fast, repeated_blocks, use_gelu_epilogue
+from test_video_diffusers import saved_pipelines, tiny_ltx, tiny_spec, tiny_wan  # noqa: F401  (fixture)
+
+
+def test_linear_gelu_tanh_matches_linear_then_tanh_gelu():
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(2, 5, 16, generator=g), torch.randn(24, 16, generator=g), torch.randn(24, generator=g)
+    expected = torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b), approximate="tanh")
+    got = linear_gelu_tanh(x, w, b)
+    assert got.shape == (2, 5, 24)
+    torch.testing.assert_close(got, expected)
+    exact_gelu = torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b))
+    assert not torch.allclose(got, exact_gelu, atol=1e-6)  # it is the tanh approximation, as the models use
+    torch.library.opcheck(linear_gelu_tanh, (x, w, b))
+
+
+@pytest.mark.parametrize("build", [tiny_ltx, tiny_wan])
+def test_gelu_epilogue_keeps_the_transformer_output(build):
+    transformer = build().transformer.eval()
+    cfg = transformer.config
+    torch.manual_seed(1)
+    if build is tiny_ltx:
+        inputs = dict(hidden_states=torch.randn(1, 2 * 4 * 4, cfg.in_channels),
+                      encoder_hidden_states=torch.randn(1, 6, cfg.caption_channels), timestep=torch.tensor([500]),
+                      encoder_attention_mask=torch.ones(1, 6), num_frames=2, height=4, width=4)
+    else:
+        inputs = dict(hidden_states=torch.randn(1, cfg.in_channels, 2, 8, 8),
+                      encoder_hidden_states=torch.randn(1, 6, cfg.text_dim), timestep=torch.tensor([500]))
+    with torch.no_grad():
+        before = transformer(**inputs, return_dict=False)[0]
+        changed = use_gelu_epilogue(transformer)
+        after = transformer(**inputs, return_dict=False)[0]
+        assert use_gelu_epilogue(transformer, on=False) == changed
+        restored = transformer(**inputs, return_dict=False)[0]
+    assert changed >= 1  # every block's feed-forward uses GELU(approximate="tanh")
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    assert torch.equal(restored, before)
+
+
+def test_flash_attention_4_says_why_not_on_a_cpu_machine():
+    context, how = flash_attention_4()
+    assert context is None and "no CUDA GPU" in how
+
+
+def test_repeated_blocks_are_found_for_each_family():
+    assert len(repeated_blocks(tiny_ltx().transformer)) == 1  # _repeated_blocks names LTX's block class
+    assert len(repeated_blocks(tiny_wan().transformer)) >= 1
+
+
+def test_make_fast_reports_each_step_without_compiling():
+    pipe = tiny_ltx()
+    fast = make_fast(pipe, compile=False)
+    text = " | ".join(fast.steps)
+    assert "fused QKV" in text or "QKV not fused" in text
+    assert "GEMM+GELU epilogue in 1 feed-forward layers" in text
+    assert fast.attention.startswith("default SDPA") and fast.compiled_blocks == 0
+    assert fast.to_dict()["attention"] == fast.attention
+
+
+def test_fast_render_matches_the_plain_render(saved_pipelines, monkeypatch):  # noqa: F811
+    """The whole fast path, compile included (inductor on the CPU), gives the plain path's frames."""
+    monkeypatch.setenv(LTX.env_var, str(saved_pipelines[tiny_ltx]))
+    plain_gen, fast_gen = DiffusersGenerator(tiny_spec(LTX)), DiffusersGenerator(tiny_spec(LTX))
+    plain = plain_gen.render(RenderRequest(prompt="a cat runs on a beach", seed=5, speed="plain"))
+    fast = fast_gen.render(RenderRequest(prompt="a cat runs on a beach", seed=5, speed="fast"))
+    again = fast_gen.render(RenderRequest(prompt="a cat runs on a beach", seed=6, speed="fast"))
+
+    assert plain.settings["speed"] == "plain"
+    steps = fast.settings["speed"]["steps"]
+    assert fast.settings["speed"]["compiled_blocks"] == 1 and any("torch.compile" in s for s in steps)
+    assert fast.frames.shape == plain.frames.shape
+    diff = np.abs(fast.frames.astype(int) - plain.frames.astype(int))
+    assert diff.mean() < 1.0 and diff.max() <= 8  # float sums reordered, nothing else
+    assert fast_gen._pipe_key[2] is True and not np.array_equal(again.frames, fast.frames)  # seed still matters
+
+
+def test_auto_speed_is_plain_on_cpu_and_fast_is_refused_with_offload():
+    generator = DiffusersGenerator(LTX)
+    assert generator.choose_speed("auto", "cpu") == (False, [])
+    assert generator.choose_speed("auto", "gpu") == (True, [])
+    fast, notes = generator.choose_speed("fast", "model_offload")
+    assert fast is False and "ignored under model_offload" in notes[0]
+    with pytest.raises(StageError, match="unknown speed"):
+        generator.choose_speed("turbo", "gpu")
+
+
+def test_settings_check_memory_mode_and_speed_before_any_work():
+    with pytest.raises(StageError, match="unknown speed") as err:
+        Settings(query="street food", speed="ludicrous").check()
+    assert err.value.stage == "input"
+    with pytest.raises(StageError, match="unknown memory mode"):
+        Settings(query="street food", memory_mode="swap").check()
+    Settings(query="street food", memory_mode="sequential_offload", speed="plain").check()
+
+
+def test_cli_takes_memory_mode_and_speed():
+    from popcorn.cli import build_parser
+
+    args = build_parser().parse_args(["run", "street food", "--video", "ltx", "--out", "/tmp/x",
+                                      "--memory-mode", "model_offload", "--speed", "plain"])
+    assert (args.memory_mode, args.speed) == ("model_offload", "plain")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["render", "--plan", "p.json", "--out", "/tmp/x", "--speed", "warp"])
