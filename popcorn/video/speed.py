@@ -91,11 +91,12 @@ def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager]
         return None, f"default SDPA (flash-attn-4 not usable here: {type(exc).__name__}: {str(exc)[:120]})"
     from torch.nn import attention
 
-    if not hasattr(attention, "activate_flash_attention_impl"):
-        return None, f"default SDPA (torch {torch.__version__} cannot route SDPA to FlashAttention-4)"
+    if not hasattr(attention, "register_flash_attention_impl"):
+        return None, f"default SDPA (torch {torch.__version__} cannot route SDPA to another flash kernel)"
     prefer_flash = _sdpa_priority(("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))
     try:
-        attention.activate_flash_attention_impl("FA4")
+        attention.register_flash_attention_impl(_FA4_NAME, register_fn=_register_fa4)
+        attention.activate_flash_attention_impl(_FA4_NAME)
         error = _probe_attention(prefer_flash)
     except Exception as exc:
         error = f"{type(exc).__name__}: {str(exc)[:160]}"
@@ -104,6 +105,38 @@ def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager]
             attention.restore_flash_attention_impl()
         return None, f"default SDPA (FlashAttention-4 failed its probe: {error})"
     return prefer_flash, "FlashAttention-4 through SDPA (probe agreed with the default kernel)"
+
+
+_FA4_NAME = "popcorn-fa4"
+
+
+@dataclass
+class _Fa4Handle:
+    library: Any
+
+    def remove(self) -> None:
+        self.library = None
+
+
+def _register_fa4() -> _Fa4Handle:
+    """Make SDPA's flash backend run FlashAttention-4's forward kernel (PyTorch's dispatcher calls this function
+    instead of its own flash kernel while the handle lives). Inference only: no dropout, no debug mask."""
+    from flash_attn.cute.interface import _flash_attn_fwd  # the kernel entry that writes into a given `out`
+
+    def flash_forward(query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, *, scale=None):
+        if dropout_p or return_debug_mask:
+            raise RuntimeError("popcorn's FlashAttention-4 route serves inference only (dropout_p=0, no debug mask)")
+        out = torch.empty_like(query)  # (batch, heads, seq, dim) with the query's memory layout, as PyTorch's kernel
+        lse = _flash_attn_fwd(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), softmax_scale=scale,
+                              causal=is_causal, return_lse=True, out=out.transpose(1, 2))[1]
+        device = query.device
+        return (out, lse.contiguous(), None, None, query.size(2), key.size(2),
+                torch.zeros((2,), dtype=torch.uint64, device=device), torch.zeros((), dtype=torch.uint64, device=device),
+                torch.empty(0, dtype=query.dtype, device=device))
+
+    library = torch.library.Library("aten", "IMPL", "CUDA")
+    library.impl("_scaled_dot_product_flash_attention", flash_forward, "CUDA")
+    return _Fa4Handle(library)
 
 
 def _probe_attention(prefer_flash) -> str | None:
