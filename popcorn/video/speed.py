@@ -197,14 +197,20 @@ class FastPath:
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
-        """SDPA's kernel choice, and inductor's tuning while the first call compiles."""
+        """SDPA's kernel choice; while the first call compiles, inductor's tuning and a compile-cache tag naming the
+        attention kernel (the kernel is chosen when a graph is traced, and torch's on-disk caches do not key on that
+        choice: without the tag a graph traced for one kernel is reused for the other)."""
         with contextlib.ExitStack() as stack:
             if self._attention_context is not None:
                 stack.enter_context(self._attention_context())
-            if self._tuning and not self._compiled_once:
+            if not self._compiled_once:
                 import torch._inductor.config as inductor_config
+                import torch.compiler.config as compiler_config
 
-                stack.enter_context(inductor_config.patch(coordinate_descent_tuning=True))
+                tag = "popcorn-fa4" if self._attention_context is not None else "popcorn-default-sdpa"
+                stack.enter_context(compiler_config.patch(cache_key_tag=tag))
+                if self._tuning:
+                    stack.enter_context(inductor_config.patch(coordinate_descent_tuning=True))
             yield
         self._compiled_once = True
 
