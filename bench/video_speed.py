@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from popcorn.video.speed import make_fast, uncompile, use_gelu_epilogue  # noqa: E402  (the path users get)
+from popcorn.video.speed import make_fast, undo_fast  # noqa: E402  (the path users get)
 
 GIB = 1024**3
 
@@ -409,15 +409,6 @@ def parse_variant(spec: str) -> dict:
             "attention": "default" if "noattn" in options else "auto", "tuning": "nocdt" not in options}
 
 
-def reset(pipe) -> None:
-    """Undo make_fast on the pipeline's transformer: eager, unfused, plain GELU."""
-    transformer = pipe.transformer
-    uncompile(transformer)
-    use_gelu_epilogue(transformer, on=False)
-    with contextlib.suppress(Exception):
-        transformer.unfuse_qkv_projections()
-
-
 class Fp8Linear(torch.nn.Module):
     """y = x W^T + b with x and W in float8 e4m3 (x: a scale per row, computed per call; W: a scale per output)."""
 
@@ -563,12 +554,12 @@ def bench_model(model: BenchModel, args) -> dict:
         if time.perf_counter() > deadline - args.reserve_s:
             variants.append({"variant": spec, "skipped": "out of this model's time budget"})
             continue
-        reset(pipe)
+        undo_fast(pipe)
         variants.append(try_variant(pipe, calls, reference, b_forward_s, flops, spec))
     result["c_variants"] = variants
     timed = sorted((v for v in variants if "forward_s" in v), key=lambda v: v["forward_s"])
     for candidate in timed if "c" in args.configs_to_run else []:
-        reset(pipe)
+        undo_fast(pipe)
         fast = make_fast(pipe, **parse_variant(candidate["variant"]))
         setup = {"variant": candidate["variant"], **fast.to_dict()}
         try:
@@ -587,7 +578,7 @@ def bench_model(model: BenchModel, args) -> dict:
 
     # output-changing: fp8 linear layers (never counted as (c)); QKV fused first, then the layers swapped
     if args.fp8 and timed and time.perf_counter() < deadline - args.reserve_s:
-        reset(pipe)
+        undo_fast(pipe)
 
         def fp8_layers(t):
             with contextlib.suppress(Exception):

@@ -102,8 +102,12 @@ def retrieve(query: str, k: int = 10, router: str = "ours") -> Retrieval:
 
 
 def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
-         max_tokens: int = 700, temperature: float = 0.7) -> Plan:
-    """f(x): one plan from the LLM. An unreadable answer is re-asked once, then fails naming the LLM stage."""
+         max_tokens: int = 700, temperature: float = 0.7,
+         progress: Callable[[float, str], None] | None = None) -> Plan:
+    """f(x): one plan from the LLM. An unreadable answer is re-asked once, then fails naming the LLM stage.
+
+    progress(fraction, message) hears how far the answer has grown (at most twice a second); an exception it raises
+    (Cancel) stops the LLM mid-answer."""
     from popcorn.llm import PLAN_SCHEMA, get_llm, parse_plan
 
     backend = get_llm(llm)
@@ -117,9 +121,11 @@ def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *,
     else:
         messages = prompts.basic_messages(query)
 
+    on_text = _growth_reporter(progress, expected_chars=max_tokens * 3) if progress is not None else None
+
     def ask(msgs: list[dict]):
         return backend.complete(msgs, json_schema=PLAN_SCHEMA, max_tokens=max_tokens, temperature=temperature,
-                                seed=seed)
+                                seed=seed, on_text=on_text)
 
     completion = ask(messages)
     try:
@@ -135,6 +141,19 @@ def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *,
         category_scores=list(retrieval.category_scores) if retrieval else [],
         references=list(retrieval.references) if retrieval else [],
     )
+
+
+def _growth_reporter(progress: Callable[[float, str], None], expected_chars: int, every_s: float = 0.5):
+    """on_text for an LLM: the answer's length as a fraction of what a full answer would be, twice a second."""
+    last = [0.0]
+
+    def on_text(text: str) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_s:
+            last[0] = now
+            progress(min(0.95, len(text) / expected_chars), f"writing the plan ({len(text)} characters)")
+
+    return on_text
 
 
 def render(the_plan: Plan, video: str, *, seed: int = 0, memory_mode: str = "auto", speed: str = "auto",
@@ -213,7 +232,8 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
         for i in range(settings.candidates):
             progress("plan", i / settings.candidates, f"plan {i + 1} of {settings.candidates}")
             plans.append(plan(settings.query, settings.mode, settings.llm, run.retrieval, seed=settings.seed + i,
-                              max_tokens=settings.max_tokens, temperature=settings.temperature))
+                              max_tokens=settings.max_tokens, temperature=settings.temperature,
+                              progress=lambda f, msg, i=i: progress("plan", (i + f) / settings.candidates, msg)))
     if settings.candidates > 1:
         with _Timer(run, "score", progress):
             run.candidates = rank(plans)

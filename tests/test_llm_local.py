@@ -328,3 +328,32 @@ if __name__ == "__main__":
         make_fixtures(Path(sys.argv[2]), *(sys.argv[3:4]))
     else:
         print(__doc__)
+
+
+@pytest.mark.llm
+@needs_llama
+def test_streamed_answer_is_reported_as_it_grows_and_stops_when_told(qwen_path):
+    llm = get_llm("local")
+    messages = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
+    seen: list[str] = []
+    out = llm.complete(messages, max_tokens=40, temperature=0.0, seed=1, on_text=seen.append)
+    assert len(seen) == out.usage["completion_tokens"] > 5  # one report per token
+    assert all(b.startswith(a) for a, b in zip(seen, seen[1:])) and seen[-1] == out.text
+    plain = llm.complete(messages, max_tokens=40, temperature=0.0, seed=1)
+    assert plain.text == out.text  # streaming changes nothing
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def stop_after_three(text):
+        calls.append(text)
+        if len(calls) == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        llm.complete(messages, max_tokens=40, temperature=0.0, seed=1, on_text=stop_after_three)
+    assert len(calls) == 3  # generation ended there
+    again = llm.complete(messages, max_tokens=40, temperature=0.0, seed=1)  # the model and its lock are free again
+    assert again.text == out.text

@@ -100,6 +100,14 @@ def test_deepseek_chat_uses_json_mode_and_reports_usage(deepseek_env):
     assert out.usage["prompt_tokens"] == 42 and out.usage["completion_tokens"] == 17 and out.usage["tries"] == 1
 
 
+def test_api_answers_are_reported_once_whole(deepseek_env):
+    deepseek_env.play(chat_reply(PLAN_JSON, model="deepseek-chat"))
+    seen = []
+    out = deepseek_chat().complete(MESSAGES, json_schema=PLAN_SCHEMA, on_text=seen.append)
+    assert seen == [out.text] and out.text == PLAN_JSON
+    assert "stream" not in deepseek_env.requests[0]["json"]  # not streamed: retries need whole answers
+
+
 def test_openai_asks_for_the_json_schema(monkeypatch, scripted_server):
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)

@@ -126,3 +126,22 @@ def test_transformers_without_a_model_says_how_to_pick_one(monkeypatch):
     monkeypatch.delenv("POPCORN_HF_MODEL", raising=False)
     ok, why = transformers_llm().available()
     assert not ok and "POPCORN_HF_MODEL" in why
+
+
+def test_on_text_sees_the_answer_grow_and_can_stop_it(tiny_model_dir):
+    llm = TransformersLLM("t", "tiny", str(tiny_model_dir))
+    full = llm.complete(MESSAGES, max_tokens=24, temperature=0.0)
+    seen: list[str] = []
+    same = llm.complete(MESSAGES, max_tokens=24, temperature=0.0, on_text=seen.append)
+    assert same.text == full.text  # reporting changes nothing
+    assert len(seen) == 3 and full.text.startswith(seen[0].strip())  # every 8 of the 24 tokens
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_first(text):
+        raise Stop(text)
+
+    with pytest.raises(Stop):
+        llm.complete(MESSAGES, max_tokens=24, temperature=0.0, on_text=stop_at_first)
+    assert llm.complete(MESSAGES, max_tokens=24, temperature=0.0).text == full.text  # still usable afterwards

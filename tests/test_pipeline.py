@@ -42,6 +42,29 @@ def test_unreadable_answer_is_re_asked_once_then_parsed(scripted_llm):
     assert "could not be read" in second[-1]["content"]
 
 
+def test_plan_reports_the_answer_growing_and_an_exception_stops_it():
+    """The embedded LLM streams: progress hears the answer grow, and raising from progress ends the LLM's answer."""
+
+    class Stop(Exception):
+        pass
+
+    heard = []
+
+    def progress(fraction, message):
+        heard.append((fraction, message))
+        if len(heard) == 2:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        pipeline.plan("street noodles at night", "basic", "smollm2", progress=progress, seed=3)
+    assert len(heard) == 2 and all("writing the plan" in m for _, m in heard)
+    assert 0 < heard[0][0] <= heard[1][0] <= 0.95
+    from popcorn.llm import get_llm
+
+    again = get_llm("smollm2").complete([{"role": "user", "content": "Say hi."}], max_tokens=4)  # free again
+    assert again.usage["completion_tokens"] > 0
+
+
 def test_two_unreadable_answers_fail_naming_the_llm_stage_and_keep_the_raw_text(scripted_llm):
     scripted_llm.play(chat_reply("no plan here"), chat_reply("still nothing useful"))
     with pytest.raises(StageError) as err:

@@ -162,6 +162,24 @@ def test_cancel_during_retrieve_marks_the_run_cancelled(home, retriever):
     assert Store(home / "popcorn.db").list_runs()[0]["status"] == "cancelled"
 
 
+def test_cancel_while_the_llm_writes_stops_the_answer(home, retriever):
+    """Cancel reaches into the LLM: the answer stops growing at the next report (twice a second), no plan is made."""
+    key = "session-writing"
+    writing = []
+
+    def sink(fraction, desc=None):
+        if desc and "writing the plan" in desc:
+            writing.append(desc)
+            studio.cancel(key)
+
+    with pytest.raises(studio.StudioError) as info:
+        studio.plan_action("a cat on a skateboard", "basic", 10, SMALL_LLM, progress=sink, cancel_key=key)
+    assert str(info.value).startswith("Cancelled during stage plan.")
+    assert len(writing) == 1  # the report after the Cancel raised inside the LLM's stream
+    record = Store(home / "popcorn.db").list_runs()[0]
+    assert record["status"] == "cancelled"
+
+
 # ------------------------------------------------------------------------------------------------ plan (tiny LLM)
 
 

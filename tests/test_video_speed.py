@@ -91,6 +91,35 @@ def test_fast_render_matches_the_plain_render(saved_pipelines, monkeypatch):  # 
     assert fast_gen._pipe_key[2] is True and not np.array_equal(again.frames, fast.frames)  # seed still matters
 
 
+def test_a_fast_path_that_cannot_compile_falls_back_to_plain(saved_pipelines, monkeypatch):  # noqa: F811
+    """Where compilation cannot work (no compiler, an unsupported op), the render still comes out, on the plain path,
+    and says why; later renders stay plain instead of failing again."""
+    import popcorn.video.speed as speed
+
+    real_make_fast = speed.make_fast
+
+    def broken_make_fast(pipe, **kwargs):
+        fast = real_make_fast(pipe, compile=False)
+
+        def no_compiler():
+            raise RuntimeError("inductor: no working C++ compiler")
+
+        fast._attention_context = no_compiler
+        return fast
+
+    monkeypatch.setattr(speed, "make_fast", broken_make_fast)
+    monkeypatch.setenv(LTX.env_var, str(saved_pipelines[tiny_ltx]))
+    generator = DiffusersGenerator(tiny_spec(LTX))
+    clip = generator.render(RenderRequest(prompt="a cat runs on a beach", seed=5, speed="fast"))
+    plain = DiffusersGenerator(tiny_spec(LTX)).render(RenderRequest(prompt="a cat runs on a beach", seed=5,
+                                                                     speed="plain"))
+    assert any("fast path failed (RuntimeError: inductor: no working C++ compiler)" in n for n in clip.notes)
+    assert clip.settings["speed"] == "plain"
+    assert np.array_equal(clip.frames, plain.frames)  # GELU epilogue and fused QKV were undone too
+    again = generator.render(RenderRequest(prompt="a dog", seed=1, speed="fast"))
+    assert any("failed here before" in n for n in again.notes) and again.settings["speed"] == "plain"
+
+
 def test_auto_speed_is_plain_on_cpu_and_fast_is_refused_with_offload():
     generator = DiffusersGenerator(LTX)
     assert generator.choose_speed("auto", "cpu") == (False, [])

@@ -47,7 +47,12 @@ class LLM(Protocol):
         max_tokens: int = 1024,
         temperature: float = 0.7,
         seed: int | None = None,
-    ) -> Completion: ...
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """The model's answer. `on_text(text so far)` is called as the answer grows (per token where the backend
+        streams, else once at the end); an exception raised by it stops the generation and propagates: that is how
+        Cancel stops a running plan."""
+        ...
 
 
 @dataclass

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from popcorn import config
 from popcorn.llm.base import Completion, register
@@ -131,6 +132,7 @@ class TransformersLLM:
         max_tokens: int = 1024,
         temperature: float = 0.7,
         seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         import torch
 
@@ -143,6 +145,8 @@ class TransformersLLM:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is not None:
             generation["pad_token_id"] = pad
+        if on_text is not None:
+            generation["stopping_criteria"] = _reporter(tokenizer, inputs["input_ids"].shape[1], on_text)
         started = time.perf_counter()
         with self._lock, torch.inference_mode():
             if seed is not None:
@@ -156,6 +160,22 @@ class TransformersLLM:
             usage={"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": int(len(new_tokens)),
                    "seconds": round(seconds, 3)},
         )
+
+
+def _reporter(tokenizer, prompt_tokens: int, on_text: Callable[[str], None], every: int = 8):
+    """A generate() stopping criterion that never stops on its own: it passes the text so far to on_text every
+    `every` tokens; an exception from on_text ends generate()."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Reporter(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            new = input_ids[0, prompt_tokens:]
+            if len(new) % every == 0:
+                on_text(tokenizer.decode(new, skip_special_tokens=True))
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Reporter()])
 
 
 def transformers_llm(model_id: str = "") -> TransformersLLM:

@@ -121,6 +121,7 @@ class LlamaCppLLM:
         max_tokens: int = 1024,
         temperature: float = 0.7,
         seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         require_available(self)
         path = self.model_path()
@@ -133,18 +134,40 @@ class LlamaCppLLM:
         started = time.perf_counter()
         with lock:
             try:
-                response = model.create_chat_completion(**kwargs)
+                if on_text is None:
+                    response = model.create_chat_completion(**kwargs)
+                    choice = response["choices"][0]
+                    text, finish = choice["message"].get("content") or "", choice.get("finish_reason")
+                    usage = dict(response.get("usage") or {})
+                else:
+                    text, finish, usage = _streamed(model.create_chat_completion(**kwargs, stream=True), on_text)
             except ValueError as exc:  # e.g. the prompt does not fit the context window
                 raise StageError("llm", f"{self.name}: {exc}",
                                  f"shorten the prompt (fewer references) or raise POPCORN_LLM_CTX (now {n_ctx()})"
                                  ) from exc
         seconds = time.perf_counter() - started
-        choice = response["choices"][0]
-        usage = dict(response.get("usage") or {})
-        usage.update({"seconds": round(seconds, 3), "finish_reason": choice.get("finish_reason")})
+        usage.update({"seconds": round(seconds, 3), "finish_reason": finish})
         if usage.get("completion_tokens"):
             usage["tokens_per_second"] = round(usage["completion_tokens"] / max(seconds, 1e-9), 2)
-        return Completion(text=choice["message"].get("content") or "", model=path.name, usage=usage)
+        return Completion(text=text, model=path.name, usage=usage)
+
+
+def _streamed(chunks, on_text: Callable[[str], None]) -> tuple[str, str | None, dict]:
+    """Read a streamed chat completion, calling on_text with the text so far after each token. If on_text raises,
+    the stream is closed (llama.cpp stops generating) and the exception propagates."""
+    parts: list[str] = []
+    finish = None
+    try:
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            piece = choice.get("delta", {}).get("content")
+            finish = choice.get("finish_reason") or finish
+            if piece:
+                parts.append(piece)
+                on_text("".join(parts))
+    finally:
+        chunks.close()
+    return "".join(parts), finish, {"completion_tokens": len(parts)}
 
 
 # --- sources -------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from popcorn.llm.base import Completion, register, require_available
 from popcorn.types import StageError
@@ -137,6 +137,7 @@ class OpenAICompatLLM:
         max_tokens: int = 1024,
         temperature: float = 0.7,
         seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         require_available(self)
         client = self._client()
@@ -156,6 +157,8 @@ class OpenAICompatLLM:
         usage.update({"seconds": round(time.perf_counter() - started, 3), "tries": attempt,
                       "finish_reason": choice.finish_reason,
                       "response_format": request.get("response_format", {}).get("type", "")})
+        if on_text is not None:  # not streamed (retries and the format ladder need whole answers): once, at the end
+            on_text(message.content or "")
         return Completion(
             text=message.content or "",
             reasoning=_reasoning_of(message),

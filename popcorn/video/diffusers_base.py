@@ -98,6 +98,7 @@ class DiffusersGenerator:
         self._pipe = None
         self._pipe_key: tuple[str, str, bool] | None = None  # (weights source, placement, fast) of the loaded pipeline
         self._fast = None  # the FastPath applied to the loaded pipeline, if any
+        self._fast_failed = ""  # why the fast path could not run here (then renders stay plain)
 
     # ----------------------------------------------------------------------------------------------- where/what
 
@@ -211,6 +212,8 @@ class DiffusersGenerator:
     def choose_speed(self, requested: str, mode: str) -> tuple[bool, list[str]]:
         """Whether to run on the fast path: 'auto' takes it when the whole model is on the GPU."""
         requested = check_speed(requested)
+        if requested != "plain" and self._fast_failed:
+            return False, [f"plain path: the fast path failed here before ({self._fast_failed})"]
         if requested == "auto":
             return mode == "gpu", []
         if requested == "fast" and mode not in ("gpu", "cpu"):
@@ -312,8 +315,23 @@ class DiffusersGenerator:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            with torch.inference_mode(), run_context():
-                output = pipe(**kwargs)
+            try:
+                with torch.inference_mode(), run_context():
+                    output = pipe(**kwargs)
+            except Exception as exc:  # the fast path's first call compiles; if that cannot work here, go plain
+                if self._fast is None or self._fast._compiled_once or isinstance(exc, torch.OutOfMemoryError):
+                    raise
+                from popcorn.video.speed import undo_fast
+
+                undo_fast(pipe)
+                self._fast = None
+                self._pipe_key = (self._pipe_key[0], self._pipe_key[1], False)
+                self._fast_failed = f"{type(exc).__name__}: {str(exc)[:160]}"
+                notes.append(f"fast path failed ({self._fast_failed}); rendered on the plain path")
+                if "generator" in kwargs:
+                    kwargs["generator"] = torch.Generator(device="cpu").manual_seed(int(req.seed))
+                with torch.inference_mode():
+                    output = pipe(**kwargs)
         except torch.OutOfMemoryError as exc:
             free = torch.cuda.mem_get_info()[0] / GIB if torch.cuda.is_available() else 0.0
             raise StageError(

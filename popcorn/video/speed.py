@@ -218,6 +218,17 @@ class FastPath:
         return {"steps": self.steps, "attention": self.attention, "compiled_blocks": self.compiled_blocks}
 
 
+def undo_fast(pipe) -> None:
+    """Back to the plain path on a loaded pipeline: eager, unfused, plain GELU (attention follows the context only)."""
+    for transformer in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)):
+        if transformer is None:
+            continue
+        uncompile(transformer)
+        use_gelu_epilogue(transformer, on=False)
+        with contextlib.suppress(Exception):
+            transformer.unfuse_qkv_projections()
+
+
 def make_fast(pipe, *, fuse: bool = True, gelu: bool = True, attention: str = "auto", compile: bool = True,
               tuning: bool = True) -> FastPath:
     """Apply the fast path to every video transformer of a loaded pipeline (see the module's docstring).
