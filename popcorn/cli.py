@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def _settings(args) -> pipeline.Settings:
     return pipeline.Settings(query=args.query, mode=args.mode, llm=args.llm, k=args.k, router=args.router,
                              seed=args.seed, candidates=getattr(args, "candidates", 1),
                              video=getattr(args, "video", "storyboard"),
-                             memory_mode=getattr(args, "memory_mode", "auto"), speed=getattr(args, "speed", "auto"))
+                             memory_mode=getattr(args, "memory_mode", "auto"), speed=getattr(args, "speed", "auto"),
+                             cover_model=getattr(args, "cover_model", ""))
 
 
 # ------------------------------------------------------------------------------------------------------------ commands
@@ -64,7 +66,8 @@ def cmd_render(args) -> int:
                          "give a JSON file as written by `plan --json`") from exc
     the_plan = Plan.from_dict(plan_dict)
     settings = pipeline.Settings(query=the_plan.query or the_plan.title, mode=the_plan.mode, llm=the_plan.llm,
-                                 video=args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed)
+                                 video=args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed,
+                                 cover_model=args.cover_model)
     run = pipeline.Run(settings, plan=the_plan)
     pipeline.render_run(run, Path(args.out), progress=_stderr_progress, with_score=not args.no_score)
     _print_json({"out": str(args.out), **run.video})
@@ -170,6 +173,9 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", choices=SPEEDS, default="auto",
                    help="fast: fused QKV, GEMM+GELU epilogue, FlashAttention-4 if installed, compiled blocks (exact; "
                         "compiles on the first render); auto: fast when the whole model is on the GPU")
+    p.add_argument("--cover-model", default=os.environ.get("POPCORN_COVER_MODEL", ""),
+                   help="a diffusers text-to-image model (hub id or local folder) that paints cover.png from the plan's "
+                        "cover prompt (env POPCORN_COVER_MODEL); default: the clip's sharpest, most colourful frame")
 
 
 def build_parser() -> argparse.ArgumentParser:

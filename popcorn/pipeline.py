@@ -13,6 +13,7 @@ one callback `progress(stage, fraction, message)`, and writes run.json. Failures
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class Settings:
     seed: int = 0
     memory_mode: str = "auto"  # video: see popcorn/video/base.py
     speed: str = "auto"  # video: see popcorn/video/speed.py
+    # a diffusers text-to-image model (hub id or folder) for cover.png; "" = the clip's best frame
+    cover_model: str = field(default_factory=lambda: os.environ.get("POPCORN_COVER_MODEL", ""))
     candidates: int = 1
     max_tokens: int = 700
     temperature: float = 0.7
@@ -173,10 +176,11 @@ def render(the_plan: Plan, video: str, *, seed: int = 0, memory_mode: str = "aut
     return clip
 
 
-def compose(clip, the_plan: Plan, out_dir: Path) -> dict:
+def compose(clip, the_plan: Plan, out_dir: Path, cover_model: str = "") -> dict:
     from popcorn.compose import compose as compose_clip
 
     return compose_clip(clip, the_plan.title, Path(out_dir), cover_prompt=the_plan.cover_prompt,
+                        cover_model=cover_model or None,
                         metadata={"title": the_plan.title, "video_prompt": the_plan.video_prompt})
 
 
@@ -251,7 +255,7 @@ def render_run(run: Run, out_dir: Path, progress: Progress = _quiet, with_score:
         clip = render(run.plan, run.settings.video, seed=run.settings.seed, memory_mode=run.settings.memory_mode,
                       speed=run.settings.speed, progress=progress)
     with _Timer(run, "compose", progress):
-        run.video = compose(clip, run.plan, out_dir)
+        run.video = compose(clip, run.plan, out_dir, cover_model=run.settings.cover_model)
     if with_score:
         score_run(run, progress)
     write_run_json(run, out_dir)

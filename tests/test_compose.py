@@ -150,3 +150,58 @@ def test_preview_flag_is_carried_into_metadata(tmp_path):
     out = compose(clip, "Dusk", tmp_path)
     doc = json.loads((tmp_path / "video.json").read_text())
     assert out["is_preview"] is True and doc["clip"]["is_preview"] is True and doc["generator"] == "storyboard"
+
+
+@pytest.fixture(scope="module")
+def tiny_cover_model(tmp_path_factory):
+    """A tiny randomly initialised PixArt-Sigma text-to-image pipeline (T5 + DiT + VAE), saved as a diffusers folder:
+    the same loading and calling code as a real cover model, small enough for a CPU."""
+    import torch
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from test_video_diffusers import tiny_t5_encoder, tiny_tokenizer
+
+    torch.manual_seed(0)
+    transformer = PixArtTransformer2DModel(sample_size=32, num_layers=1, patch_size=2, attention_head_dim=8,
+                                           num_attention_heads=2, caption_channels=32, in_channels=4,
+                                           out_channels=8, cross_attention_dim=16,
+                                           norm_type="ada_norm_single", use_additional_conditions=False)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=2,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    pipe = PixArtSigmaPipeline(tokenizer=tiny_tokenizer(), text_encoder=tiny_t5_encoder(), vae=vae,
+                               transformer=transformer, scheduler=DPMSolverMultistepScheduler())
+    folder = tmp_path_factory.mktemp("tiny_cover_model")
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def test_a_chosen_text_to_image_model_paints_the_cover(tmp_path, tiny_cover_model):
+    clip = gradient_clip(t=3)
+    out = compose(clip, "Night market", tmp_path, cover_prompt="a lantern-lit night market",
+                  cover_model=str(tiny_cover_model))
+    meta = json.loads((tmp_path / "video.json").read_text())
+    assert meta["cover_source"] == "model" and meta["cover_frame"] is None
+    assert meta["cover_details"]["prompt"] == "a lantern-lit night market"
+    from PIL import Image
+
+    cover = np.asarray(Image.open(out["cover"]).convert("RGB")).astype(int)
+    assert cover.shape == (clip.height, clip.width, 3)
+    x0, y0, x1, y1 = out["title_box"]
+    untitled = np.ones(cover.shape[:2], bool)
+    untitled[max(0, y0 - 20):y1 + 20, :] = False  # the cover's title sits near the video's title box
+    frame = clip.frames[best_frame_index(clip.frames)].astype(int)
+    assert np.abs(cover - frame)[untitled].mean() > 20  # painted by the model, not the clip's frame
+
+
+def test_cli_render_takes_a_cover_model(tmp_path, tiny_cover_model):
+    plan = {"title": "Night market", "cover_prompt": "lanterns", "video_prompt": "A vendor lights lanterns at dusk.",
+            "mode": "basic", "llm": "local", "query": "night market"}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    from popcorn.cli import main
+
+    code = main(["render", "--plan", str(tmp_path / "plan.json"), "--video", "storyboard", "--out",
+                 str(tmp_path / "out"), "--cover-model", str(tiny_cover_model), "--no-score"])
+    assert code == 0
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["settings"]["cover_model"] == str(tiny_cover_model)
+    assert run["video"]["cover_source"] == "model"
