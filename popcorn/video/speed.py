@@ -93,21 +93,33 @@ def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager]
 
     if not hasattr(attention, "register_flash_attention_impl"):
         return None, f"default SDPA (torch {torch.__version__} cannot route SDPA to another flash kernel)"
-    prefer_flash = _sdpa_priority(("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))
     try:
         attention.register_flash_attention_impl(_FA4_NAME, register_fn=_register_fa4)
-        attention.activate_flash_attention_impl(_FA4_NAME)
-        error = _probe_attention(prefer_flash)
+        with flash_attention_4_active():
+            error = _probe_attention()
     except Exception as exc:
         error = f"{type(exc).__name__}: {str(exc)[:160]}"
     if error is not None:
-        with contextlib.suppress(Exception):
-            attention.restore_flash_attention_impl()
         return None, f"default SDPA (FlashAttention-4 failed its probe: {error})"
-    return prefer_flash, "FlashAttention-4 through SDPA (probe agreed with the default kernel)"
+    return flash_attention_4_active, "FlashAttention-4 through SDPA (probe agreed with the default kernel)"
+
+
+@contextlib.contextmanager
+def flash_attention_4_active() -> Iterator[None]:
+    """Inside: SDPA prefers its flash backend, and that backend runs FlashAttention-4. Outside, nothing changes: the
+    route is switched on for the pipeline call only, so other models in the process keep PyTorch's kernels."""
+    from torch.nn import attention
+
+    attention.activate_flash_attention_impl(_FA4_NAME)
+    try:
+        with _sdpa_priority(("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))():
+            yield
+    finally:
+        attention.restore_flash_attention_impl()
 
 
 _FA4_NAME = "popcorn-fa4"
+_FA4_CALLS = [0]  # how many attention calls the route has served (the probe checks that it served its own)
 
 
 @dataclass
@@ -126,6 +138,9 @@ def _register_fa4() -> _Fa4Handle:
     def flash_forward(query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, *, scale=None):
         if dropout_p or return_debug_mask:
             raise RuntimeError("popcorn's FlashAttention-4 route serves inference only (dropout_p=0, no debug mask)")
+        if is_causal and query.size(2) != key.size(2):  # FlashAttention aligns the causal mask bottom-right, SDPA top-left
+            raise RuntimeError("popcorn's FlashAttention-4 route does not take causal attention of unequal lengths")
+        _FA4_CALLS[0] += 1
         out = torch.empty_like(query)  # (batch, heads, seq, dim) with the query's memory layout, as PyTorch's kernel
         lse = _flash_attn_fwd(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), softmax_scale=scale,
                               causal=is_causal, return_lse=True, out=out.transpose(1, 2))[1]
@@ -139,8 +154,9 @@ def _register_fa4() -> _Fa4Handle:
     return _Fa4Handle(library)
 
 
-def _probe_attention(prefer_flash) -> str | None:
-    """None when FA4 (through SDPA) matches the default kernel on small random inputs of both head sizes in use."""
+def _probe_attention() -> str | None:
+    """None when SDPA inside flash_attention_4_active() matches the default kernels on small random inputs of both
+    head sizes in use."""
     generator = torch.Generator("cuda").manual_seed(0)
     stock = _sdpa_priority(("CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))  # anything but the flash backend
     for heads, tokens, dim in ((4, 300, 64), (4, 300, 128)):
@@ -148,8 +164,10 @@ def _probe_attention(prefer_flash) -> str | None:
                    for _ in range(3))
         with stock():
             expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        with prefer_flash():
-            got = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        served = _FA4_CALLS[0]
+        got = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        if _FA4_CALLS[0] != served + 1:
+            return "SDPA did not reach FlashAttention-4"
         error = float((got.float() - expected.float()).norm() / expected.float().norm())
         if not error < 2e-2:
             return f"relative error {error:.3g} at head size {dim}"
