@@ -120,6 +120,20 @@ def test_a_fast_path_that_cannot_compile_falls_back_to_plain(saved_pipelines, mo
     assert any("failed here before" in n for n in again.notes) and again.settings["speed"] == "plain"
 
 
+def test_cancel_during_the_first_fast_render_is_not_mistaken_for_a_compile_failure(saved_pipelines,  # noqa: F811
+                                                                                     monkeypatch):
+    monkeypatch.setenv(LTX.env_var, str(saved_pipelines[tiny_ltx]))
+    generator = DiffusersGenerator(tiny_spec(LTX))
+
+    def cancel_at_first_step(fraction, message):
+        if "denoising step" in message:
+            raise StageError("render", "cancelled by the user")
+
+    with pytest.raises(StageError, match="cancelled by the user"):
+        generator.render(RenderRequest(prompt="a cat runs", seed=1, speed="fast"), progress=cancel_at_first_step)
+    assert generator._fast_failed == "" and generator._fast is not None  # the fast path stays on for the next render
+
+
 def test_auto_speed_is_plain_on_cpu_and_fast_is_refused_with_offload():
     generator = DiffusersGenerator(LTX)
     assert generator.choose_speed("auto", "cpu") == (False, [])

@@ -319,7 +319,8 @@ class DiffusersGenerator:
                 with torch.inference_mode(), run_context():
                     output = pipe(**kwargs)
             except Exception as exc:  # the fast path's first call compiles; if that cannot work here, go plain
-                if self._fast is None or self._fast._compiled_once or isinstance(exc, torch.OutOfMemoryError):
+                if (self._fast is None or self._fast._compiled_once
+                        or isinstance(exc, (torch.OutOfMemoryError, StageError))):  # StageError: e.g. Cancel
                     raise
                 from popcorn.video.speed import undo_fast
 
