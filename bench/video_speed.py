@@ -154,10 +154,19 @@ def prompt_inputs(model: BenchModel, device: str, dtype: torch.dtype) -> dict:
 # ------------------------------------------------------------------------------------------------------ running
 
 
+def call_pipeline(pipe, model: BenchModel, inputs: dict, size: tuple[int, int, int], steps: int, output_type: str,
+                  context=contextlib.nullcontext, **extra):
+    """One pipeline call at the bench's size, seed 0, the model's call arguments, inside `context`."""
+    width, height, frames = size
+    with torch.inference_mode(), context():
+        return pipe(**inputs, width=width, height=height, num_frames=frames, num_inference_steps=steps,
+                    generator=torch.Generator("cpu").manual_seed(0), output_type=output_type, **model.call_kwargs,
+                    **extra)
+
+
 def timed_call(pipe, model: BenchModel, inputs: dict, steps: int, size: tuple[int, int, int],
                context=contextlib.nullcontext) -> dict:
     """One pipeline call: per-step times from callback_on_step_end, total with decode, peak memory."""
-    width, height, frames = size
     stamps: list[float] = []
 
     def on_step_end(_pipe, _i, _t, callback_kwargs):
@@ -170,10 +179,7 @@ def timed_call(pipe, model: BenchModel, inputs: dict, steps: int, size: tuple[in
         torch.cuda.reset_peak_memory_stats()
     sync()
     start = time.perf_counter()
-    with torch.inference_mode(), context():
-        out = pipe(**inputs, width=width, height=height, num_frames=frames, num_inference_steps=steps,
-                   generator=torch.Generator("cpu").manual_seed(0), output_type="np",
-                   callback_on_step_end=on_step_end, **model.call_kwargs)
+    out = call_pipeline(pipe, model, inputs, size, steps, "np", context, callback_on_step_end=on_step_end)
     sync()
     end = time.perf_counter()
     step_times = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -192,12 +198,9 @@ def timed_call(pipe, model: BenchModel, inputs: dict, steps: int, size: tuple[in
 
 def warm_up(pipe, model: BenchModel, inputs: dict, size: tuple[int, int, int], context=contextlib.nullcontext):
     """Two denoising steps so lazy init and compilation stay out of the timed runs."""
-    width, height, frames = size
     sync()
     start = time.perf_counter()
-    with torch.inference_mode(), context():
-        pipe(**inputs, width=width, height=height, num_frames=frames, num_inference_steps=2,
-             generator=torch.Generator("cpu").manual_seed(0), output_type="latent", **model.call_kwargs)
+    call_pipeline(pipe, model, inputs, size, 2, "latent", context)
     sync()
     return round(time.perf_counter() - start, 2)
 
@@ -216,13 +219,9 @@ def capture_step_inputs(pipe, model, inputs, size) -> list[tuple[tuple, dict]]:
         state["step"] += 1
         return callback_kwargs
 
-    width, height, frames = size
     handle = pipe.transformer.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
-        with torch.inference_mode():
-            pipe(**inputs, width=width, height=height, num_frames=frames, num_inference_steps=2,
-                 generator=torch.Generator("cpu").manual_seed(0), output_type="latent",
-                 callback_on_step_end=on_step_end, **model.call_kwargs)
+        call_pipeline(pipe, model, inputs, size, 2, "latent", callback_on_step_end=on_step_end)
     finally:
         handle.remove()
     return calls
@@ -267,26 +266,36 @@ def rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return round((num / max(den, 1e-30)) ** 0.5, 5)
 
 
-def matmul_tflops(n: int = 8192, repeats: int = 20) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
+def gpu_seconds(fn, repeats: int, warm: int = 1) -> float:
+    """Median GPU time of fn() in seconds, from CUDA events around each call, after `warm` untimed calls."""
+    for _ in range(warm):
+        fn()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        a @ b
+        fn()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1000)
-    return 2 * n**3 / statistics.median(times) / 1e12
+    return statistics.median(times)
+
+
+def attention_tflops(b: int, h: int, s: int, d: int, seconds: float) -> float:
+    return round(4 * b * h * s * s * d / seconds / 1e12, 1)
+
+
+def matmul_tflops(n: int = 8192, repeats: int = 20) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    return 2 * n**3 / gpu_seconds(lambda: a @ b, repeats, warm=3) / 1e12
 
 
 def attention_bench(shapes: dict[str, tuple[int, int, int, int]], repeats: int = 10) -> list[dict]:
     """SDPA alone at the models' self-attention shapes (batch, heads, tokens, head dim): each backend x layout."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    sdpa = torch.nn.functional.scaled_dot_product_attention
     rows = []
     for name, (b, h, s, d) in shapes.items():
         fused = torch.randn(b, s, 3, h, d, device="cuda", dtype=torch.bfloat16)
@@ -300,17 +309,10 @@ def attention_bench(shapes: dict[str, tuple[int, int, int, int]], repeats: int =
                 row = {"shape": name, "backend": backend, "layout": layout}
                 try:
                     with sdpa_kernel(getattr(SDPBackend, backend)):
-                        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                        times = []
-                        for _ in range(repeats):
-                            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                            start.record()
-                            torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                            end.record()
-                            end.synchronize()
-                            times.append(start.elapsed_time(end) / 1000)
-                    row["ms"] = round(statistics.median(times) * 1000, 3)
-                    row["tflops"] = round(4 * b * h * s * s * d / statistics.median(times) / 1e12, 1)
+                        out = sdpa(q, k, v)
+                        seconds = gpu_seconds(lambda: sdpa(q, k, v), repeats, warm=0)
+                    row["ms"] = round(seconds * 1000, 3)
+                    row["tflops"] = attention_tflops(b, h, s, d, seconds)
                     row["out_strides"] = list(out.stride())
                 except Exception as exc:
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:80]}"
@@ -319,27 +321,17 @@ def attention_bench(shapes: dict[str, tuple[int, int, int, int]], repeats: int =
         del fused, layouts
     from popcorn.video.speed import flash_attention_4
 
-    prefer_fa4, how = flash_attention_4()  # routes SDPA's flash backend to FlashAttention-4 from here on
+    fa4_active, how = flash_attention_4()  # a context in which SDPA runs FlashAttention-4, or None
     log("attention:", how)
-    for name, (b, h, s, d) in shapes.items() if prefer_fa4 is not None else []:
+    for name, (b, h, s, d) in shapes.items() if fa4_active is not None else []:
         q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2) for _ in "qkv")
-        with prefer_fa4():
-            expected = None
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-            times = []
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1000)
-        row = {"shape": name, "backend": "FA4 (through SDPA)", "layout": "bshd",
-               "ms": round(statistics.median(times) * 1000, 3),
-               "tflops": round(4 * b * h * s * s * d / statistics.median(times) / 1e12, 1),
-               "rel_err_vs_cudnn": rel_err([out], [expected])}
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            expected = sdpa(q, k, v)
+        with fa4_active():
+            out = sdpa(q, k, v)
+            seconds = gpu_seconds(lambda: sdpa(q, k, v), repeats, warm=0)
+        row = {"shape": name, "backend": "FA4 (through SDPA)", "layout": "bshd", "ms": round(seconds * 1000, 3),
+               "tflops": attention_tflops(b, h, s, d, seconds), "rel_err_vs_cudnn": rel_err([out], [expected])}
         rows.append(row)
         log("sdpa", row)
     return rows

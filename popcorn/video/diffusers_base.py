@@ -17,7 +17,6 @@ A spec says, explicitly, what the model is: hub id and pipeline class, its nativ
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import os
@@ -289,6 +288,33 @@ class DiffusersGenerator:
         kwargs.update(spec.call_kwargs)
         return kwargs
 
+    def _call(self, pipe, kwargs: dict, seed: int, notes: list[str]):
+        """pipe(**kwargs), on the fast path when it is on. If the fast path's first call (the one that compiles)
+        fails for a reason of its own, the pipeline goes back to plain, says why, and runs again with the same seed."""
+        import torch
+
+        if self._fast is None:
+            with torch.inference_mode():
+                return pipe(**kwargs)
+        try:
+            with torch.inference_mode(), self._fast.context():
+                return pipe(**kwargs)
+        except (torch.OutOfMemoryError, StageError):  # out of memory, or a stage error such as Cancel: not ours
+            raise
+        except Exception as exc:
+            if self._fast.compiled:
+                raise
+            from popcorn.video.speed import undo_fast
+
+            undo_fast(pipe)
+            self._fast = None
+            self._pipe_key = (self._pipe_key[0], self._pipe_key[1], False)
+            self._fast_failed = f"{type(exc).__name__}: {str(exc)[:160]}"
+            notes.append(f"fast path failed ({self._fast_failed}); rendered on the plain path")
+            kwargs["generator"] = torch.Generator(device="cpu").manual_seed(seed)
+            with torch.inference_mode():
+                return pipe(**kwargs)
+
     def render(self, req: RenderRequest, progress: Progress | None = None) -> Clip:
         import torch
 
@@ -299,7 +325,6 @@ class DiffusersGenerator:
         fast, speed_notes = self.choose_speed(req.speed, mode)
         notes = snap_notes + notes + mode_notes + speed_notes
         pipe = self.pipeline(mode, progress, fast=fast)
-        run_context = self._fast.context if self._fast is not None else contextlib.nullcontext
 
         kwargs = self.call_kwargs(req)
         # a CPU generator gives the same starting noise on any device and under offloading
@@ -315,24 +340,7 @@ class DiffusersGenerator:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            try:
-                with torch.inference_mode(), run_context():
-                    output = pipe(**kwargs)
-            except Exception as exc:  # the fast path's first call compiles; if that cannot work here, go plain
-                if (self._fast is None or self._fast._compiled_once
-                        or isinstance(exc, (torch.OutOfMemoryError, StageError))):  # StageError: e.g. Cancel
-                    raise
-                from popcorn.video.speed import undo_fast
-
-                undo_fast(pipe)
-                self._fast = None
-                self._pipe_key = (self._pipe_key[0], self._pipe_key[1], False)
-                self._fast_failed = f"{type(exc).__name__}: {str(exc)[:160]}"
-                notes.append(f"fast path failed ({self._fast_failed}); rendered on the plain path")
-                if "generator" in kwargs:
-                    kwargs["generator"] = torch.Generator(device="cpu").manual_seed(int(req.seed))
-                with torch.inference_mode():
-                    output = pipe(**kwargs)
+            output = self._call(pipe, kwargs, int(req.seed), notes)
         except torch.OutOfMemoryError as exc:
             free = torch.cuda.mem_get_info()[0] / GIB if torch.cuda.is_available() else 0.0
             raise StageError(

@@ -211,7 +211,7 @@ class FastPath:
     compiled_blocks: int = 0
     _attention_context: Callable[[], contextlib.AbstractContextManager] | None = None
     _tuning: bool = False
-    _compiled_once: bool = False
+    compiled: bool = False  # the first call (which compiles) has run through
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
@@ -221,7 +221,7 @@ class FastPath:
         with contextlib.ExitStack() as stack:
             if self._attention_context is not None:
                 stack.enter_context(self._attention_context())
-            if not self._compiled_once:
+            if not self.compiled:
                 import torch._inductor.config as inductor_config
                 import torch.compiler.config as compiler_config
 
@@ -230,7 +230,7 @@ class FastPath:
                 if self._tuning:
                     stack.enter_context(inductor_config.patch(coordinate_descent_tuning=True))
             yield
-        self._compiled_once = True
+        self.compiled = True
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "attention": self.attention, "compiled_blocks": self.compiled_blocks}
