@@ -337,10 +337,16 @@ def test_streamed_answer_is_reported_as_it_grows_and_stops_when_told(qwen_path):
     messages = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
     seen: list[str] = []
     out = llm.complete(messages, max_tokens=40, temperature=0.0, seed=1, on_text=seen.append)
-    assert len(seen) == out.usage["completion_tokens"] > 5  # one report per token
-    assert all(b.startswith(a) for a, b in zip(seen, seen[1:])) and seen[-1] == out.text
+    assert len(seen) > 5 and all(b.startswith(a) for a, b in zip(seen, seen[1:])) and seen[-1] == out.text
     plain = llm.complete(messages, max_tokens=40, temperature=0.0, seed=1)
     assert plain.text == out.text  # streaming changes nothing
+    assert out.usage["completion_tokens"] == plain.usage["completion_tokens"]
+    # a CJK + emoji answer: several tokens may arrive as one chunk, and the count is still the tokens'
+    cjk = [{"role": "user", "content": "用中文写一句关于街头小吃的话，加上表情符号🍜🔥。"}]
+    streamed = llm.complete(cjk, max_tokens=30, temperature=0.0, seed=1, on_text=lambda t: None)
+    whole = llm.complete(cjk, max_tokens=30, temperature=0.0, seed=1)
+    assert streamed.text == whole.text
+    assert streamed.usage["completion_tokens"] == whole.usage["completion_tokens"]
 
     class Stop(Exception):
         pass

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from popcorn import config
-from popcorn.llm.base import Completion, register
+from popcorn.llm.base import Completion, register, require_available
 from popcorn.types import StageError
 
 
@@ -88,9 +88,7 @@ class TransformersLLM:
         """(model, tokenizer), loaded once: 4-bit NF4 with bf16 compute on CUDA, float32 on the CPU."""
         with self._lock:
             if self._model is None:
-                ok, why = self.available()
-                if not ok:
-                    raise StageError("llm", f"{self.name} is not available: {why}", why)
+                require_available(self)
                 import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -140,7 +140,10 @@ class LlamaCppLLM:
                     text, finish = choice["message"].get("content") or "", choice.get("finish_reason")
                     usage = dict(response.get("usage") or {})
                 else:
-                    text, finish, usage = _streamed(model.create_chat_completion(**kwargs, stream=True), on_text)
+                    text, finish = _streamed(model.create_chat_completion(**kwargs, stream=True), on_text)
+                    # the stream's chunks are not tokens (a CJK character or emoji may take several): count them
+                    usage = {"completion_tokens": len(model.tokenize(text.encode("utf-8"), add_bos=False,
+                                                                     special=True))}
             except ValueError as exc:  # e.g. the prompt does not fit the context window
                 raise StageError("llm", f"{self.name}: {exc}",
                                  f"shorten the prompt (fewer references) or raise POPCORN_LLM_CTX (now {n_ctx()})"
@@ -152,7 +155,7 @@ class LlamaCppLLM:
         return Completion(text=text, model=path.name, usage=usage)
 
 
-def _streamed(chunks, on_text: Callable[[str], None]) -> tuple[str, str | None, dict]:
+def _streamed(chunks, on_text: Callable[[str], None]) -> tuple[str, str | None]:
     """Read a streamed chat completion, calling on_text with the text so far after each token. If on_text raises,
     the stream is closed (llama.cpp stops generating) and the exception propagates."""
     parts: list[str] = []
@@ -167,7 +170,7 @@ def _streamed(chunks, on_text: Callable[[str], None]) -> tuple[str, str | None, 
                 on_text("".join(parts))
     finally:
         chunks.close()
-    return "".join(parts), finish, {"completion_tokens": len(parts)}
+    return "".join(parts), finish
 
 
 # --- sources -------------------------------------------------------------------------------------------------------
