@@ -169,7 +169,9 @@ class Embedder:
         than eager PyTorch for one short text on this class of CPU, same vector to 1e-6), else PyTorch on one thread
         (a single short text gains little from a second core and loses a lot when the other core is busy)."""
         if self._fast is None:
-            self._fast = _OnnxQueryEncoder.build(self) or False
+            with _ONNX_BUILD_LOCK:  # two first queries at once must not both export to the same file
+                if self._fast is None:
+                    self._fast = _OnnxQueryEncoder.build(self) or False
         if self._fast:
             return self._fast.encode(text)
         import torch
@@ -182,24 +184,16 @@ class Embedder:
             torch.set_num_threads(threads)
 
     def encode_cached(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of a fixed list of texts (category descriptions, examples), kept on disk by content + model."""
+        """Embeddings of a fixed list of texts (category descriptions, examples), kept by content + model: the same
+        cache as title_vectors, keyed by a digest of the texts instead of a corpus fingerprint."""
         import hashlib
 
         digest = hashlib.sha256("\x1f".join(texts).encode("utf-8")).hexdigest()[:16]
-        path = config.cache_dir() / "embeddings" / f"texts-{digest}-{self.cache_key}.npy"
-        if path.exists():
-            vectors = np.load(path)
-            if vectors.shape == (len(texts), self.dim):
-                return vectors
-        vectors = self.encode(texts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
-        return vectors
+        return title_vectors(list(texts), f"texts-{digest}", self)
 
 
 _LOCK = threading.Lock()
+_ONNX_BUILD_LOCK = threading.Lock()
 _LOADED: dict[str, Embedder] = {}
 
 
@@ -236,18 +230,23 @@ def corpus_embeddings(corpus, embedder: Embedder | None = None) -> np.ndarray:
 
 def title_vectors(titles: list[str], fingerprint: str, embedder: Embedder | None = None,
                   progress=None) -> np.ndarray:
-    """Embeddings of a corpus' titles, computed once and kept on disk.
+    """Embeddings of a corpus' titles, computed once, kept on disk and held in this process.
 
     The cache file is keyed by the corpus fingerprint and the model, so a changed table or model never reuses stale
-    vectors. Shared by retrieval (PE references, routing) and the popularity predictor (human-matched baseline).
+    vectors. Shared by retrieval (PE references, routing) and the popularity predictor (human-matched baseline), so
+    the matrix is read from disk once per process, not once per request.
     """
     embedder = embedder or get_embedder()
     folder = config.cache_dir() / "embeddings"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{fingerprint}-{embedder.cache_key}.npy"
+    held = _TITLE_VECTORS.get(path)
+    if held is not None and held.shape == (len(titles), embedder.dim) and path.exists():
+        return held
     if path.exists():
         vectors = np.load(path)
         if vectors.shape == (len(titles), embedder.dim):
+            _TITLE_VECTORS[path] = vectors
             return vectors
     if progress:
         progress(f"embedding {len(titles)} titles with {embedder.name} (once; cached in {path.name})")
@@ -255,4 +254,8 @@ def title_vectors(titles: list[str], fingerprint: str, embedder: Embedder | None
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, vectors)
     tmp.replace(path)
+    _TITLE_VECTORS[path] = vectors
     return vectors
+
+
+_TITLE_VECTORS: dict[Path, np.ndarray] = {}  # title_vectors' matrices, by cache file

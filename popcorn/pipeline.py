@@ -57,12 +57,12 @@ class Settings:
             raise StageError("input", f"unknown mode {self.mode!r}", f"use one of {MODES}")
         if not 1 <= self.candidates <= 16:
             raise StageError("input", f"candidates={self.candidates} is out of range", "use 1 to 16")
-        from popcorn.video.base import MEMORY_MODES, SPEEDS
+        from popcorn.video.base import check_memory_mode, check_speed
 
-        if self.memory_mode not in MEMORY_MODES:
-            raise StageError("input", f"unknown memory mode {self.memory_mode!r}", f"use one of {MEMORY_MODES}")
-        if self.speed not in SPEEDS:
-            raise StageError("input", f"unknown speed {self.speed!r}", f"use one of {SPEEDS}")
+        try:  # the video stage's own checks, asked before any work is done
+            self.memory_mode, self.speed = check_memory_mode(self.memory_mode), check_speed(self.speed)
+        except StageError as exc:
+            raise StageError("input", exc.message, exc.hint) from None
 
 
 @dataclass

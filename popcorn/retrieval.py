@@ -27,8 +27,6 @@ from popcorn.corpus import Corpus, load_corpus
 from popcorn.embed import Embedder, corpus_embeddings, get_embedder
 from popcorn.types import Reference, Retrieval, StageError
 
-faiss.omp_set_num_threads(1)  # one query at a time: threads cost more than they give at this size
-
 K_CHOICES = (10, 50, 100)
 DEFAULT_RATIO = 0.1
 INDEX_VERSION = 1
@@ -167,10 +165,12 @@ class Retriever:
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
         from popcorn.routing import build_routers
 
+        faiss.omp_set_num_threads(1)  # one query at a time: threads cost more than they give at this size
         self.corpus = corpus
         self.embedder = embedder
         self.index = ReferenceIndex.load_or_build(corpus, embedder, ratio)
         self.routers = build_routers(corpus, embedder, self.index.vectors)
+        embedder.encode_one("")  # the query encoder is built (ONNX export, once) here, not inside the first query
 
     def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None) -> Retrieval:
         query = (query or "").strip()

@@ -36,6 +36,8 @@ def test_weights_fitted_on_one_half_route_the_other_half(retriever):
     router = retriever.routers["ours"]
     weights, train_acc = fit_weights(router, retriever.embedder, train)
     fitted = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights)
+    assert train_acc == pytest.approx(accuracy(fitted, retriever.embedder, train))  # what it reports is what it got
+    assert train_acc >= accuracy(router, retriever.embedder, train)  # the defaults are in its grid: never worse
     ours = accuracy(fitted, retriever.embedder, held_out)
     paper = accuracy(retriever.routers["paper"], retriever.embedder, held_out)
     assert ours >= 0.82, (ours, weights)
@@ -60,8 +62,11 @@ def test_explicit_top_t_and_the_margin_control_how_many_categories(retriever):
     router = retriever.routers["ours"]
     q = retriever.embedder.encode_one("grandma's dumplings on new year's eve")
     assert len(router.route(q, top_t=3, text="").categories) == 3
+    ambiguous = "a piano cover of an anime opening song"
+    q = retriever.embedder.encode_one(ambiguous)
+    assert len(router.route(q, text=ambiguous).categories) == 2  # the default margin keeps the runner-up
     strict = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BlendWeights(margin=0.0))
-    assert len(strict.route(q, text="grandma's dumplings on new year's eve").categories) == 1
+    assert len(strict.route(q, text=ambiguous).categories) == 1
 
 
 def test_format_only_and_tiny_categories_are_not_routed_to(retriever):
