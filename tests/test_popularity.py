@@ -105,7 +105,7 @@ def test_popular_titles_rank_above_unpopular_ones_of_the_same_category(split, fu
         assert top_mean > bottom_mean + 0.25, (category, top_mean, bottom_mean)
 
 
-def test_an_item_never_retrieves_itself(split, full_predictor):
+def test_an_item_never_retrieves_itself(split, full_predictor, tmp_path):
     bank = full_predictor.model.memory
     rows = np.arange(0, len(bank), 97)
     items = [{"title": bank.titles[r], "category": str(bank.categories[r]), "video_id": int(bank.video_ids[r])}
@@ -118,9 +118,17 @@ def test_an_item_never_retrieves_itself(split, full_predictor):
     # training features are computed the same way: no row is its own neighbour
     found, _ = bank.search("word", bank.spaces["word"][rows], exclude_rows=rows)
     assert not (found == rows[:, None]).any()
-    # an eval folder that overlaps the training ids still never retrieves the item itself
-    overlap = evaluate(split[0], full_predictor)
-    assert overlap["overlap_with_training"] == overlap["n"]
+    # an eval folder of training videos: evaluate passes their ids, so each is kept out of its own retrieval
+    ids = load_raw_dir(split[0]).table["video_id"].to_numpy()[:300]
+    folder = subset_raw_dir(_data_dir(), tmp_path / "seen", ids)
+    table = load_raw_dir(folder).table
+    titles, cats, vids = table["title"].tolist(), table["category"].tolist(), table["video_id"].tolist()
+    overlap = evaluate(folder, full_predictor)
+    assert overlap["overlap_with_training"] == overlap["n"] == len(ids)
+    with_ids = full_predictor.predict_labels(titles, cats, vids)
+    assert overlap["SRC"] == pytest.approx(spearmanr(popularity_label(table["comments"].to_numpy()), with_ids).statistic,
+                                           abs=1e-4)
+    assert not np.allclose(with_ids, full_predictor.predict_labels(titles, cats))  # ids change what is retrieved
 
 
 def test_same_seed_same_model(small_dir):
@@ -193,7 +201,8 @@ def test_human_baseline_by_embedding(small_predictor, tmp_path, monkeypatch):
     assert found["matched_by"] == "embedding:packaged:all-MiniLM-L6-v2"
     assert found["videos"][0]["similarity"] >= found["videos"][1]["similarity"] > 0.3
     # cached where retrieval keeps its title embeddings too (one cache per corpus fingerprint + model)
-    assert list((tmp_path / "embeddings").glob("*-packaged_all-MiniLM-L6-v2.npy"))
+    fingerprint = small_predictor.info["fingerprint"]
+    assert (tmp_path / "embeddings" / f"{fingerprint}-packaged_all-MiniLM-L6-v2.npy").exists()
 
 
 def test_rank_plans_puts_the_highest_predicted_first(small_predictor):
@@ -205,6 +214,12 @@ def test_rank_plans_puts_the_highest_predicted_first(small_predictor):
     assert labels == sorted(labels, reverse=True)
     direct = {t: small_predictor.score(t, description="v").label for t in titles}
     assert all(s.label == pytest.approx(direct[p.title]) for p, s in ranked)
+    # a plan's matched category is what it is scored in
+    placed = Plan(title=titles[1], cover_prompt="c", video_prompt="v", matched_categories=["Delicacy"])
+    (_, in_food), = rank_plans([placed], small_predictor)
+    assert in_food.category == "Delicacy"
+    assert in_food.label == pytest.approx(small_predictor.score(titles[1], description="v", category="Delicacy").label)
+    assert in_food.label != pytest.approx(direct[titles[1]])  # its own inferred category (Game) scores otherwise
 
 
 def test_eval_folder_with_only_the_short_title_file(split, small_predictor, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from popcorn.popularity.predictor import Predictor, Score, get_predictor, log_progress, title_embeddings
+from popcorn.popularity.predictor import Predictor, Score, get_predictor, log_progress
 from popcorn.types import Plan, StageError
 
 
@@ -21,14 +21,14 @@ def _match(predictor: Predictor, query: str, candidates: np.ndarray, k: int,
     """The k memory rows (among `candidates`) nearest to the query, by sentence embedding or by TF-IDF."""
     bank = predictor.model.memory
     if matcher == "embedding":
-        from popcorn.embed import get_embedder
+        from popcorn.embed import get_embedder, title_vectors
 
         embedder = get_embedder()
-        vectors = title_embeddings(bank.titles, predictor.info["fingerprint"], embedder.name, log_progress)
+        vectors = title_vectors(bank.titles, predictor.info["fingerprint"], embedder, log_progress)
         sims = vectors[candidates] @ embedder.encode_one(query)
         matched_by = f"embedding:{embedder.name}"
     elif matcher == "tfidf":
-        query_matrix = predictor.model.text_matrices([query], [None])["word"]
+        query_matrix = predictor.model.word_matrix([query])
         sims = (query_matrix @ bank.spaces["word"][candidates].T).toarray()[0]
         matched_by = "tfidf:word"
     else:

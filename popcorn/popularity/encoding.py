@@ -1,7 +1,7 @@
 """Target encodings: what the training videos of a category, or carrying a hashtag, scored on average.
 
-For a training video its own label is taken out of the sums (leave-one-out), so the feature it is trained on looks
-like the feature an unseen video gets.
+The model trains on out-of-fold encodings (PopularityModel.fit fits an encoder per fold and encodes the held-out
+fold with it), so the feature a training video is trained on looks like the feature an unseen video gets.
 """
 
 from __future__ import annotations
@@ -36,13 +36,10 @@ class TargetEncoder:
                 counts[key] += 1
         return cls(prior=prior, mean=float(np.mean(labels)), sums=dict(sums), counts=dict(counts))
 
-    def encode(self, key: str, own_label: float | None = None) -> tuple[float, int]:
-        """(smoothed mean label of the key, number of videos behind it), the item's own label left out if given."""
+    def encode(self, key: str) -> tuple[float, int]:
+        """(smoothed mean label of the key, number of videos behind it)."""
         total = self.sums.get(key, 0.0)
         count = self.counts.get(key, 0)
-        if own_label is not None and count > 0:
-            total -= own_label
-            count -= 1
         return (total + self.prior * self.mean) / (count + self.prior), count
 
 
@@ -54,19 +51,17 @@ def hashtag_keys(titles) -> list[list[str]]:
     return [hashtags(t) for t in titles]
 
 
-def encode_categories(encoder: TargetEncoder, categories, own_labels=None) -> np.ndarray:
-    own = own_labels if own_labels is not None else [None] * len(categories)
-    return np.asarray([encoder.encode(str(c), o)[0] for c, o in zip(categories, own)], dtype=np.float32)[:, None]
+def encode_categories(encoder: TargetEncoder, categories) -> np.ndarray:
+    return np.asarray([encoder.encode(str(c))[0] for c in categories], dtype=np.float32)[:, None]
 
 
-def encode_hashtags(encoder: TargetEncoder, titles, own_labels=None) -> np.ndarray:
+def encode_hashtags(encoder: TargetEncoder, titles) -> np.ndarray:
     """Mean, max and min encoded label over a title's known hashtags, how many are known, and the largest support."""
-    own = own_labels if own_labels is not None else [None] * len(titles)
     rows = []
-    for title, own_label in zip(titles, own):
+    for title in titles:
         values, supports = [], []
         for tag in hashtags(title):
-            value, count = encoder.encode(tag, own_label)
+            value, count = encoder.encode(tag)
             if count > 0:
                 values.append(value)
                 supports.append(count)

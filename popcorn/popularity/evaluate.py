@@ -35,12 +35,12 @@ def evaluate(data_dir: str | Path, checkpoint: str | Path | Predictor | None = N
     else:
         predictor = get_predictor()
     table = held_out.table
-    categories = [None if c == corpus_module.UNKNOWN_CATEGORY else c for c in table["category"]]
     visual = None
     if predictor.model.visual_encoder is not None:  # the folder's own frame features, where it has them
         features = VisualSpace.load(data_dir)
         visual = features.rows_for(table["video_id"].tolist()) if features is not None else None
-    predictions = predictor.predict_labels(table["title"].tolist(), categories, table["video_id"].tolist(), visual)
+    predictions = predictor.predict_labels(table["title"].tolist(), table["category"].tolist(),  # "Unknown": inferred
+                                         table["video_id"].tolist(), visual)
     labels = popularity_label(table["comments"].to_numpy())
     overlap = int(np.isin(table["video_id"].to_numpy(), predictor.model.memory.video_ids).sum())
     result: dict[str, Any] = regression_metrics(labels, predictions)

@@ -18,7 +18,7 @@ unseen video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -86,7 +86,6 @@ class Inputs:
     titles: list[str]
     categories: list[str | None]  # None (or "Unknown") = not given
     video_ids: list[int | None] | None = None  # ids to keep out of their own retrieval
-    embeddings: np.ndarray | None = None  # precomputed sentence embeddings (else computed when needed)
     visual: np.ndarray | None = None  # frame features, one row per item (zero rows where an item has none)
 
 
@@ -102,7 +101,6 @@ class PopularityModel:
     feature_names: list[str]
     oof_predictions: np.ndarray  # the model's out-of-fold prediction for every memory video
     visual_encoder: object | None = None  # popcorn.popularity.visual.VisualSpace with a "visual" retrieval space
-    extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------------ inference
 
@@ -110,35 +108,29 @@ class PopularityModel:
     def retrieval_spaces(self) -> list[str]:
         return [sp for sp in self.settings.retrieval if sp in self.memory.spaces]
 
+    def word_matrix(self, titles: list[str], categories: list[str | None] | None = None) -> sparse.csr_matrix:
+        """The word TF-IDF rows (the category token included when the settings use it and one is given)."""
+        cats = categories if categories is not None and self.settings.category else [None] * len(titles)
+        return self.vectorizers["word"].transform([text.document(t, c) for t, c in zip(titles, cats)]).tocsr()
+
     def text_matrices(self, titles: list[str], categories: list[str | None]) -> dict[str, sparse.csr_matrix]:
-        out = {}
-        for space, vectorizer in self.vectorizers.items():
-            if space == "word":
-                cats = categories if self.settings.category else [None] * len(titles)
-                docs = [text.document(t, c) for t, c in zip(titles, cats)]
-            else:
-                docs = [text.clean(t) for t in titles]
-            out[space] = vectorizer.transform(docs).tocsr()
-        return out
+        return {space: self.word_matrix(titles, categories) if space == "word"
+                else vectorizer.transform([text.clean(t) for t in titles]).tocsr()
+                for space, vectorizer in self.vectorizers.items()}
 
     def query_spaces(self, inputs: Inputs, categories: list[str | None]) -> dict[str, object]:
         spaces: dict[str, object] = dict(self.text_matrices(inputs.titles, categories))
         if "embedding" in self.settings.retrieval:
-            vectors = inputs.embeddings
-            if vectors is None:
-                from popcorn.embed import get_embedder
+            from popcorn.embed import get_embedder
 
-                vectors = get_embedder(self.settings.embedding).encode(inputs.titles)
-            spaces["embedding"] = vectors
+            spaces["embedding"] = get_embedder(self.settings.embedding).encode(inputs.titles)
         if "visual" in self.settings.retrieval and self.visual_encoder is not None:
             spaces["visual"] = self.visual_encoder.query_matrix(inputs.visual, len(inputs.titles))
         return spaces
 
     def infer_categories(self, titles: list[str]) -> tuple[list[str], list[float]]:
         """A category for items that have none: the similarity-weighted vote of their nearest training videos."""
-        space = "word"  # always in the memory bank
-        query = self.text_matrices(titles, [None] * len(titles))[space]
-        rows, sims = self.memory.search(space, query, k=CATEGORY_VOTERS)
+        rows, sims = self.memory.search("word", self.word_matrix(titles), k=CATEGORY_VOTERS)  # always in the bank
         names, shares = [], []
         for r, s in zip(rows, sims):
             votes: dict[str, float] = {}
@@ -229,7 +221,7 @@ class PopularityModel:
             spaces["embedding"] = np.ascontiguousarray(embeddings, dtype=np.float32)
         visual_encoder = visual if "visual" in settings.retrieval else None
         if visual_encoder is not None:
-            spaces["visual"] = visual_encoder.memory_matrix(ids)
+            spaces["visual"] = visual_encoder.rows_for(ids)
         unknown = [sp for sp in settings.retrieval if sp not in spaces and sp != "visual"]
         if unknown:
             raise ValueError(f"unknown retrieval spaces {unknown}")

@@ -48,14 +48,6 @@ def checkpoint_path(corpus: Corpus, settings: Settings = Settings()) -> Path:
     return checkpoint_dir() / f"{corpus.fingerprint}-{settings_key(settings)}.joblib"
 
 
-def title_embeddings(titles: list[str], fingerprint: str, model_name: str | None = None,
-                     progress: Progress | None = None) -> np.ndarray:
-    """Sentence embeddings of a corpus' titles: the same on-disk cache as retrieval's (popcorn.embed.title_vectors)."""
-    from popcorn.embed import get_embedder, title_vectors
-
-    return title_vectors(list(titles), fingerprint, get_embedder(model_name), progress)
-
-
 # ---------------------------------------------------------------------------------------------------- the score
 
 
@@ -216,7 +208,10 @@ def fit_predictor(corpus: Corpus, settings: Settings = Settings(), progress: Pro
     say(f"training the popularity predictor on {len(corpus)} MicroLens videos from {corpus.source}")
     embeddings = None
     if "embedding" in settings.retrieval:
-        embeddings = title_embeddings(corpus.table["title"].tolist(), corpus.fingerprint, settings.embedding, say)
+        from popcorn.embed import get_embedder, title_vectors
+
+        embeddings = title_vectors(corpus.table["title"].tolist(), corpus.fingerprint, get_embedder(settings.embedding),
+                                   say)
     visual = VisualSpace.load(corpus.source) if "visual" in settings.retrieval else None
     model = PopularityModel.fit(corpus.table, settings, embeddings=embeddings, visual=visual, progress=say)
     validation = {"kind": f"{settings.folds}-fold out-of-fold on the training corpus",

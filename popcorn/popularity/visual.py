@@ -74,10 +74,6 @@ class VisualSpace:
                 out[i] = self.features[row]
         return out
 
-    # what PopularityModel calls
-    def memory_matrix(self, video_ids) -> np.ndarray:
-        return self.rows_for(video_ids)
-
     def query_matrix(self, visual: np.ndarray | None, n: int) -> np.ndarray:
         if visual is None:
             return np.zeros((n, self.dim), dtype=np.float32)
