@@ -27,11 +27,10 @@ import pandas as pd
 
 from popcorn import config, pipeline
 from popcorn.store import Store
-from popcorn.types import CategoryScore, Plan, Reference, Retrieval, StageError
+from popcorn.types import Plan, Retrieval, StageError
 
 log = logging.getLogger("popcorn.studio")
 
-TITLE_LIMIT = 50
 MODE_CHOICES = [("PE (with MicroLens references)", "pe"), ("Basic (the idea alone)", "basic")]
 K_CHOICES = [10, 50, 100]
 MAX_CANDIDATES = 8
@@ -121,7 +120,8 @@ def get_store() -> Store:
 
 # ------------------------------------------------------------------------------------------------ progress, cancel
 
-_CANCEL: dict[str, threading.Event] = {}
+_CANCEL: dict[str, set[threading.Event]] = {}  # the running actions of each session (plan and render may overlap)
+_CANCEL_LOCK = threading.Lock()
 _WARM: set[str] = set()  # what this process has loaded once already (corpus/index, each LLM, predictor, generators)
 
 Sink = Callable[..., object]  # sink(fraction, desc=...), e.g. gr.Progress
@@ -138,13 +138,11 @@ class StageProgress:
                  first_use: dict[str, str] | None = None):
         self.sink, self.stages, self.cancel = sink, tuple(stages), cancel
         self.first_use = first_use or {}
-        self.events: list[tuple[str, float, str]] = []
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(stage, "cancelled by the user", "press the button again to start over")
         fraction = min(1.0, max(0.0, float(fraction)))
-        self.events.append((stage, fraction, message))
         if stage in self.first_use and fraction < 1.0:
             message = f"{message} ({self.first_use[stage]})"
         i = self.stages.index(stage) if stage in self.stages else len(self.stages) - 1
@@ -153,19 +151,32 @@ class StageProgress:
 
 
 def cancel(key: str | None) -> str:
-    """Ask the action running under `key` (a browser session) to stop at its next progress report."""
-    event = _CANCEL.get(str(key or ""))
-    if event is None:
+    """Ask every action running under `key` (a browser session) to stop at its next progress report."""
+    with _CANCEL_LOCK:
+        events = list(_CANCEL.get(str(key or ""), ()))
+    if not events:
         return "Nothing to cancel."
-    event.set()
+    for event in events:
+        event.set()
     return "Cancelling: the running stage stops at its next step."
 
 
-def _cancel_event(key: str | None) -> threading.Event:
-    event = threading.Event()
+@contextmanager
+def _cancellable(key: str | None) -> Iterator[threading.Event]:
+    """The cancel event of one action, findable under `key` while the action runs."""
+    event, key = threading.Event(), str(key or "")
     if key:
-        _CANCEL[str(key)] = event
-    return event
+        with _CANCEL_LOCK:
+            _CANCEL.setdefault(key, set()).add(event)
+    try:
+        yield event
+    finally:
+        if key:
+            with _CANCEL_LOCK:
+                running = _CANCEL.get(key, set())
+                running.discard(event)
+                if not running:
+                    _CANCEL.pop(key, None)
 
 
 @contextmanager
@@ -211,7 +222,7 @@ def _default(rows: list[dict], preferred: str) -> str | None:
 def backend_choices() -> dict:
     """Dropdown choices for every registered LLM and video generator; an unusable one is labelled with why.
 
-    {"llm": [(label, name)], "llm_default": name, "video": [...], "video_default": name, "rows": {...}}
+    {"llm": [(label, name)], "llm_default": name, "video": [...], "video_default": name}
     """
     from popcorn.llm import default_llm, list_backends
     from popcorn.video import list_generators
@@ -220,23 +231,24 @@ def backend_choices() -> dict:
     return {
         "llm": _choices(llms), "llm_default": _default(llms, default_llm()),
         "video": _choices(videos), "video_default": _default(videos, "storyboard"),
-        "rows": {"llm": llms, "video": videos},
     }
 
 
 def backend_info(kind: str, name: str) -> str:
-    """One markdown line about the chosen backend: what it is, and why it cannot run here when it cannot."""
-    from popcorn.llm import list_backends
-    from popcorn.video import list_generators
+    """One markdown line about the chosen backend (a typed one, e.g. local:/path.gguf, too): what it is, and why it
+    cannot run here when it cannot."""
+    from popcorn.llm import get_llm
+    from popcorn.video import get_generator
 
-    rows = list_backends() if kind == "llm" else list_generators()
-    for row in rows:
-        if row["name"] == name:
-            text = html.escape(row.get("description") or name)
-            if row["available"]:
-                return f"✅ {text}"
-            return f"⚠️ {text} — **cannot run here:** {html.escape(str(row.get('reason', '')))}"
-    return f"⚠️ unknown backend {html.escape(str(name))!s}"
+    try:
+        backend = get_llm(name) if kind == "llm" else get_generator(name)
+        ok, reason = backend.available()
+    except StageError as exc:
+        return f"⚠️ unknown backend {html.escape(str(name))}: {html.escape(exc.message)}"
+    except Exception as exc:  # an availability check that broke: shown as unavailable, with why
+        ok, reason = False, f"{type(exc).__name__}: {exc}"
+    text = html.escape(getattr(backend, "description", "") or str(name))
+    return f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {html.escape(str(reason))}"
 
 
 # ------------------------------------------------------------------------------------------------------------ tables
@@ -300,12 +312,8 @@ def reasoning_markdown(plan: dict | None) -> str:
 
 
 def _baseline_videos(baseline: dict | None) -> list[dict]:
-    """The baseline's matched MicroLens videos, whatever list key the predictor uses; a flat dict is one video."""
-    baseline = baseline or {}
-    for key in ("videos", "matches", "neighbours", "items"):
-        if isinstance(baseline.get(key), list):
-            return [v for v in baseline[key] if isinstance(v, dict)]
-    return [baseline] if baseline.get("title") else []
+    """The baseline's matched MicroLens videos (popcorn.popularity.human_baseline's "videos")."""
+    return list((baseline or {}).get("videos") or [])
 
 
 def chart_frame(score: dict | None, baseline: dict | None) -> pd.DataFrame:
@@ -315,7 +323,7 @@ def chart_frame(score: dict | None, baseline: dict | None) -> pd.DataFrame:
     if predicted is not None:
         rows.append(["Your video", predicted, "predicted"])
     for video in _baseline_videos(baseline)[:1]:
-        actual = _int(video.get("comments", video.get("actual_comments")))
+        actual = _int(video.get("comments"))
         guess = _int(video.get("predicted_comments"))
         if guess is not None:
             rows.append(["Human baseline", guess, "predicted"])
@@ -354,7 +362,7 @@ def popularity_card(score: dict | None, baseline: dict | None, category: str | N
     videos = _baseline_videos(baseline)
     if videos:
         v = videos[0]
-        actual = v.get("comments", v.get("actual_comments"))
+        actual = v.get("comments")
         theirs = (
             "<div class='pc-col pc-baseline'><div class='pc-label'>Human-matched baseline</div>"
             f"<div class='pc-title'>“{html.escape(str(v.get('title', '')))}”</div>"
@@ -447,10 +455,9 @@ def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", s
     notes = _first_use({"retrieve": "first use: loading the MicroLens corpus, embeddings and index",
                         "plan": f"first use: loading the LLM {settings.llm}",
                         "score": "first use: loading the popularity predictor"})
-    reporter = StageProgress(progress, stages, _cancel_event(cancel_key), notes)
     store.save_run(run.to_dict(), status="planning")
-    with _errors(store, run):
-        pipeline.make_plans(settings, reporter, run=run)
+    with _cancellable(cancel_key) as cancel_event, _errors(store, run):
+        pipeline.make_plans(settings, StageProgress(progress, stages, cancel_event, notes), run=run)
     _warm({s: n for s, n in notes.items() if s in stages})
     record = run.to_dict()
     pipeline.write_run_json(run, store.run_dir(run.id))
@@ -481,14 +488,6 @@ def pick_candidate(run_id: str, index: int) -> tuple[str, str, str]:
     return plan["title"], plan["cover_prompt"], plan["video_prompt"]
 
 
-def _retrieval_from_dict(d: dict | None) -> Retrieval | None:
-    if not d:
-        return None
-    return Retrieval(query=d.get("query", ""), matched_categories=list(d.get("matched_categories") or []),
-                     category_scores=[CategoryScore(**c) for c in d.get("category_scores") or []],
-                     references=[Reference(**r) for r in d.get("references") or []], router=d.get("router", "ours"))
-
-
 def _settings_from_dict(d: dict) -> pipeline.Settings:
     known = {f.name for f in dataclasses.fields(pipeline.Settings)}
     return pipeline.Settings(**{k: v for k, v in d.items() if k in known})
@@ -506,9 +505,9 @@ def _edited_run(run_id: str, title: str, cover_prompt: str, video_prompt: str, v
     if not " ".join(str(video_prompt or "").split()):
         raise StudioError("Stage input failed: the video prompt is empty. Describe the ~3 s scene or press Plan.",
                           "input")
-    if len(title) > TITLE_LIMIT:
-        from popcorn.llm import shorten_title
+    from popcorn.llm.parse import TITLE_LIMIT, shorten_title
 
+    if len(title) > TITLE_LIMIT:
         title = shorten_title(title, TITLE_LIMIT)
         notes.append(f"the title was cut to {TITLE_LIMIT} characters: {title}")
     store = get_store()
@@ -519,7 +518,7 @@ def _edited_run(run_id: str, title: str, cover_prompt: str, video_prompt: str, v
     if record and record.get("plan"):
         settings = _settings_from_dict(record["settings"])
         plan = Plan.from_dict(record["plan"])
-        retrieval = _retrieval_from_dict(record.get("retrieval"))
+        retrieval = Retrieval.from_dict(record["retrieval"]) if record.get("retrieval") else None
         candidates = record.get("candidates") or []
     else:
         settings = pipeline.Settings(query=title, mode="basic", llm="")
@@ -539,20 +538,21 @@ def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str,
     store = get_store()
     first = _first_use({"render": f"first use: loading the video model {run.settings.video}",
                         "score": "first use: loading the popularity predictor"})
-    reporter = StageProgress(progress, ("render", "compose", "score"), _cancel_event(cancel_key), first)
     store.save_run(run.to_dict(), status="rendering")
     out_dir = store.run_dir(run.id)
-    with _errors(store, run):
-        pipeline.render_run(run, out_dir, reporter, with_score=False)
     error = ""
-    try:  # the video is made: a failing score is reported beside it, not instead of it
-        pipeline.score_run(run, reporter)
-    except Cancelled:
-        run.notes.append("scoring was cancelled")
-    except StageError as exc:
-        error = user_message(exc)
-        log.warning("run %s: %s", run.id, error)
-    _warm(first)
+    with _cancellable(cancel_key) as cancel_event:
+        reporter = StageProgress(progress, ("render", "compose", "score"), cancel_event, first)
+        with _errors(store, run):
+            pipeline.render_run(run, out_dir, reporter, with_score=False)
+        try:  # the video is made: a failing score is reported beside it, not instead of it
+            pipeline.score_run(run, reporter)
+        except Cancelled:
+            run.notes.append("scoring was cancelled")
+        except StageError as exc:
+            error = user_message(exc)
+            log.warning("run %s: %s", run.id, error)
+    _warm({stage: note for stage, note in first.items() if stage != "score" or run.score})
     pipeline.write_run_json(run, out_dir)
     record = run.to_dict()
     store.save_run(record, status="done", error=error)
@@ -566,8 +566,8 @@ def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str,
 def _render_output(record: dict) -> RenderOutput:
     video = record.get("video") or {}
     category = ((record.get("plan") or {}).get("matched_categories") or [None])[0]
-    files = [p for p in (str(Path(video["video"]).parent / "run.json") if video.get("video") else "",
-                         video.get("video", "")) if p and Path(p).exists()]
+    artifacts = record.get("artifacts") or {}  # the store's list, each checked to exist
+    files = [artifacts[kind] for kind in ("run_json", "video") if kind in artifacts]
     lines = []
     if video.get("is_preview"):
         lines.append("🎞️ **Storyboard preview** — not a model render (no video model could run here).")

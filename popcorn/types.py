@@ -66,6 +66,12 @@ class Retrieval:
     def unpopular(self) -> list[Reference]:
         return [r for r in self.references if r.label == "unpopular"]
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Retrieval":
+        return cls(query=str(d.get("query", "")), matched_categories=list(d.get("matched_categories") or []),
+                   category_scores=[CategoryScore(**c) for c in d.get("category_scores") or []],
+                   references=[Reference(**r) for r in d.get("references") or []], router=d.get("router", "ours"))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,

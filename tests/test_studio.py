@@ -70,6 +70,13 @@ def test_cancel_stops_at_the_next_report():
     assert studio.cancel("no-such-session") == "Nothing to cancel."
 
 
+def test_cancel_reaches_every_running_action_of_the_session_and_forgets_finished_ones():
+    with studio._cancellable("tab") as planning, studio._cancellable("tab") as rendering:
+        assert studio.cancel("tab").startswith("Cancelling")
+        assert planning.is_set() and rendering.is_set()
+    assert studio.cancel("tab") == "Nothing to cancel."  # both ended: nothing left to cancel
+
+
 # ------------------------------------------------------------------------------------------------ backends, tables
 
 
@@ -86,6 +93,9 @@ def test_backend_choices_offer_every_backend_and_say_why_not():
     assert choices["llm_default"] == "local" and choices["video_default"] == "storyboard"
     assert "cannot run here" in studio.backend_info("video", "ltx")
     assert studio.backend_info("llm", "local").startswith("✅")
+    typed = studio.backend_info("llm", "local:/nowhere/model.gguf")  # a name typed into the box
+    assert "cannot run here" in typed and "/nowhere/model.gguf" in typed
+    assert studio.backend_info("video", "no-such-model").startswith("⚠️ unknown backend no-such-model")
 
 
 def test_references_table_and_why_from_a_retrieval(retriever):
@@ -256,7 +266,7 @@ def test_render_a_plan_of_your_own_then_score(home):
     assert record["status"] == "done", record["error"]
     assert record["score"]["predicted_comments"] >= 0
     assert set(record["artifacts"]) >= {"video", "cover", "run_json"}
-    assert "Human-matched baseline" in out.card and "predicted" in out.card
+    assert f"<b>{record['baseline']['videos'][0]['comments']:,}</b> actual" in out.card  # the matched video's count
     assert out.details["score"] == record["score"] and out.details["baseline"]["videos"]
     assert "Your video · predicted" in out.card and "Comments (log scale)" in out.card
     assert list(out.neighbours.columns) == studio.NEIGHBOUR_COLUMNS and len(out.neighbours) > 0
