@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("studio", help="start the Gradio studio")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_studio)
+    __import__("popcorn.study.cli").study.cli.add_parser(sub)  # study create|pairs|list|results|export|serve
     return parser
 
 

@@ -73,6 +73,67 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         )""",
         "CREATE INDEX votes_study ON votes (study_id)",
     )),
+    (4, "blind A/B studies: items, anonymous media, participants, invites, one vote per participant and task", (
+        # migration 2's studies/votes had no code or rows behind them: replaced (popcorn/study/storage.py)
+        "DROP TABLE IF EXISTS votes",
+        "DROP TABLE IF EXISTS studies",
+        """CREATE TABLE studies (
+            id               TEXT PRIMARY KEY,
+            created          REAL NOT NULL,
+            name             TEXT NOT NULL,
+            question         TEXT NOT NULL,
+            link             TEXT NOT NULL UNIQUE,
+            seed             TEXT NOT NULL,
+            per_participant  INTEGER NOT NULL,
+            attention_checks INTEGER NOT NULL DEFAULT 0,
+            invite_only      INTEGER NOT NULL DEFAULT 0,
+            status           TEXT NOT NULL DEFAULT 'open',
+            settings         TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE study_media (
+            id       TEXT PRIMARY KEY,
+            study_id TEXT NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+            source   TEXT NOT NULL
+        )""",
+        """CREATE TABLE study_items (
+            study_id TEXT NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+            item     TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            pair     TEXT NOT NULL,
+            media_a  TEXT NOT NULL REFERENCES study_media (id),
+            media_b  TEXT NOT NULL REFERENCES study_media (id),
+            PRIMARY KEY (study_id, item)
+        )""",
+        """CREATE TABLE study_participants (
+            id       TEXT PRIMARY KEY,
+            study_id TEXT NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+            number   INTEGER NOT NULL,
+            created  REAL NOT NULL,
+            invite   TEXT NOT NULL DEFAULT '',
+            tasks    TEXT NOT NULL,
+            UNIQUE (study_id, number)
+        )""",
+        """CREATE TABLE study_invites (
+            study_id       TEXT NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+            code           TEXT NOT NULL,
+            participant_id TEXT REFERENCES study_participants (id),
+            PRIMARY KEY (study_id, code)
+        )""",
+        """CREATE TABLE study_votes (
+            id             INTEGER PRIMARY KEY AUTOINCREMENT,
+            study_id       TEXT NOT NULL REFERENCES studies (id) ON DELETE CASCADE,
+            participant_id TEXT NOT NULL REFERENCES study_participants (id) ON DELETE CASCADE,
+            task           INTEGER NOT NULL,
+            item           TEXT NOT NULL,
+            swap           INTEGER NOT NULL,
+            check_of       INTEGER,
+            choice         TEXT NOT NULL CHECK (choice IN ('left', 'right', 'tie', 'both_bad')),
+            reason         TEXT NOT NULL DEFAULT '',
+            created        REAL NOT NULL,
+            UNIQUE (participant_id, task)
+        )""",
+        "CREATE INDEX study_votes_study ON study_votes (study_id)",
+    )),
 ]
 
 # the JSON columns of `runs` and the value each holds when unset

@@ -1,0 +1,178 @@
+"""What a study's owner does, as plain functions (the CLI, the Study tab and the admin routes call these).
+
+    authorise(secret)                      StudyError 403 unless it matches POPCORN_ADMIN_SECRET (or it is LOCAL)
+    collect_pairs(source, ...)             pairs from stored runs / a pair file / a batch folder (pairs.py)
+    create_study(secret, name, question, pairs, ...) -> the study, its participant link and invite codes
+    list_studies(secret), results(secret, study_id), export(secret, study_id, folder)
+
+Results and exports show everything (run ids, conditions, h): they are for the owner only. The CLI runs on the
+machine that holds the store and passes LOCAL; anything served over the network must pass the secret it was given.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+from pathlib import Path
+
+from popcorn import config
+from popcorn.store import Store
+from popcorn.study import StudyError, analysis, pairs as pairing
+from popcorn.study.storage import StudyStore
+
+SECRET_ENV = "POPCORN_ADMIN_SECRET"
+LOCAL = object()  # the owner at the machine's own terminal (the CLI)
+SOURCES = ("runs", "file", "batch")
+
+_STORES: dict[Path, StudyStore] = {}
+_LOCK = threading.Lock()
+
+
+def get_studies(home: str | Path | None = None) -> StudyStore:
+    """The study store of `home` (default config.home_dir()), opened and migrated once per folder."""
+    home = Path(home) if home else config.home_dir()
+    with _LOCK:
+        if home not in _STORES:
+            _STORES[home] = StudyStore(Store(home=home))
+        return _STORES[home]
+
+
+def authorise(secret) -> None:
+    if secret is LOCAL:
+        return
+    expected = os.environ.get(SECRET_ENV, "")
+    if not expected:
+        raise StudyError(f"study results are off: set {SECRET_ENV} on the server to use them", 403)
+    if not isinstance(secret, str) or not hmac.compare_digest(secret.encode("utf-8"), expected.encode("utf-8")):
+        raise StudyError("wrong admin secret", 403)
+
+
+def participant_url(link: str) -> str:
+    """The shareable link: POPCORN_PUBLIC_URL + /s/<link>/ (a path alone when the public address is unknown)."""
+    base = os.environ.get("POPCORN_PUBLIC_URL", "").rstrip("/")
+    return f"{base}/s/{link}/"
+
+
+def collect_pairs(source: str, *, factor: str = "mode", a: str | None = None, b: str | None = None,
+                  pair_file: str | Path | None = None, batch_dir: str | Path | None = None,
+                  home: str | Path | None = None, limit: int = 100_000) -> list[dict]:
+    if source not in SOURCES:
+        raise StudyError(f"pairs come from one of {', '.join(SOURCES)}")
+    studies = get_studies(home)
+    if source == "runs":
+        store = studies.store
+        runs = [store.get_run(r["id"]) for r in store.list_runs(limit=limit)]
+        found = pairing.pairs_from_runs(runs, factor, a or None, b or None)
+        where = f"the store in {store.home}"
+    elif source == "file":
+        if not pair_file:
+            raise StudyError("name the pair file (JSON or CSV)")
+        found = pairing.pairs_from_file(pair_file, studies.store)
+        where = str(pair_file)
+    else:
+        if not batch_dir:
+            raise StudyError("name the batch output folder")
+        found = pairing.pairs_from_batch(batch_dir, factor, a or None, b or None)
+        where = str(batch_dir)
+    if not found:
+        wanted = f" ({a} vs {b})" if a and b else ""
+        raise StudyError(f"no pairs in {where}: no two finished runs of the same query differ only in "
+                         f"{factor}{wanted}. Render both versions of each query first.")
+    return found
+
+
+def create_study(secret, name: str, question: str, pairs: list[dict], *, per_participant: int = 10,
+                 attention_checks: int = 0, invites: int = 0, seed: str | None = None, source: str = "",
+                 home: str | Path | None = None) -> dict:
+    authorise(secret)
+    study = get_studies(home).create(name, question, pairs, per_participant=per_participant,
+                                     attention_checks=attention_checks, seed=seed, invites=invites, source=source)
+    return {**study, "url": participant_url(study["link"])}
+
+
+def list_studies(secret, home: str | Path | None = None) -> list[dict]:
+    authorise(secret)
+    return [{**s, "url": participant_url(s["link"])} for s in get_studies(home).studies()]
+
+
+def results(secret, study_id: str, bootstrap: int = analysis.BOOTSTRAP, home: str | Path | None = None) -> dict:
+    authorise(secret)
+    studies = get_studies(home)
+    study = studies.study(study_id)
+    votes = studies.votes(study_id)
+    return {"study": {k: study[k] for k in ("id", "name", "question", "created", "seed", "per_participant",
+                                            "attention_checks", "participants", "votes", "status")},
+            **analysis.analyse(votes, bootstrap=bootstrap)}
+
+
+def export(secret, study_id: str, folder: str | Path, bootstrap: int = analysis.BOOTSTRAP,
+           home: str | Path | None = None) -> dict[str, str]:
+    """votes.csv, results.json and win_rates.png of a study into `folder`; returns their paths."""
+    authorise(secret)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    votes = get_studies(home).votes(study_id)
+    result = results(secret, study_id, bootstrap=bootstrap, home=home)
+    paths = {"csv": folder / f"study-{study_id}-votes.csv", "json": folder / f"study-{study_id}-results.json",
+             "png": folder / f"study-{study_id}-win-rates.png"}
+    paths["csv"].write_text(analysis.votes_csv(votes), encoding="utf-8")
+    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    analysis.chart_png(result, paths["png"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+# ------------------------------------------------------------------------------------------------ the Study tab's views
+
+RESULT_COLUMNS = ["comparison", "votes", "first wins", "second wins", "ties", "both bad", "win rate (decisive)",
+                  "95% CI (Wilson)", "95% CI (bootstrap)", "ties as half"]
+
+
+def create_view(secret, name: str, question: str, source: str, factor: str, a: str, b: str, pair_file: str,
+                batch_dir: str, per_participant: int, attention_checks: int, invites: int,
+                home: str | Path | None = None) -> str:
+    """Create a study from the tab's form; returns Markdown with the participant link and invite codes."""
+    authorise(secret)
+    found = collect_pairs(source, factor=factor, a=a or None, b=b or None, pair_file=pair_file or None,
+                          batch_dir=batch_dir or None, home=home)
+    study = create_study(secret, name, question, found, per_participant=int(per_participant or 10),
+                         attention_checks=int(attention_checks or 0), invites=int(invites or 0), source=source,
+                         home=home)
+    lines = [f"**Study `{study['id']}` created** with {len(found)} pairs ({study['per_participant']} per participant, "
+             f"{study['attention_checks']} attention check(s)).", "", f"Participant link: `{study['url']}`"]
+    if study.get("invites"):
+        lines += ["", "Invite codes (one per participant): " + ", ".join(f"`{c}`" for c in study["invites"])]
+    return "\n".join(lines)
+
+
+def study_choices(secret, home: str | Path | None = None) -> list[tuple[str, str]]:
+    return [(f"{s['name']} ({s['participants']} people, {s['votes']} votes) · {s['id']}", s["id"])
+            for s in list_studies(secret, home)]
+
+
+def results_view(secret, study_id: str, folder: str | Path, home: str | Path | None = None
+                 ) -> tuple[str, list[list], str, list[str]]:
+    """(summary Markdown, the win-rate table's rows, the chart PNG, [CSV, JSON]) of a study, written to `folder`."""
+    if not study_id:
+        raise StudyError("pick a study first")
+    paths = export(secret, study_id, folder, home=home)
+    result = json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
+    rows = []
+    for r in result["win_rates"]:
+        a = r["apart"]
+        pct = lambda x: "" if x is None else f"{x:.1%}"  # noqa: E731
+        ci = lambda c: "" if not c else f"{c[0]:.1%} – {c[1]:.1%}"  # noqa: E731
+        rows.append([f"{r['x']} vs {r['y']}", r["votes"], r["x_wins"], r["y_wins"], r["ties"], r["both_bad"],
+                     pct(a["rate"]), ci(a["ci95"]), ci(a.get("bootstrap_ci95")), pct(r["half"]["rate"])])
+    bt = result["bradley_terry"].get("strengths", {})
+    lines = [f"### {result['study']['name']}", "", *[f"- {line}" for line in analysis.summary_lines(result)]]
+    if bt:
+        lines.append("- Bradley–Terry strengths (95% bootstrap CI): " + "; ".join(
+            f"{p} {s['strength']:.2f}" + (f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]" if s["ci95"] else "")
+            for p, s in bt.items()))
+    flagged = [v for v in result["voters"] if v["flags"]]
+    if flagged:
+        lines.append("- Flagged voters: " + ", ".join(f"{v['participant']} ({', '.join(v['flags'])})"
+                                                        for v in flagged))
+    return "\n".join(lines), rows, paths["png"], [paths["csv"], paths["json"]]

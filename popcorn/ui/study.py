@@ -1,0 +1,82 @@
+"""The Study tab (owner side): create a blind A/B study from stored runs, a pair file or a batch folder, then see
+its results and chart. Layout and wiring only; the work is in popcorn/study/owner.py. Everything here asks for the
+admin secret (POPCORN_ADMIN_SECRET; without it set, the tab refuses). Participants use /s/<link>/, not this tab.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+import gradio as gr
+
+from popcorn.study import StudyError, owner
+from popcorn.study.pairs import FACTORS
+
+
+@contextmanager
+def _shown() -> Iterator[None]:
+    try:
+        yield
+    except StudyError as exc:
+        raise gr.Error(exc.message, title="Study", print_exception=False) from None
+
+
+def on_create(secret, name, question, source, factor, a, b, pair_file, batch_dir, per_participant, checks,
+              invites):
+    with _shown():
+        path = pair_file if isinstance(pair_file, str) or pair_file is None else getattr(pair_file, "name", "")
+        done = owner.create_view(secret, name, question, source, factor, a, b, path, batch_dir, per_participant,
+                                 checks, invites)
+        return done, gr.Dropdown(choices=owner.study_choices(secret))
+
+
+def on_list(secret):
+    with _shown():
+        return gr.Dropdown(choices=owner.study_choices(secret))
+
+
+def on_results(secret, study_id):
+    with _shown():
+        return owner.results_view(secret, study_id, tempfile.mkdtemp(prefix="study-results-"))
+
+
+def build_tab() -> None:
+    with gr.Tab("Study", id="study"):
+        gr.Markdown("Blind A/B studies: people compare two videos made for the same idea without knowing which "
+                    "system made which. Results are for you only.")
+        secret = gr.Textbox(label="Admin secret (POPCORN_ADMIN_SECRET)", type="password", elem_id="study-secret")
+        with gr.Accordion("Create a study", open=True):
+            with gr.Row():
+                name = gr.Textbox(label="Name (only you see it)", elem_id="study-name")
+                question = gr.Textbox(label="Question", value="Which video would be more popular?")
+            with gr.Row():
+                source = gr.Radio([("Stored runs", "runs"), ("Pair file", "file"), ("Batch folder", "batch")],
+                                  value="runs", label="Pairs from")
+                factor = gr.Dropdown(list(FACTORS), value="mode", label="Pair runs differing in")
+                a = gr.Textbox(label="Condition A (optional, e.g. pe)")
+                b = gr.Textbox(label="Condition B (optional, e.g. basic)")
+            with gr.Row():
+                pair_file = gr.File(label="Pair file (JSON or CSV)", file_types=[".json", ".csv"], type="filepath")
+                batch_dir = gr.Textbox(label="Batch output folder")
+            with gr.Row():
+                per_participant = gr.Number(10, label="Pairs per participant", precision=0, minimum=1)
+                checks = gr.Number(1, label="Attention checks", precision=0, minimum=0)
+                invites = gr.Number(0, label="Invite codes (0: open link)", precision=0, minimum=0)
+            create = gr.Button("Create study", variant="primary")
+            created = gr.Markdown()
+        with gr.Accordion("Results", open=True):
+            with gr.Row():
+                study = gr.Dropdown([], label="Study", scale=3)
+                refresh = gr.Button("List studies", scale=1)
+                show = gr.Button("Results", variant="primary", scale=1)
+            summary = gr.Markdown()
+            table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False)
+            chart = gr.Image(label="Win rates (95% intervals)", type="filepath")
+            files = gr.File(label="Exports (votes CSV, results JSON)", file_count="multiple")
+
+        create.click(on_create, [secret, name, question, source, factor, a, b, pair_file, batch_dir,
+                                 per_participant, checks, invites], [created, study], api_visibility="private")
+        refresh.click(on_list, secret, study, api_visibility="private")
+        show.click(on_results, [secret, study], [summary, table, chart, files], api_visibility="private")

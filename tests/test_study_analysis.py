@@ -1,0 +1,148 @@
+"""The study's results maths against small cases worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from popcorn.study import analysis as A
+
+
+def vote(person, item, choice, ca="pe", cb="basic", side=None, task=0, check_of=None, h_a=None, h_b=None,
+         prompt_type="abstract", category="Food"):
+    return {"participant": person, "item": item, "choice": choice, "condition_a": ca, "condition_b": cb,
+            "side": side or {"a": "left", "b": "right"}.get(choice, choice), "task": task, "check_of": check_of,
+            "h_a": h_a, "h_b": h_b, "prompt_type": prompt_type, "category": category}
+
+
+def test_wilson_matches_the_formula_worked_by_hand():
+    # 8 of 10, z = 1.96: centre (0.8 + 0.19208) / 1.38416 = 0.71683; half 1.96 sqrt(0.016 + 0.0096040) / 1.38416
+    lo, hi = A.wilson(8, 10)
+    assert lo == pytest.approx(0.49016, abs=1e-4) and hi == pytest.approx(0.94332, abs=1e-4)
+    assert A.wilson(0, 0) == (0.0, 1.0)
+    lo, hi = A.wilson(0, 5)
+    assert lo == 0.0 and hi == pytest.approx(0.43449, abs=1e-4)
+
+
+def test_binomial_tests_by_hand():
+    assert A.binom_two_sided(10, 10) == pytest.approx(2 / 1024)  # all ten on one side
+    assert A.binom_two_sided(5, 10) == pytest.approx(1.0)
+    # P(X <= 1 | 10, 0.5) = 11 / 1024
+    assert A.binom_cdf(1, 10, 0.5) == pytest.approx(11 / 1024)
+    # two-sided for 2 of 10: P(X<=2) + P(X>=8) = 2 * 56 / 1024
+    assert A.binom_two_sided(2, 10) == pytest.approx(112 / 1024)
+
+
+def test_win_rates_count_ties_three_ways():
+    votes = [vote("p1", "i1", "a"), vote("p2", "i1", "a"), vote("p3", "i1", "b"), vote("p1", "i2", "tie"),
+             vote("p2", "i2", "both_bad"), vote("p3", "i2", "a"),
+             vote("p3", "i2", "b", task=5, check_of=0)]  # an attention repeat: never counted as a vote
+    (row,) = A.win_rates(votes, bootstrap=0)
+    assert (row["x"], row["y"]) == ("basic", "pe")  # ordered by name: x = basic
+    assert (row["votes"], row["x_wins"], row["y_wins"], row["ties"], row["both_bad"]) == (6, 1, 3, 1, 1)
+    assert row["apart"]["rate"] == pytest.approx(0.25)  # 1 of 4 decisive
+    assert row["half"]["rate"] == pytest.approx((1 + 0.5 * 2) / 6, abs=1e-4)
+    assert row["share"]["rate"] == pytest.approx(1 / 6, abs=1e-4)
+    assert row["apart"]["ci95"] == [round(v, 4) for v in A.wilson(1, 4)]
+
+
+def test_bradley_terry_two_players_is_the_win_ratio():
+    comps = [("x", "y", 1.0)] * 3 + [("y", "x", 1.0)]
+    s = A.bradley_terry(comps)
+    assert s["x"] / s["y"] == pytest.approx(3.0, rel=1e-6)
+    assert math.sqrt(s["x"] * s["y"]) == pytest.approx(1.0)  # geometric mean 1
+    assert s["__prior__"] == 0.0
+
+
+def test_bradley_terry_three_players_satisfies_the_likelihood_equations():
+    comps = [("a", "b", 1.0)] * 6 + [("b", "a", 1.0)] * 2 + [("b", "c", 1.0)] * 5 + [("c", "b", 1.0)] * 3 \
+        + [("a", "c", 1.0)] * 4 + [("c", "a", 1.0)] * 1
+    s = A.bradley_terry(comps)
+    wins = {"a": 10, "b": 7, "c": 4}
+    games = {frozenset("ab"): 8, frozenset("bc"): 8, frozenset("ac"): 5}
+    for p in "abc":  # at the MLE each player's wins equal their expected wins
+        expected = sum(n * s[p] / (s[p] + s[q]) for pair, n in games.items() if p in pair for q in pair - {p})
+        assert expected == pytest.approx(wins[p], rel=1e-6)
+    assert s["a"] > s["b"] > s["c"]
+
+
+def test_bradley_terry_undefeated_player_uses_the_stated_prior():
+    s = A.bradley_terry([("x", "y", 1.0)] * 4)
+    assert s["__prior__"] == 0.5 and math.isfinite(s["x"]) and s["x"] / s["y"] == pytest.approx(4.5 / 0.5)
+
+
+def test_fleiss_kappa_by_hand():
+    # 3 units x 3 raters, categories (a, b): [3,0], [0,3], [2,1]
+    # P_i = 1, 1, (4+1-3)/6 = 1/3 -> P_bar = 7/9; p = (5/9, 4/9) -> P_e = 41/81; kappa = (7/9 - 41/81) / (40/81)
+    kappa = A.fleiss_kappa([[3, 0], [0, 3], [2, 1]])
+    assert kappa == pytest.approx((7 / 9 - 41 / 81) / (40 / 81))
+    assert A.fleiss_kappa([[2, 0], [0, 2]]) == pytest.approx(1.0)
+    assert A.fleiss_kappa([[1, 0]]) is None
+
+
+def test_krippendorff_alpha_by_hand():
+    # units [2,0] and [1,1]: coincidences o_aa = 2, o_ab = o_ba = 1; n_a = 3, n_b = 1, n = 4
+    # alpha = 1 - (n - 1) * D_o / sum_{c!=k} n_c n_k = 1 - 3 * 2 / 6 = 0
+    assert A.krippendorff_alpha_nominal([[2, 0], [1, 1]]) == pytest.approx(0.0)
+    assert A.krippendorff_alpha_nominal([[2, 0], [0, 2]]) == pytest.approx(1.0)
+
+
+def test_attention_checks_compare_the_repeat_in_pair_terms():
+    votes = [vote("p1", "i1", "a", side="left", task=0), vote("p1", "i1", "a", side="right", task=3, check_of=0),
+             vote("p2", "i1", "a", side="left", task=0), vote("p2", "i1", "b", side="left", task=2, check_of=0)]
+    checks = A.attention(votes)
+    assert checks == {"p1": {"checks": 1, "failed": 0}, "p2": {"checks": 1, "failed": 1}}
+    flagged = {r["participant"]: r["flags"] for r in A.screen(votes)}
+    assert flagged["p2"] == ["attention"] and flagged["p1"] == []
+
+
+def test_screening_flags_one_sided_constant_and_off_crowd_voters():
+    votes = []
+    for i in range(10):  # four honest voters agree: a wins each pair; they press both sides
+        for person in ("h1", "h2", "h3", "h4"):
+            votes.append(vote(person, f"i{i}", "a", side="left" if (i + len(person)) % 2 else "right", task=i))
+        votes.append(vote("lefty", f"i{i}", "a" if i % 2 else "b", side="left", task=i))  # always the left button
+        votes.append(vote("contra", f"i{i}", "b", side="left" if i % 2 else "right", task=i))  # always against
+        votes.append(vote("ties", f"i{i}", "tie", task=i))
+    flags = {r["participant"]: r["flags"] for r in A.screen(votes)}
+    assert "one-sided" in flags["lefty"]  # 10 of 10 left: p = 2/1024 < 0.01
+    assert "constant" in flags["ties"]  # the tie button every time
+    assert flags["contra"] == ["off-crowd"]  # agrees 0 of 10 with the others' majority, pressing both sides
+    assert all(flags[p] == [] for p in ("h1", "h2", "h3", "h4"))
+    result = A.analyse(votes, bootstrap=50)
+    assert set(result["flagged"]) == {"lefty", "contra", "ties"}
+    (kept,) = result["screened"]["win_rates"]
+    assert kept["y_wins"] == 40 and kept["x_wins"] == 0  # only the honest voters remain (y = pe = "a" side)
+
+
+def test_h_agreement_by_pair_majority():
+    votes = [vote("p1", "i1", "a", h_a=10, h_b=5), vote("p2", "i1", "a", h_a=10, h_b=5),  # h right
+             vote("p1", "i2", "b", h_a=10, h_b=5), vote("p2", "i2", "b", h_a=10, h_b=5),  # h wrong
+             vote("p1", "i3", "a", h_a=1, h_b=9), vote("p2", "i3", "b", h_a=1, h_b=9),  # no majority
+             vote("p1", "i4", "a", h_a=None, h_b=2)]  # not scored
+    h = A.h_agreement(votes)
+    assert (h["pairs"]["k"], h["pairs"]["n"]) == (1, 2)
+    assert (h["votes"]["k"], h["votes"]["n"]) == (3, 6)
+    assert h["pairs_skipped_no_h"] == 1
+
+
+def test_breakdowns_and_bootstrap_interval_contain_the_estimate():
+    votes = [vote(f"p{i}", f"i{j}", "a" if (i + j) % 3 else "b", prompt_type="abstract" if j < 3 else "concrete",
+                  category="Food" if j % 2 else "Pets") for i in range(8) for j in range(6)]
+    result = A.analyse(votes, bootstrap=300)
+    assert set(result["by_prompt_type"]) == {"abstract", "concrete"}
+    assert set(result["by_category"]) == {"Food", "Pets"}
+    total = sum(rows[0]["votes"] for rows in result["by_prompt_type"].values())
+    assert total == len(votes)
+    row = result["win_rates"][0]
+    lo, hi = row["apart"]["bootstrap_ci95"]
+    assert lo <= row["apart"]["rate"] <= hi
+    bt = result["bradley_terry"]["strengths"]
+    assert bt["pe"]["ci95"][0] <= bt["pe"]["strength"] <= bt["pe"]["ci95"][1]
+
+
+def test_votes_csv_has_one_row_per_vote():
+    votes = [vote("p1", "i1", "a") | {"vote": 1, "run_a": "r1", "run_b": "r2"}]
+    text = A.votes_csv(votes)
+    assert text.splitlines()[0].split(",") == A.VOTE_COLUMNS and len(text.splitlines()) == 2
