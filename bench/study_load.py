@@ -2,12 +2,12 @@
 
     flock /tmp/popcorn-bench.lock .venv/bin/python bench/study_load.py [--participants 50] [--votes 20]
 
-1. a study of 30 pairs over 10 small H.264 clips (made with ffmpeg's test source: the videos do not matter here, the
-   vote path does) in a fresh store; the study routes served alone by uvicorn on 127.0.0.1 (a subprocess);
+1. a study of 30 pairs, each of two files of its own cut from 10 small H.264 clips (ffmpeg's test source: the
+   videos do not matter here, the vote path does) in a fresh store; the study routes served alone by uvicorn on 127.0.0.1 (a subprocess);
 2. `participants` people join over HTTP, then all vote at once, `votes` each, one thread per person, each vote
    retried until answered (bounded: 120 s a vote); every 4th vote is sent twice at the same moment (a double click);
 3. when 40% of the votes are acknowledged the server is killed with SIGKILL and restarted on the same port;
-4. afterwards: every acknowledged vote is replayed (must be refused, 409), each person asks for a video of a pair
+4. afterwards: every acknowledged vote is replayed (must be refused, 409), each person asks for three videos of pairs
    they were not given and votes with a made-up token (must be refused, 404), the owner's results without the admin
    secret (must be refused, 403);
 5. the database is read directly: each (person, task) once, with the choice that was sent.
@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sqlite3
@@ -139,6 +140,19 @@ class Person(threading.Thread):
             self.stats.count("connection_errors")
             return None
 
+    def _read_state(self, conn_box: list) -> None:
+        try:
+            if conn_box[0] is None:
+                conn_box[0] = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            started = time.perf_counter()
+            status, _ = request(self.port, "GET", f"/s/{self.link}/api/state?p={self.pid}", conn=conn_box[0])
+            if status == 200:
+                self.stats.latency(time.perf_counter() - started, "read")
+        except (OSError, http.client.HTTPException):
+            if conn_box[0] is not None:
+                conn_box[0].close()
+            conn_box[0] = None
+
     def run(self) -> None:
         box: list = [None]
         for task in range(self.tasks):
@@ -186,6 +200,7 @@ class Person(threading.Thread):
                 time.sleep(0.05)
             else:
                 self.errors.append(f"task {task}: no answer within {VOTE_DEADLINE_S:.0f} s")
+            self._read_state(box)  # what the page does next: ask for the next pair (the read reference)
         if box[0] is not None:
             box[0].close()
 
@@ -195,14 +210,15 @@ class Stats:
         self.lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.latencies: list[float] = []
+        self.reads: list[float] = []
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
             self.counts[name] = self.counts.get(name, 0) + n
 
-    def latency(self, seconds: float) -> None:
+    def latency(self, seconds: float, kind: str = "vote") -> None:
         with self.lock:
-            self.latencies.append(seconds)
+            (self.latencies if kind == "vote" else self.reads).append(seconds)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -219,13 +235,16 @@ def main() -> int:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     home = Path(tempfile.mkdtemp(prefix="study-load-"))
     clips = make_clips(home, 10)
+    n_pairs = max(30, args.votes + 10)
     pairs = []
-    for i in range(len(clips)):
-        for j in range(i + 1, len(clips)):
-            pairs.append({"query": f"q{i}-{j}", "factor": "mode", "prompt_type": "unknown", "category": "",
-                          "a": {"run_id": f"run{i}", "condition": "x", "video": str(clips[i]), "h": float(i)},
-                          "b": {"run_id": f"run{j}", "condition": "y", "video": str(clips[j]), "h": float(j)}})
-    pairs = pairs[:max(30, args.votes + 10)]
+    for i in range(n_pairs):  # every pair its own two files (so its own two media ids), cut from the 10 clips
+        sides = []
+        for k, side in enumerate("ab"):
+            path = home / f"pair{i}{side}.mp4"
+            shutil.copyfile(clips[(2 * i + k) % len(clips)], path)
+            sides.append({"run_id": f"run{i}{side}", "condition": "xy"[k], "video": str(path), "h": float(i + k)})
+        pairs.append({"query": f"q{i}", "factor": "mode", "prompt_type": "unknown", "category": "",
+                      "a": sides[0], "b": sides[1]})
     studies = StudyStore(home=home)
     study = studies.create("load", "Which one?", pairs, per_participant=args.votes, attention_checks=0)
     link = study["link"]
@@ -274,8 +293,8 @@ def main() -> int:
             my_media = {m for it in mine for m in (items[it]["media_a"], items[it]["media_b"])}
             foreign = [m for it in items.values() if it["item"] not in mine for m in (it["media_a"], it["media_b"])
                        if m not in my_media]
-            if foreign:
-                status, _ = request(port, "GET", f"/s/{link}/v/{foreign[0]}.mp4?p={p.pid}")
+            for media_id in foreign[:3]:
+                status, _ = request(port, "GET", f"/s/{link}/v/{media_id}.mp4?p={p.pid}")
                 cross += 1
                 cross_rejected += status == 404
             status, _ = request(port, "POST", f"/s/{link}/api/vote?p=not-{p.pid[:8]}", {"task": 0, "choice": "A"})
@@ -310,14 +329,19 @@ def main() -> int:
           f"refused; replays refused: {replays_rejected}/{replays}; cross-participant refused: "
           f"{cross_rejected}/{cross}; owner results without the secret: HTTP {admin_status}")
     print(f"stored choice differs from the one sent: {wrong}; client errors: {len(errors)} {errors[:5]}")
+    reads = [x * 1000 for x in stats.reads]
     print(f"vote latency: p50 {percentile(lat, 0.5):.1f} ms, p95 {percentile(lat, 0.95):.1f} ms, "
           f"max {max(lat):.1f} ms over {len(lat)} answered requests")
+    print(f"reference, the page's next read (GET state) in the same run: p50 {percentile(reads, 0.5):.1f} ms, "
+          f"p95 {percentile(reads, 0.95):.1f} ms; vote/read p50 ratio "
+          f"{percentile(lat, 0.5) / percentile(reads, 0.5):.2f}")
     ok = (not errors and not wrong and len(acked) == len(sent) and replays_rejected == replays
           and cross_rejected == cross and admin_status == 403)
     if not ok:
         print("FAILED: see above")
     print(f"study votes_sent={len(sent)} votes_stored={len(rows)} duplicates={duplicates} lost={lost} "
           f"p95_ms={percentile(lat, 0.95):.1f}")
+    shutil.rmtree(home, ignore_errors=True)
     return 0 if ok and lost == 0 and duplicates == 0 else 1
 
 

@@ -94,3 +94,12 @@ def test_batch_folder_of_run_json_files(tmp_path):
     assert (pair["a"]["run_id"], pair["b"]["run_id"]) == ("b1", "b2")
     with pytest.raises(StudyError, match="not a folder"):
         P.pairs_from_batch(tmp_path / "nope", "mode")
+
+
+def test_a_video_model_study_with_the_storyboard_preview_is_flagged_as_not_blind(tmp_path):
+    from popcorn.study.owner import blindness_warnings
+
+    runs = [run(tmp_path, "v1", "q", video="storyboard"), run(tmp_path, "v2", "q", video="ltx")]
+    assert blindness_warnings(P.pairs_from_runs(runs, "video"))  # its frames say "PREVIEW - storyboard"
+    runs = [run(tmp_path, "m1", "q", mode="pe"), run(tmp_path, "m2", "q", mode="basic")]
+    assert blindness_warnings(P.pairs_from_runs(runs, "mode")) == []  # both sides storyboard: nothing tells them apart

@@ -36,7 +36,7 @@ def make_runs(home: Path) -> list[dict]:
     store = Store(home=home)
     for i, (query, category) in enumerate(QUERIES):
         for mode in ("pe", "basic"):
-            plan = Plan(title=f"{query[:30]} ({mode} {i})", cover_prompt=f"a cover for {query}",
+            plan = Plan(title=f"{query[:30]} · take {1 if mode == 'pe' else 2}", cover_prompt=f"a cover for {query}",
                         video_prompt=f"{query}, {'cinematic, warm light' if mode == 'pe' else 'simple shot'}",
                         mode=mode, llm="local", query=query, matched_categories=[category])
             run = pipeline.Run(pipeline.Settings(query=query, mode=mode, llm="local", video="storyboard", seed=i),
@@ -248,6 +248,8 @@ def test_another_study_link_does_not_take_my_token(served, study, home):
 
 def test_nothing_a_participant_receives_names_a_system(served, study, home, tmp_path):
     words = forbidden_words(home)
+    assert scan('{"mode": "pe"}', words) and scan("made by Storyboard", words)  # the scan can fail
+    assert not scan("type open basics", words)  # whole words only
     seen: list = []
     me = Client(served.url, seen)
     link = study["link"]

@@ -45,6 +45,8 @@ def cmd_create(args) -> int:
         print(f"participant link: {study['url']}")
         for code in study.get("invites", []):
             print(f"invite: {code}")
+        for warning in study["warnings"]:
+            print(f"warning: {warning}")
     return 0
 
 

@@ -83,13 +83,29 @@ def collect_pairs(source: str, *, factor: str = "mode", a: str | None = None, b:
     return found
 
 
+# generators that write their own name into the frames: a pair that sets one against another is not blind
+MARKED_GENERATORS = {"storyboard": "the storyboard preview writes 'PREVIEW - storyboard' into its frames"}
+
+
+def blindness_warnings(pairs: list[dict]) -> list[str]:
+    """What could unblind participants in the pixels themselves (the copies carry no metadata, the frames do)."""
+    warnings = set()
+    for pair in pairs:
+        if pair.get("factor") == "video":
+            for side in ("a", "b"):
+                why = MARKED_GENERATORS.get(str(pair[side].get("condition")))
+                if why:
+                    warnings.add(f"{why}: participants can tell it from the other video model")
+    return sorted(warnings)
+
+
 def create_study(secret, name: str, question: str, pairs: list[dict], *, per_participant: int = 10,
                  attention_checks: int = 0, invites: int = 0, seed: str | None = None, source: str = "",
                  home: str | Path | None = None) -> dict:
     authorise(secret)
     study = get_studies(home).create(name, question, pairs, per_participant=per_participant,
                                      attention_checks=attention_checks, seed=seed, invites=invites, source=source)
-    return {**study, "url": participant_url(study["link"])}
+    return {**study, "url": participant_url(study["link"]), "warnings": blindness_warnings(pairs)}
 
 
 def list_studies(secret, home: str | Path | None = None) -> list[dict]:
@@ -143,6 +159,7 @@ def create_view(secret, name: str, question: str, source: str, factor: str, a: s
              f"{study['attention_checks']} attention check(s)).", "", f"Participant link: `{study['url']}`"]
     if study.get("invites"):
         lines += ["", "Invite codes (one per participant): " + ", ".join(f"`{c}`" for c in study["invites"])]
+    lines += [f"\n**Warning:** {w}" for w in study["warnings"]]
     return "\n".join(lines)
 
 
