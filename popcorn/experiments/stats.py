@@ -1,0 +1,59 @@
+"""The statistics of the report, as plain functions on plain values (tested against cases worked by hand).
+
+    compare(a, b)             -> +1 / 0 / -1 per pair (a ties b when they differ by at most TIE_EPS)
+    win_rate(outcomes, groups) -> n, wins, ties, losses, their shares, and a bootstrap 95% interval of the win share
+
+The interval resamples whole groups (the prompts) with replacement: pairs made from one prompt (several seeds or
+video models) are not independent, so the prompt is the unit that is drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TIE_EPS = 1e-6  # predicted labels are rounded to 4 decimals: closer than this is the same score
+BOOTSTRAP = 2000
+SEED = 0
+
+
+def compare(a: float, b: float, eps: float = TIE_EPS) -> int:
+    """+1 when a beats b, -1 when b beats a, 0 for a tie."""
+    if abs(a - b) <= eps:
+        return 0
+    return 1 if a > b else -1
+
+
+def bootstrap_interval(outcomes: list[int], groups: list | None = None, n_boot: int = BOOTSTRAP,
+                       seed: int = SEED, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the share of wins (+1) among all pairs, resampling groups."""
+    outcomes = np.asarray(outcomes)
+    if outcomes.size == 0:
+        return (float("nan"), float("nan"))
+    groups = list(range(outcomes.size)) if groups is None else list(groups)
+    keys = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    index = np.array([keys[g] for g in groups])
+    wins = np.bincount(index, weights=(outcomes == 1).astype(float), minlength=len(keys))
+    sizes = np.bincount(index, minlength=len(keys)).astype(float)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(keys), np.full(len(keys), 1.0 / len(keys)), size=n_boot)  # draws per group
+    shares = (counts @ wins) / (counts @ sizes)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(shares, [tail, 100.0 - tail])
+    return (round(float(low), 4), round(float(high), 4))
+
+
+def win_rate(outcomes: list[int], groups: list | None = None, n_boot: int = BOOTSTRAP, seed: int = SEED) -> dict:
+    """Wins, ties and losses apart; win share with its bootstrap 95% interval; n pairs and n groups."""
+    n = len(outcomes)
+    wins, ties = sum(o == 1 for o in outcomes), sum(o == 0 for o in outcomes)
+    losses = n - wins - ties
+    low, high = bootstrap_interval(outcomes, groups, n_boot, seed)
+    share = (lambda k: round(k / n, 4) if n else None)
+    return {"n": n, "groups": len(set(groups)) if groups is not None else n, "wins": wins, "ties": ties,
+            "losses": losses, "win_rate": share(wins), "tie_rate": share(ties), "loss_rate": share(losses),
+            "win_rate_ci95": [low, high] if n else None,
+            "win_rate_without_ties": round(wins / (wins + losses), 4) if wins + losses else None}
+
+
+def median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 4) if len(values) else None
