@@ -145,10 +145,9 @@ def cmd_videos(args) -> int:
 
 
 def cmd_studio(args) -> int:
-    import runpy
+    from popcorn.ui.app import main as serve  # the same app as app.py, from a checkout or an installed wheel
 
-    sys.argv = ["app.py"] + (["--port", str(args.port)] if args.port else [])
-    runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
+    serve((["--port", str(args.port)] if args.port else []) + (["--host", args.host] if args.host else []))
     return 0
 
 
@@ -226,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("studio", help="start the Gradio studio")
     p.add_argument("--port", type=int)
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 makes it public: see docs/DEPLOY.md)")
     p.set_defaults(func=cmd_studio)
     __import__("popcorn.study.cli").study.cli.add_parser(sub)  # study create|pairs|list|results|export|serve
     return parser

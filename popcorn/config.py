@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
-ASSETS_DIR = PROJECT_ROOT / "assets"
+# package data: in a checkout these link to prompts/ and assets/ at the top; an installed wheel holds the files
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompt_templates"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 HUB_DATASET = "junchenfu/microlens_rag"
 

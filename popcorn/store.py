@@ -73,6 +73,10 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         )""",
         "CREATE INDEX votes_study ON votes (study_id)",
     )),
+    (3, "runs belong to visitors (a shared studio shows each visitor their own)", (
+        "ALTER TABLE runs ADD COLUMN visitor TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX runs_visitor ON runs (visitor, created DESC)",
+    )),
     (4, "blind A/B studies: items, anonymous media, participants, invites, one vote per participant and task", (
         # migration 2's studies/votes had no code or rows behind them: replaced (popcorn/study/storage.py)
         "DROP TABLE IF EXISTS votes",
@@ -220,8 +224,10 @@ class Store:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def save_run(self, record: dict, status: str = "planned", error: str = "") -> str:
-        """Insert or update a run from a run.json-shaped dict (pipeline.Run.to_dict()); returns its id."""
+    def save_run(self, record: dict, status: str = "planned", error: str = "", visitor: str | None = None) -> str:
+        """Insert or update a run from a run.json-shaped dict (pipeline.Run.to_dict()); returns its id.
+
+        `visitor` (who made the run, popcorn.access) is set when the run is first saved and never changes."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; use one of {STATUSES}")
         run_id = str(record["id"])
@@ -230,12 +236,13 @@ class Store:
         values = {name: _dumps(record.get(name, default)) for name, default in _JSON_COLUMNS.items()}
         with self._connect() as conn, self._transaction(conn):
             conn.execute(
-                f"""INSERT INTO runs (id, created, updated, query, status, error, {", ".join(values)})
-                    VALUES (?, ?, ?, ?, ?, ?, {", ".join("?" * len(values))})
+                f"""INSERT INTO runs (id, created, updated, query, status, error, visitor, {", ".join(values)})
+                    VALUES (?, ?, ?, ?, ?, ?, ?, {", ".join("?" * len(values))})
                     ON CONFLICT (id) DO UPDATE SET updated = excluded.updated, query = excluded.query,
                       status = excluded.status, error = excluded.error,
                       {", ".join(f"{name} = excluded.{name}" for name in values)}""",
-                (run_id, now, now, str(settings.get("query", "")), status, error, *values.values()),
+                (run_id, now, now, str(settings.get("query", "")), status, error, str(visitor or ""),
+                 *values.values()),
             )
         return run_id
 
@@ -262,10 +269,12 @@ class Store:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._record(row) if row else None
 
-    def list_runs(self, limit: int = 50) -> list[dict]:
-        """The newest runs first (without their artifacts)."""
+    def list_runs(self, limit: int = 50, visitor: str | None = None) -> list[dict]:
+        """The newest runs first (without their artifacts); only `visitor`'s when given."""
+        where, args = ("WHERE visitor = ? ", (visitor,)) if visitor is not None else ("", ())
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM runs ORDER BY created DESC, rowid DESC LIMIT ?", (int(limit),))
+            rows = conn.execute(f"SELECT * FROM runs {where}ORDER BY created DESC, rowid DESC LIMIT ?",
+                                (*args, int(limit)))
             return [self._record(r, with_artifacts=False) for r in rows.fetchall()]
 
     def delete_run(self, run_id: str) -> None:
@@ -275,7 +284,7 @@ class Store:
 
     def _record(self, row: sqlite3.Row, with_artifacts: bool = True) -> dict:
         record = {"id": row["id"], "created": row["created"], "updated": row["updated"], "query": row["query"],
-                  "status": row["status"], "error": row["error"]}
+                  "status": row["status"], "error": row["error"], "visitor": row["visitor"]}
         for name, default in _JSON_COLUMNS.items():
             text = row[name]
             record[name] = json.loads(text) if text is not None else default

@@ -158,3 +158,24 @@ def test_default_location_is_the_home_dir(tmp_path, monkeypatch):
     s = Store()
     assert s.path == tmp_path / "home" / "popcorn.db"
     assert s.run_dir("abc") == tmp_path / "home" / "runs" / "abc"
+
+
+def test_runs_belong_to_a_visitor_and_an_old_store_is_upgraded(tmp_path, monkeypatch):
+    """Migration 3: a store made before visitors keeps its runs (visitor ''), and new runs are listed per visitor."""
+    before = [m for m in MIGRATIONS if m[0] < 3]
+    monkeypatch.setattr(store_module, "MIGRATIONS", before)
+    old = Store(tmp_path / "popcorn.db")
+    with sqlite3.connect(old.path) as conn:  # a run saved by the code of that time
+        conn.execute("INSERT INTO runs (id, created, updated, query) VALUES ('old-run', 1, 1, 'a cat')")
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    s = Store(tmp_path / "popcorn.db")
+    assert s.schema_version() == MIGRATIONS[-1][0]
+    assert s.get_run("old-run")["visitor"] == ""  # made before visitors: the owner's to see
+    s.save_run(_record("a-run"), visitor="c:alice")
+    s.save_run(_record("b-run"), visitor="c:bob")
+    s.save_run(_record("a-run"), status="done", visitor="c:bob")  # an update never changes whose run it is
+    assert s.get_run("a-run")["visitor"] == "c:alice" and s.get_run("a-run")["status"] == "done"
+    assert [r["id"] for r in s.list_runs(visitor="c:alice")] == ["a-run"]
+    assert [r["id"] for r in s.list_runs(visitor="c:bob")] == ["b-run"]
+    assert [r["id"] for r in s.list_runs(visitor="c:nobody")] == []
+    assert {r["id"] for r in s.list_runs()} == {"old-run", "a-run", "b-run"}

@@ -1,5 +1,6 @@
 """The studio's functions, without a browser: real retrieval, real (tiny or embedded) LLMs, storyboard, real store."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_cancel_stops_at_the_next_report():
 
 
 def test_cancel_reaches_every_running_action_of_the_session_and_forgets_finished_ones():
-    with studio._cancellable("tab") as planning, studio._cancellable("tab") as rendering:
+    with studio.cancellable("tab") as planning, studio.cancellable("tab") as rendering:
         assert studio.cancel("tab").startswith("Cancelling")
         assert planning.is_set() and rendering.is_set()
     assert studio.cancel("tab") == "Nothing to cancel."  # both ended: nothing left to cancel
@@ -80,7 +81,7 @@ def test_cancel_reaches_every_running_action_of_the_session_and_forgets_finished
 # ------------------------------------------------------------------------------------------------ backends, tables
 
 
-def test_backend_choices_offer_every_backend_and_say_why_not():
+def test_backend_choices_offer_every_backend_and_say_why_not(monkeypatch):
     from popcorn.llm import list_backends
     from popcorn.video import list_generators
 
@@ -93,7 +94,10 @@ def test_backend_choices_offer_every_backend_and_say_why_not():
     assert choices["llm_default"] == "local" and choices["video_default"] == "storyboard"
     assert "cannot run here" in studio.backend_info("video", "ltx")
     assert studio.backend_info("llm", "local").startswith("✅")
-    typed = studio.backend_info("llm", "local:/nowhere/model.gguf")  # a name typed into the box
+    typed = studio.backend_info("llm", "local:/nowhere/model.gguf")  # a name typed into the box: off by default
+    assert html.unescape(typed).startswith("⚠️ custom LLM backends like 'local:/nowhere/model.gguf' are switched off")
+    monkeypatch.setenv("POPCORN_ALLOW_CUSTOM_BACKENDS", "1")  # the owner allows typed names
+    typed = studio.backend_info("llm", "local:/nowhere/model.gguf")
     assert "cannot run here" in typed and "/nowhere/model.gguf" in typed
     assert studio.backend_info("video", "no-such-model").startswith("⚠️ unknown backend no-such-model")
 
@@ -185,7 +189,9 @@ def test_cancel_while_the_llm_writes_stops_the_answer(home, retriever):
     with pytest.raises(studio.StudioError) as info:
         studio.plan_action("a cat on a skateboard", "basic", 10, SMALL_LLM, progress=sink, cancel_key=key)
     assert str(info.value).startswith("Cancelled during stage plan.")
-    assert len(writing) == 1  # the report after the Cancel raised inside the LLM's stream
+    # the answer stopped: the report after the Cancel raised inside the LLM's stream (the relay polls every 0.25 s and
+    # the LLM reports every 0.5 s, so at most the one report already written may still be shown)
+    assert 1 <= len(writing) <= 2
     record = Store(home / "popcorn.db").list_runs()[0]
     assert record["status"] == "cancelled"
 
@@ -195,7 +201,8 @@ def test_cancel_while_the_llm_writes_stops_the_answer(home, retriever):
 
 def test_plan_basic_is_stored_and_reloads(home):
     sink = Recorder()
-    out = studio.plan_action("street basketball trick shot at sunset", "basic", 10, SMALL_LLM, 3, 1, progress=sink)
+    out = studio.plan_action("street basketball trick shot at sunset", "basic", 10, SMALL_LLM, 3, 1, progress=sink,
+                             visitor="tester")
     assert out.title and len(out.title) <= 50
     assert out.video_prompt
     assert out.references.empty and list(out.references.columns) == studio.REFERENCE_COLUMNS
@@ -209,20 +216,21 @@ def test_plan_basic_is_stored_and_reloads(home):
     assert record["plan"]["title"] == out.title
     assert json.loads((home / "runs" / out.run_id / "run.json").read_text())["plan"]["title"] == out.title
 
-    hist = studio.history()
+    assert studio.history("someone").empty
+    hist = studio.history("tester")
     assert hist.iloc[0]["run"] == out.run_id and hist.iloc[0]["status"] == "planned"
-    loaded = studio.load_run(out.run_id)
+    loaded = studio.load_run(out.run_id, "tester")
     assert loaded.plan.title == out.title and loaded.render is None
     assert loaded.query == "street basketball trick shot at sunset"
 
 
 def test_plan_with_hostile_non_english_text(home):
     query = "猫咪第一次看到雪 🐱❄️ \"quotes\" '; DROP TABLE runs;-- <b>bold</b>"
-    out = studio.plan_action(query, "basic", 10, SMALL_LLM, 0, 1)
+    out = studio.plan_action(query, "basic", 10, SMALL_LLM, 0, 1, visitor="tester")
     assert out.title and out.video_prompt
     record = Store(home / "popcorn.db").get_run(out.run_id)
     assert record["query"] == query and record["status"] == "planned"
-    assert studio.history().iloc[0]["query"] == query
+    assert studio.history("tester").iloc[0]["query"] == query
 
 
 def test_plan_pe_with_a_huge_query_through_a_paid_api_stand_in(home, monkeypatch, scripted_server):
@@ -258,6 +266,7 @@ def test_render_a_plan_of_your_own_then_score(home):
     assert Path(out.video).name == "video.mp4" and Path(out.video).stat().st_size > 10_000
     assert Path(out.cover).name == "cover.png" and Path(out.cover).exists()
     assert [Path(f).name for f in out.files] == ["run.json", "video.mp4"]
+    assert not Path(out.video).is_relative_to(home)  # the visitor gets copies, never a path into POPCORN_HOME
     assert "Storyboard preview" in out.notes
     stages = [desc.split(":")[0] for _, desc in sink.calls]
     assert stages[0] == "render" and "compose" in stages and stages[-1] == "score"
@@ -273,13 +282,16 @@ def test_render_a_plan_of_your_own_then_score(home):
 
 
 def test_render_after_plan_reuses_the_run_and_a_second_render_forks(home):
-    planned = studio.plan_action("unboxing a tiny retro handheld game console", "basic", 10, SMALL_LLM)
+    planned = studio.plan_action("unboxing a tiny retro handheld game console", "basic", 10, SMALL_LLM, visitor="me")
+    with pytest.raises(studio.StudioError, match=r"^Stage input failed: no run .* in your history"):
+        studio.render_action(planned.run_id, planned.title, planned.cover_prompt, planned.video_prompt,
+                             "storyboard", 0, visitor="someone else")
     first = studio.render_action(planned.run_id, planned.title, planned.cover_prompt, planned.video_prompt,
-                                 "storyboard", 0)
+                                 "storyboard", 0, visitor="me")
     assert first.run_id == planned.run_id
     edited_title = "x" * 70
     second = studio.render_action(planned.run_id, edited_title, planned.cover_prompt, planned.video_prompt,
-                                  "storyboard", 0)
+                                  "storyboard", 0, visitor="me")
     assert second.run_id != planned.run_id
     store = Store(home / "popcorn.db")
     assert store.get_run(second.run_id)["plan"]["title"] == "x" * 50
@@ -293,7 +305,7 @@ def test_render_input_errors(home):
         studio.render_action("", "  ", "cover", "a scene", "storyboard")
     with pytest.raises(studio.StudioError, match=r"^Stage input failed: the video prompt is empty"):
         studio.render_action("", "A title", "cover", "", "storyboard")
-    with pytest.raises(studio.StudioError, match=r"^Stage input failed: run 'nope' is not in this studio"):
+    with pytest.raises(studio.StudioError, match=r"^Stage input failed: no run 'nope' in your history"):
         studio.render_action("nope", "A title", "cover", "a scene", "storyboard")
     with pytest.raises(studio.StudioError, match=r"^Stage render failed: video model 'ltx' cannot run here"):
         studio.render_action("", "A title", "cover", "a scene", "ltx")
@@ -302,12 +314,12 @@ def test_render_input_errors(home):
 def test_candidates_are_ranked_by_predicted_popularity(home):
     sink = Recorder()
     out = studio.plan_action("15-second garlic butter noodles for a late-night snack", "basic", 10, SMALL_LLM, 5, 2,
-                             progress=sink)
+                             progress=sink, visitor="me")
     table = out.candidates
     assert len(table) == 2 and table["rank"].tolist() == [1, 2]
     assert table["predicted comments"].iloc[0] >= table["predicted comments"].iloc[1]
     assert out.title == table["title"].iloc[0]  # the best candidate fills the plan
-    assert studio.pick_candidate(out.run_id, 1)[0] == table["title"].iloc[1]
+    assert studio.pick_candidate(out.run_id, 1, "me")[0] == table["title"].iloc[1]
     assert sink.calls[-1] == (1.0, "score: score done")
     assert any(desc.startswith("plan: plan 2 of 2") for _, desc in sink.calls)
 
@@ -316,11 +328,14 @@ def test_pick_candidate_reads_the_stored_ranking(home):
     store = studio.get_store()
     plans = [{"title": f"plan {i}", "cover_prompt": f"cover {i}", "video_prompt": f"video {i}"} for i in range(3)]
     store.save_run({"id": "run-with-candidates", "settings": {"query": "q"}, "plan": plans[0],
-                    "candidates": [{"plan": p, "score": {"predicted_comments": 10 - i}} for i, p in enumerate(plans)]})
-    assert studio.pick_candidate("run-with-candidates", 2) == ("plan 2", "cover 2", "video 2")
+                    "candidates": [{"plan": p, "score": {"predicted_comments": 10 - i}} for i, p in enumerate(plans)]},
+                   visitor="me")
+    assert studio.pick_candidate("run-with-candidates", 2, "me") == ("plan 2", "cover 2", "video 2")
+    with pytest.raises(studio.StudioError, match="in your history"):
+        studio.pick_candidate("run-with-candidates", 2, "someone else")
     assert studio.candidates_table(store.get_run("run-with-candidates")["candidates"])["rank"].tolist() == [1, 2, 3]
     with pytest.raises(studio.StudioError):
-        studio.pick_candidate("run-with-candidates", 3)
+        studio.pick_candidate("run-with-candidates", 3, "me")
 
 
 def test_space_defaults_use_persistent_storage(tmp_path):

@@ -1,13 +1,26 @@
-"""The one module under popcorn/ that imports gradio: the glue app.py needs between Gradio and popcorn.studio."""
+"""The gradio layer: one module per page, each with `build_tab() -> None` (one gr.Tab: widgets and wiring).
+
+    studio_page.py  idea -> plan -> render -> score        history.py   the visitor's runs (all of them for the owner)
+    score.py        h alone                                 study.py, experiments.py   (other pages)
+    app.py          the pages in order, the FastAPI app (visitor cookie, file guard, extra routers), serve()
+    guard.py        the ASGI middleware: visitor cookie, file routes limited to the visitor's own copies
+
+This module holds the glue the pages share: who is asking (`requester`), errors shown as messages (`shown_errors`),
+and `shared`, where a page leaves components another page wires to (the studio's panels, the tabs, the Blocks).
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import gradio as gr
 
+from popcorn import access
 from popcorn.studio import StudioError
+
+# filled while the app is built: "demo" (the Blocks), "tabs" (gr.Tabs), "studio" (the studio page's components)
+shared: dict[str, Any] = {}
 
 
 @contextmanager
@@ -20,15 +33,21 @@ def shown_errors() -> Iterator[None]:
         raise gr.Error(str(exc), duration=None, title=title, print_exception=False) from None
 
 
-def session_key(request: gr.Request | None) -> str:
-    """Who is asking (a browser tab or an API client): the key under which Cancel finds the running action."""
-    return str(getattr(request, "session_hash", "") or "")
+class Requester(NamedTuple):
+    visitor: str  # whose runs: the signed-in HF user, else the browser's signed cookie, else the gradio session
+    holder: str  # who may fetch the files handed out: the browser (cookie) or the session
+    session: str  # the gradio session: the key under which Cancel finds the running actions
 
 
-def gpu(duration: int) -> Callable:
-    """spaces.GPU(duration=...) on a Hugging Face ZeroGPU Space; elsewhere the function is left as it is."""
-    try:
-        import spaces
-    except ImportError:
-        return lambda fn: fn
-    return spaces.GPU(duration=duration)
+def requester(request: gr.Request | None) -> Requester:
+    """Who is asking, from the request gradio hands an event (cookies, session hash, signed-in user)."""
+    session = str(getattr(request, "session_hash", "") or "")
+    cookies = getattr(request, "cookies", None) or {}
+    cookie = cookies.get(access.COOKIE) if hasattr(cookies, "get") else None
+    user = getattr(request, "username", None) or None
+    return Requester(access.visitor_id(cookie, session, user), access.visitor_id(cookie, session), session)
+
+
+def page_load(fn, outputs) -> None:
+    """Run fn(request) when the page loads (each page fills its own widgets)."""
+    shared["demo"].load(fn, None, outputs, api_visibility="private")

@@ -1,0 +1,364 @@
+"""What the studio's buttons do, as plain functions of plain values (the page modules in popcorn/ui/ call these).
+
+    plan_action(query, mode, k, llm, seed, candidates)            retrieve -> plan (x N, ranked) -> PlanOutput
+    render_action(run_id, title, cover, video_prompt, video, seed) render -> compose -> score -> RenderOutput
+    score_action(title, description, category)                    h alone -> ScoreOutput
+    load_run(run_id)                                              a stored run, for the panels
+
+Each takes `visitor` (popcorn.access.visitor_id): a run belongs to the visitor who made it, and only they (or the
+owner) can open, re-render or pick from it. Inputs are checked against the owner's policy (enabled backends, paid
+rate limit, size limits) before any work. The LLM's answers and the render run in a ZeroGPU slot when their backend
+needs a GPU (popcorn.studio.slots); retrieval and scoring never hold one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple
+
+import pandas as pd
+
+from popcorn import access, pipeline, prompts, serving, zerogpu
+from popcorn.store import Store
+from popcorn.studio import slots
+from popcorn.studio.errors import Cancelled, StudioError, from_error_dict, studio_error, user_message
+from popcorn.studio.progress import Sink, StageProgress, cancellable
+from popcorn.studio.runs import get_store, new_run_id, visible_run
+from popcorn.studio.views import (candidates_table, neighbours_table, popularity_card, reasoning_markdown,
+                                  references_table, why_markdown)
+from popcorn.types import Plan, Retrieval, StageError
+
+log = logging.getLogger("popcorn.studio")
+
+_WARM: set[str] = set()  # what this process has loaded once already (corpus/index, each LLM, predictor, generators)
+
+
+class PlanOutput(NamedTuple):
+    title: str
+    cover_prompt: str
+    video_prompt: str
+    references: pd.DataFrame
+    reasoning: str
+    candidates: pd.DataFrame
+    run_id: str
+    why: str
+
+
+class RenderOutput(NamedTuple):
+    video: str
+    cover: str
+    card: str
+    details: dict  # {"score", "baseline", "timings"}: the card's numbers, for API users
+    neighbours: pd.DataFrame
+    files: list[str]
+    run_id: str
+    notes: str
+
+
+class ScoreOutput(NamedTuple):
+    score: dict
+    baseline: dict
+    card: str
+
+
+class LoadedRun(NamedTuple):
+    query: str
+    plan: PlanOutput
+    render: RenderOutput | None
+    status: str
+    error: str
+
+
+@contextmanager
+def _errors(store: Store, run: pipeline.Run) -> Iterator[None]:
+    """StageError -> StudioError with the user message; the run is kept as failed/cancelled with that message."""
+    try:
+        yield
+    except Cancelled as exc:
+        store.save_run(run.to_dict(), status="cancelled", error=user_message(exc))
+        raise StudioError(f"Cancelled during stage {exc.stage}. Nothing was lost: press the button to start over.",
+                          exc.stage) from None
+    except StageError as exc:
+        message = user_message(exc)
+        log.warning("run %s: %s", run.id, message)
+        store.save_run(run.to_dict(), status="failed", error=message)
+        raise StudioError(message, exc.stage) from None
+    except Exception as exc:  # not a StageError: a bug; the traceback goes to the log, a message to the user
+        log.exception("run %s failed", run.id)
+        message = f"Stage studio failed: {type(exc).__name__}: {exc}. See the server log; try again or report it."
+        store.save_run(run.to_dict(), status="failed", error=message)
+        raise StudioError(message, "studio") from None
+
+
+@contextmanager
+def _timed(run: pipeline.Run, stage: str, progress: Callable) -> Iterator[None]:
+    import time
+
+    start = time.perf_counter()
+    progress(stage, 0.0, f"{stage}...")
+    yield
+    run.timings[stage] = time.perf_counter() - start
+    progress(stage, 1.0, f"{stage} done")
+
+
+def _mode(mode: str) -> str:
+    value = str(mode or "pe").strip().lower()
+    return {"prompt enhancement": "pe"}.get(value, value.split(":")[0].strip())
+
+
+def _first_use(stages: dict[str, str]) -> dict[str, str]:
+    return {stage: note for stage, note in stages.items() if stage + ":" + note not in _WARM}
+
+
+def _warm(notes: dict[str, str]) -> None:
+    _WARM.update(stage + ":" + note for stage, note in notes.items())
+
+
+def _checked(fn: Callable, *args):
+    """A policy check; its StageError becomes the message the page shows."""
+    try:
+        return fn(*args)
+    except StageError as exc:
+        raise studio_error(exc) from None
+
+
+def _in_slot(body: Callable, slot: Callable, backend_name: str, kind: str, args: tuple, channel,
+             reporter: StageProgress):
+    """body(*args, channel) here, or in a ZeroGPU slot when the backend needs a GPU; progress relayed, errors raised."""
+    from popcorn.llm import get_llm
+    from popcorn.video import get_generator
+
+    backend = (get_llm if kind == "llm" else get_generator)(backend_name)
+    fn = slot if zerogpu.needs_gpu(backend) else body
+    out = zerogpu.call(fn, *args, channel, channel=channel, progress=reporter.show)
+    if "error" in out:
+        raise from_error_dict(out["error"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------ plan
+
+
+def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str) -> pipeline.Settings:
+    query = _checked(access.check_text, "query", query)
+    llm = _checked(access.check_backend, "llm", str(llm or "local").strip())
+    try:
+        settings = pipeline.Settings(query=query, mode=_mode(mode), llm=llm, k=int(k or 10),
+                                     seed=access.check_seed(seed), candidates=int(candidates or 1))
+    except (TypeError, ValueError) as exc:
+        raise StudioError(f"Stage input failed: {exc}. Use whole numbers for K, seed and candidates.",
+                          "input") from None
+    except StageError as exc:
+        raise studio_error(exc) from None
+    if settings.k not in (10, 50, 100):
+        raise StudioError(f"Stage input failed: K={settings.k} is not offered. Use 10, 50 or 100.", "input")
+    from popcorn.studio import MAX_CANDIDATES
+
+    if not 1 <= settings.candidates <= MAX_CANDIDATES:
+        raise StudioError(f"Stage input failed: {settings.candidates} candidate plans asked. Use 1 to "
+                          f"{MAX_CANDIDATES}.", "input")
+    _checked(settings.check)
+    _checked(access.charge_paid, visitor, settings.llm)
+    return settings
+
+
+def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", seed: int = 0, candidates: int = 1,
+                *, progress: Sink | None = None, cancel_key: str | None = None, visitor: str = "") -> PlanOutput:
+    """retrieve (PE) -> plan, N candidates ranked by predicted popularity; the run is stored as 'planned'."""
+    settings = _plan_settings("" if query is None else query, mode, k, llm, seed, candidates, visitor)
+    store = get_store()
+    run = pipeline.Run(settings, id=new_run_id())
+    if len(settings.query) > prompts.MAX_QUERY_CHARS:
+        run.notes.append(f"the query was cut to {prompts.MAX_QUERY_CHARS} characters")
+    stages = (("retrieve",) if settings.mode == "pe" else ()) + ("plan",) + (("score",) if settings.candidates > 1
+                                                                              else ())
+    notes = _first_use({"retrieve": "first use: loading the MicroLens corpus, embeddings and index",
+                        "plan": f"first use: loading the LLM {settings.llm}",
+                        "score": "first use: loading the popularity predictor"})
+    store.save_run(run.to_dict(), status="planning", visitor=visitor)
+    with cancellable(cancel_key) as channel, _errors(store, run):
+        reporter = StageProgress(progress, stages, channel, notes)
+        if settings.mode == "pe":
+            with _timed(run, "retrieve", reporter):
+                run.retrieval = pipeline.retrieve(settings.query, settings.k, settings.router)
+        with _timed(run, "plan", reporter):
+            out = _in_slot(slots.plan_candidates, slots.plan_in_slot, settings.llm, "llm",
+                           (dataclasses.asdict(settings), run.retrieval.to_dict() if run.retrieval else None),
+                           channel, reporter)
+        plans = [Plan.from_dict(p) for p in out["plans"]]
+        if settings.candidates > 1:
+            with _timed(run, "score", reporter):
+                run.candidates = pipeline.rank(plans)
+            run.plan = Plan.from_dict(run.candidates[0]["plan"])
+        else:
+            run.plan = plans[0]
+    _warm({s: n for s, n in notes.items() if s in stages})
+    record = run.to_dict()
+    pipeline.write_run_json(run, store.run_dir(run.id))
+    store.save_run(record, status="planned")
+    store.add_artifact(run.id, "run_json", store.run_dir(run.id) / "run.json")
+    return _plan_output(record)
+
+
+def _plan_output(record: dict) -> PlanOutput:
+    plan = record.get("plan") or {}
+    return PlanOutput(
+        title=plan.get("title", ""), cover_prompt=plan.get("cover_prompt", ""),
+        video_prompt=plan.get("video_prompt", ""), references=references_table(record.get("retrieval")),
+        reasoning=reasoning_markdown(plan), candidates=candidates_table(record.get("candidates")),
+        run_id=record["id"], why=why_markdown(record.get("retrieval"), record.get("notes"),
+                                              (record.get("settings") or {}).get("mode", "pe")),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ render
+
+
+def _settings_from_dict(d: dict) -> pipeline.Settings:
+    known = {f.name for f in dataclasses.fields(pipeline.Settings)}
+    return pipeline.Settings(**{k: v for k, v in d.items() if k in known})
+
+
+def _edited_run(run_id: str, title: str, cover_prompt: str, video_prompt: str, video_model: str, seed: int,
+                visitor: str) -> tuple[pipeline.Run, list[str]]:
+    """The run to render: the visitor's stored run with the edited plan (a copy under a new id if it was rendered
+    already), or, with no run id, a new run of the given plan alone."""
+    notes = []
+    title = " ".join(_checked(access.check_text, "title", title).split())
+    cover_prompt = _checked(access.check_text, "cover_prompt", cover_prompt)
+    video_prompt = _checked(access.check_text, "video_prompt", video_prompt)
+    video_model = _checked(access.check_backend, "video", str(video_model or "storyboard").strip())
+    seed = _checked(access.check_seed, seed)
+    if not title:
+        raise StudioError("Stage input failed: the title is empty. Write a title (at most 50 characters) or press "
+                          "Plan.", "input")
+    if not " ".join(video_prompt.split()):
+        raise StudioError("Stage input failed: the video prompt is empty. Describe the ~3 s scene or press Plan.",
+                          "input")
+    from popcorn.llm.parse import TITLE_LIMIT, shorten_title
+
+    if len(title) > TITLE_LIMIT:
+        title = shorten_title(title, TITLE_LIMIT)
+        notes.append(f"the title was cut to {TITLE_LIMIT} characters: {title}")
+    record = visible_run(run_id, visitor, "input") if str(run_id or "").strip() else None
+    if record and record.get("plan"):
+        settings = _settings_from_dict(record["settings"])
+        plan = Plan.from_dict(record["plan"])
+        retrieval = Retrieval.from_dict(record["retrieval"]) if record.get("retrieval") else None
+        candidates = record.get("candidates") or []
+    else:
+        settings = pipeline.Settings(query=title, mode="basic", llm="")
+        plan, retrieval, candidates = Plan(title="", cover_prompt="", video_prompt="", query=title), None, []
+    settings.video, settings.seed = video_model, seed
+    if zerogpu.active() and settings.speed != "plain":
+        settings.speed = "plain"  # compiled kernels would not outlive one ZeroGPU worker
+    _checked(access.charge_paid, visitor, settings.video)
+    plan = dataclasses.replace(plan, title=title, cover_prompt=cover_prompt, video_prompt=video_prompt)
+    run = pipeline.Run(settings, id=new_run_id(), retrieval=retrieval, plan=plan, candidates=candidates, notes=notes)
+    if record and not record.get("video") and record["status"] in ("planned", "failed", "cancelled"):
+        run.id = record["id"]  # first render of this plan: same run; a re-render keeps the old one in the history
+    return run, notes
+
+
+def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str, video_model: str = "storyboard",
+                  seed: int = 0, *, progress: Sink | None = None, cancel_key: str | None = None,
+                  visitor: str = "", holder: str | None = None) -> RenderOutput:
+    """render -> compose -> score the (edited) plan; files go to <home>/runs/<id>/, the run is stored as 'done'.
+    The files returned are copies only `holder` (the browser that asked; default the visitor) may fetch."""
+    run, notes = _edited_run(run_id, title, cover_prompt, video_prompt, video_model, seed, visitor)
+    store = get_store()
+    first = _first_use({"render": f"first use: loading the video model {run.settings.video}",
+                        "score": "first use: loading the popularity predictor"})
+    store.save_run(run.to_dict(), status="rendering", visitor=visitor)
+    out_dir = store.run_dir(run.id)
+    error = ""
+    with cancellable(cancel_key) as channel:
+        reporter = StageProgress(progress, ("render", "compose", "score"), channel, first)
+        with _errors(store, run):
+            out = _in_slot(slots.render_clip, slots.render_in_slot, run.settings.video, "video",
+                           (dataclasses.asdict(run.settings), run.plan.to_dict(), str(out_dir)), channel, reporter)
+            run.video = out["video"]
+            run.timings.update(out["timings"])
+            run.notes.extend(n for n in out["notes"] if n not in run.notes)
+        try:  # the video is made: a failing score is reported beside it, not instead of it
+            pipeline.score_run(run, reporter)
+        except Cancelled:
+            run.notes.append("scoring was cancelled")
+        except StageError as exc:
+            error = user_message(exc)
+            log.warning("run %s: %s", run.id, error)
+    _warm({stage: note for stage, note in first.items() if stage != "score" or run.score})
+    pipeline.write_run_json(run, out_dir)
+    record = run.to_dict()
+    store.save_run(record, status="done", error=error)
+    for kind in ("video", "cover", "metadata"):
+        if run.video.get(kind):
+            store.add_artifact(run.id, kind, run.video[kind])
+    store.add_artifact(run.id, "run_json", out_dir / "run.json")
+    return _render_output(store.get_run(run.id), visitor if holder is None else holder)
+
+
+def _render_output(record: dict, holder: str) -> RenderOutput:
+    """The panels of a rendered run; the files are the visitor's own copies (popcorn.serving), never store paths."""
+    video = record.get("video") or {}
+    category = ((record.get("plan") or {}).get("matched_categories") or [None])[0]
+    served = serving.publish(record, holder)
+    files = [served[kind] for kind in ("run_json", "video") if kind in served]
+    lines = []
+    if video.get("is_preview"):
+        lines.append("🎞️ **Storyboard preview** — not a model render (no video model could run here).")
+    lines += [f"ℹ️ {html.escape(str(n))}" for n in (record.get("notes") or []) + (video.get("notes") or [])]
+    timings = record.get("timings") or {}
+    if timings:
+        lines.append("⏱️ " + " · ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items()))
+    card = popularity_card(record.get("score"), record.get("baseline"), category)
+    if record.get("error"):
+        card = f"<div class='pc-card pc-error'>⚠️ {html.escape(record['error'])}</div>"
+    return RenderOutput(
+        video=served.get("video", ""), cover=served.get("cover", ""), card=card,
+        details={"score": record.get("score") or {}, "baseline": record.get("baseline") or {},
+                 "timings": record.get("timings") or {}},
+        neighbours=neighbours_table(record.get("score")), files=files, run_id=record["id"],
+        notes="\n\n".join(lines),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------ score
+
+
+def score_action(title: str, description: str = "", category: str = "") -> ScoreOutput:
+    """h alone: the predicted popularity of a title (+ description, category) and its human-matched baseline."""
+    title = " ".join(_checked(access.check_text, "title", title).split())
+    description = _checked(access.check_text, "description", description)
+    category = _checked(access.check_text, "category", category).strip()
+    if not title:
+        raise StudioError("Stage input failed: the title is empty. Give the title to score.", "input")
+    plan = Plan(title=title, cover_prompt="", video_prompt=description, query=title,
+                matched_categories=[category] if category else [])
+    try:
+        score, baseline = pipeline.score(plan)
+    except StageError as exc:
+        raise studio_error(exc) from None
+    except Exception as exc:
+        log.exception("score failed")
+        raise StudioError(f"Stage score failed: {type(exc).__name__}: {exc}. See the server log.", "score") from None
+    return ScoreOutput(score=score, baseline=baseline, card=popularity_card(score, baseline, category or None))
+
+
+# ------------------------------------------------------------------------------------------------------------ open
+
+
+def load_run(run_id: str, visitor: str = "", holder: str | None = None) -> LoadedRun:
+    """Everything the panels show for one of the visitor's runs (render is None when it was never rendered)."""
+    record = visible_run(run_id, visitor)
+    rendered = _render_output(record, visitor if holder is None else holder) if (record.get("video") or {}).get("video") else None
+    return LoadedRun(record.get("query", ""), _plan_output(record), rendered, record["status"], record["error"])
+
+
+def empty_render(run_id: str = "", notes: str = "") -> RenderOutput:
+    """The render panels of a run that has no video yet."""
+    return RenderOutput(None, None, popularity_card(None, None), {}, neighbours_table(None), [], run_id, notes)
+

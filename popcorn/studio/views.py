@@ -1,0 +1,150 @@
+"""What the studio's panels show, as plain values: tables (pandas), markdown and the popularity card (HTML).
+
+Everything user-written (titles, queries, category names) is HTML-escaped here.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+REFERENCE_COLUMNS = ["label", "category", "comments", "similarity", "title"]
+CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
+NEIGHBOUR_COLUMNS = ["title", "category", "comments", "similarity"]
+HISTORY_COLUMNS = ["when", "run", "status", "mode", "LLM", "video", "title", "comments", "query"]
+CHART_COLUMNS = ["video", "comments", "kind"]
+
+
+def references_table(retrieval: dict | None) -> pd.DataFrame:
+    refs = (retrieval or {}).get("references") or []
+    rows = [[r["label"], r["category"], int(r["comments"]), round(float(r["similarity"]), 3), r["title"]] for r in refs]
+    return pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
+
+
+def candidates_table(candidates: list[dict]) -> pd.DataFrame:
+    rows = []
+    for i, c in enumerate(candidates or [], 1):
+        rows.append([i, as_int(c.get("score", {}).get("predicted_comments")), c["plan"]["title"],
+                     c["plan"]["video_prompt"]])
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+
+
+def neighbours_table(score: dict | None) -> pd.DataFrame:
+    rows = []
+    for n in (score or {}).get("neighbours") or []:
+        rows.append([n.get("title", ""), n.get("category", ""), as_int(n.get("comments")),
+                     round(float(n.get("similarity", 0.0) or 0.0), 3)])
+    return pd.DataFrame(rows, columns=NEIGHBOUR_COLUMNS)
+
+
+def as_int(value) -> int | None:
+    try:
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(round(float(value)))
+    except (TypeError, ValueError):
+        return None
+
+
+def why_markdown(retrieval: dict | None, notes: list[str] | None = None, mode: str = "pe") -> str:
+    """Why these categories (the router's top candidates and scores), and any notes about the input."""
+    lines = []
+    if retrieval:
+        matched = retrieval.get("matched_categories") or []
+        scores = retrieval.get("category_scores") or []
+        lines.append("**Matched categories:** " + (", ".join(html.escape(c) for c in matched) or "none"))
+        if scores:
+            lines.append("Router candidates: " + " · ".join(
+                f"{html.escape(s['category'])} {float(s['score']):.2f}" for s in scores))
+        refs = retrieval.get("references") or []
+        popular = sum(1 for r in refs if r.get("label") == "popular")
+        lines.append(f"{popular} popular and {len(refs) - popular} unpopular references were shown to the LLM.")
+    elif mode == "basic":
+        lines.append("Basic mode: the LLM saw the idea alone, no references.")
+    for note in notes or []:
+        lines.append(f"ℹ️ {html.escape(note)}")
+    return "\n\n".join(lines)
+
+
+def reasoning_markdown(plan: dict | None) -> str:
+    text = (plan or {}).get("reasoning", "").strip()
+    return html.escape(text) if text else "_The model gave no separate reasoning._"
+
+
+def _baseline_videos(baseline: dict | None) -> list[dict]:
+    """The baseline's matched MicroLens videos (popcorn.popularity.human_baseline's "videos")."""
+    return list((baseline or {}).get("videos") or [])
+
+
+def chart_frame(score: dict | None, baseline: dict | None) -> pd.DataFrame:
+    """Bars for the card's chart: yours (predicted) beside the baseline (actual and predicted)."""
+    rows = []
+    predicted = as_int((score or {}).get("predicted_comments"))
+    if predicted is not None:
+        rows.append(["Your video", predicted, "predicted"])
+    for video in _baseline_videos(baseline)[:1]:
+        actual = as_int(video.get("comments"))
+        guess = as_int(video.get("predicted_comments"))
+        if guess is not None:
+            rows.append(["Human baseline", guess, "predicted"])
+        if actual is not None:
+            rows.append(["Human baseline", actual, "actual"])
+    return pd.DataFrame(rows, columns=CHART_COLUMNS)
+
+
+def _ordinal(value) -> str:
+    """A percentile (0-100) as '87th', '1st', '92nd'."""
+    n = as_int(value)
+    if n is None:
+        return "?"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _number(value) -> str:
+    n = as_int(value)
+    return "?" if n is None else f"{n:,}"
+
+
+def popularity_card(score: dict | None, baseline: dict | None, category: str | None = None) -> str:
+    """HTML: predicted comments and percentiles, beside the human-matched MicroLens video (actual and predicted)."""
+    score = score or {}
+    if not score:
+        return "<div class='pc-card pc-empty'>Render a plan to see its predicted popularity.</div>"
+    cat = category or score.get("category") or ""
+    in_cat = (f"<div class='pc-sub'>{_ordinal(score.get('percentile_category'))} percentile in "
+              f"{html.escape(cat)}</div>" if score.get("percentile_category") is not None and cat else "")
+    yours = (
+        "<div class='pc-col pc-yours'><div class='pc-label'>Your video · predicted</div>"
+        f"<div class='pc-big'>{_number(score.get('predicted_comments'))}</div><div class='pc-sub'>comments</div>"
+        f"<div class='pc-sub'>{_ordinal(score.get('percentile_overall'))} percentile of MicroLens</div>{in_cat}</div>"
+    )
+    videos = _baseline_videos(baseline)
+    if videos:
+        v = videos[0]
+        actual = v.get("comments")
+        theirs = (
+            "<div class='pc-col pc-baseline'><div class='pc-label'>Human-matched baseline</div>"
+            f"<div class='pc-title'>“{html.escape(str(v.get('title', '')))}”</div>"
+            f"<div class='pc-sub'>{html.escape(str(v.get('category', '') or ''))}</div>"
+            f"<div class='pc-pair'><span><b>{_number(actual)}</b> actual</span>"
+            f"<span><b>{_number(v.get('predicted_comments'))}</b> predicted comments</span></div></div>"
+        )
+    else:
+        theirs = "<div class='pc-col pc-baseline'><div class='pc-label'>Human-matched baseline</div>none found</div>"
+    return f"<div class='pc-card'>{yours}{theirs}{chart_html(chart_frame(score, baseline))}</div>"
+
+
+def chart_html(chart: pd.DataFrame) -> str:
+    """Horizontal bars on a log scale (comment counts span 0 to 10^5): one per row of chart_frame()."""
+    if chart.empty:
+        return ""
+    top = math.log1p(max(1, int(chart["comments"].max())))
+    bars = []
+    for video, comments, kind in chart.itertuples(index=False):
+        width = 2 + 98 * math.log1p(max(0, int(comments))) / top
+        who = "yours" if video == "Your video" else kind
+        bars.append(f"<div class='pc-bar-row'><span class='pc-bar-label'>{html.escape(video)} ({kind})</span>"
+                    f"<span class='pc-bar-track'><span class='pc-bar pc-bar-{who}' style='width:{width:.0f}%'></span>"
+                    f"</span><span class='pc-bar-value'>{int(comments):,}</span></div>")
+    return f"<div class='pc-chart'><div class='pc-label'>Comments (log scale)</div>{''.join(bars)}</div>"

@@ -1,0 +1,133 @@
+"""The studio app: the pages in order, on a FastAPI app that also serves extra routers, behind popcorn.ui.guard.
+
+    PAGES    the page modules, each with build_tab() -> None (one gr.Tab); a page that cannot be imported is skipped
+    ROUTERS  "module:attribute" of FastAPI APIRouters served beside the studio (the study's participant pages, /s/...)
+    build()  the Blocks;  create_app()  the ASGI app;  main(argv)  serve it with uvicorn (app.py, `popcorn studio`)
+
+Nothing heavy loads at start (the corpus, index, LLM, video model and predictor load on first use, with progress),
+except on ZeroGPU, where the enabled GPU backends' weights load before serving, as ZeroGPU expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from popcorn import access, config, serving, ui, zerogpu
+
+log = logging.getLogger("popcorn.ui")
+
+PAGES = ["popcorn.ui.studio_page", "popcorn.ui.history", "popcorn.ui.score", "popcorn.ui.study",
+         "popcorn.ui.experiments"]
+# pages that read and write server folders a caller names: left out of a public studio (popcorn.access.public)
+PRIVATE_PAGES = {"popcorn.ui.experiments"}
+ROUTERS = ["popcorn.study.server:router"]
+
+CSS = """
+.pc-card { display: flex; gap: 12px; flex-wrap: wrap; }
+.pc-col { flex: 1 1 180px; border-radius: 12px; padding: 12px 14px; border: 1px solid var(--border-color-primary); }
+.pc-yours { background: linear-gradient(135deg, rgba(255,149,0,.16), rgba(255,94,98,.10)); }
+.pc-baseline { background: var(--background-fill-secondary); }
+.pc-label { font-size: .78rem; text-transform: uppercase; letter-spacing: .05em; opacity: .75; }
+.pc-big { font-size: 2.2rem; font-weight: 800; line-height: 1.1; margin-top: 4px; }
+.pc-title { font-weight: 600; margin: 6px 0 2px; }
+.pc-sub { font-size: .85rem; opacity: .85; }
+.pc-pair { display: flex; gap: 14px; margin-top: 6px; font-size: .9rem; }
+.pc-pair b { font-size: 1.25rem; }
+.pc-chart { flex: 1 1 100%; padding: 4px 2px 0; }
+.pc-bar-row { display: flex; align-items: center; gap: 8px; margin-top: 6px; font-size: .85rem; }
+.pc-bar-label { flex: 0 0 160px; opacity: .85; white-space: nowrap; }
+.pc-bar-track { flex: 1; height: 14px; border-radius: 7px; background: var(--background-fill-secondary); }
+.pc-bar { display: block; height: 100%; border-radius: 7px; }
+.pc-bar-yours { background: linear-gradient(90deg, #ff9500, #ff5e62); }
+.pc-bar-predicted { background: #9aa4b8; }
+.pc-bar-actual { background: #4a5568; }
+.pc-bar-value { flex: 0 0 64px; text-align: right; font-weight: 700; }
+.pc-empty, .pc-error { padding: 14px; border-radius: 12px; border: 1px dashed var(--border-color-primary); }
+.pc-error { border-color: #e5484d; }
+#header h1 { margin-bottom: 0; }
+"""
+
+HEADER = """# 🍿 Popcorn studio
+**A one-line idea → a plan (title, cover, video prompt) → a titled micro-video → its predicted popularity**, next to
+the closest human-made MicroLens video. [LLMPopcorn](https://arxiv.org/abs/2502.12945): F(x) = h(g(f(x))).
+"""
+
+
+def _load(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        log.info("%s is not available: %s", module_name, exc)
+        return None
+    return getattr(module, attribute) if attribute else module
+
+
+def build() -> gr.Blocks:
+    """The Blocks: the header, then each importable page's tab, in PAGES order (cheap: widgets only)."""
+    ui.shared.clear()
+    with gr.Blocks(title="Popcorn studio", delete_cache=(3600, 24 * 3600)) as demo:
+        ui.shared["demo"] = demo
+        gr.Markdown(HEADER, elem_id="header")
+        with gr.Tabs() as tabs:
+            ui.shared["tabs"] = tabs
+            for spec in PAGES:
+                page = None if spec in PRIVATE_PAGES and access.public() else _load(spec)
+                if page is not None:
+                    page.build_tab()
+    return demo
+
+
+def create_app(demo: gr.Blocks | None = None):
+    """The ASGI app: extra routers first, Gradio mounted at /, all behind the visitor cookie and the file guard."""
+    from fastapi import FastAPI
+    from gradio.utils import get_cache_folder
+
+    from popcorn.ui.guard import Guard
+
+    demo = demo or build()
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    for spec in ROUTERS:  # here other helpers' plain FastAPI routes join the studio
+        router = _load(spec)
+        if router is not None:
+            app.include_router(router)
+    cache = Path(get_cache_folder()).resolve()
+    serving.set_root(cache / "popcorn-serve")  # hand-outs live where Gradio's file route serves from
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    app = gr.mount_gradio_app(
+        app, demo, path="/", theme=gr.themes.Soft(primary_hue="orange", secondary_hue="rose"), css=CSS,
+        footer_links=["api"], run_history=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
+        blocked_paths=[str(config.home_dir()), str(config.cache_dir())], max_file_size="10mb",
+    )
+    return Guard(app, cache)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Popcorn studio (Gradio)")
+    parser.add_argument("--host", default=os.environ.get("POPCORN_HOST") or os.environ.get("GRADIO_SERVER_NAME")
+                        or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("POPCORN_PORT")
+                                                        or os.environ.get("GRADIO_SERVER_PORT") or 7860))
+    args = parser.parse_args(argv)
+    from popcorn.studio import apply_space_defaults
+
+    apply_space_defaults()
+    os.environ.setdefault("POPCORN_BIND_HOST", args.host)  # access.public(): bound beyond loopback = public
+    if zerogpu.active():
+        from popcorn.studio.backends import rows
+
+        names = {kind: [r["name"] for r in rows(kind)] for kind in ("llm", "video")}
+        log.info("ZeroGPU: loaded at start-up: %s", zerogpu.preload(names["llm"], names["video"]) or "nothing")
+    import uvicorn
+
+    app = create_app()
+    print(f"Popcorn studio on http://{args.host}:{args.port}/ "
+          f"({'public' if access.public() else 'this machine only'}; backends: "
+          f"{', '.join(sorted(access.enabled_names() or ['all registered']))})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -1,0 +1,62 @@
+"""The History tab: the visitor's own runs (every run for the owner, after giving POPCORN_ADMIN_SECRET); a click
+opens a run in the Studio tab. Layout and wiring only; popcorn/studio/ decides what a visitor may see."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from popcorn import access, studio, ui
+
+
+def on_history(request: gr.Request):
+    return studio.history(ui.requester(request).visitor)
+
+
+def on_open_run(evt: gr.SelectData, request: gr.Request):
+    who = ui.requester(request)
+    with ui.shown_errors():
+        row = evt.row_value if isinstance(evt.row_value, (list, tuple)) else []
+        loaded = studio.load_run(row[1] if len(row) > 1 else "", who.visitor, who.holder)
+    rendered = loaded.render or studio.empty_render(loaded.plan.run_id, loaded.error)
+    return (loaded.query, *loaded.plan, *rendered[:6], rendered.notes, gr.Tabs(selected="studio"))
+
+
+def on_owner(secret, request: gr.Request):
+    """Owner mode: the admin secret lets this visitor see every run (checked in constant time; never logged)."""
+    who = ui.requester(request)
+    if access.sign_in_owner(who.visitor, str(secret or "")[: access.LIMITS["secret"]]):
+        gr.Info("Owner mode: the history shows every visitor's runs.")
+    else:
+        gr.Warning("That is not the admin secret.")
+    return "", studio.history(who.visitor)
+
+
+def on_leave_owner(request: gr.Request):
+    who = ui.requester(request)
+    access.sign_out_owner(who.visitor)
+    return studio.history(who.visitor)
+
+
+def build_tab() -> None:
+    with gr.Tab("History", id="history"):
+        gr.Markdown("Your runs (kept in SQLite with their files; only you see them). Click a row to open it in the "
+                    "studio.")
+        history = gr.Dataframe(headers=studio.HISTORY_COLUMNS, interactive=False, wrap=True,
+                               column_widths=["11%", "15%", "7%", "5%", "9%", "8%", "21%", "7%", "17%"],
+                               elem_id="history")
+        refresh = gr.Button("Refresh", size="sm")
+        with gr.Accordion("Owner", open=False, visible=access.owner_mode_enabled(), elem_id="owner-box"):
+            secret = gr.Textbox(label="Admin secret (POPCORN_ADMIN_SECRET)", type="password", elem_id="owner-secret")
+            with gr.Row():
+                sign_in = gr.Button("See every run", size="sm", elem_id="owner-btn")
+                sign_out = gr.Button("Only mine", size="sm")
+
+    page = ui.shared["studio"]
+    for event in page["events"]:
+        event.then(on_history, None, history, api_visibility="private")
+    history.select(on_open_run, None, [page["query"], *page["plan_outputs"], *page["render_outputs"][:6],
+                                       page["render_outputs"][7], ui.shared["tabs"]], api_visibility="private")
+    refresh.click(on_history, None, history, api_visibility="private")
+    sign_in.click(on_owner, secret, [secret, history], api_visibility="private")
+    sign_out.click(on_leave_owner, None, history, api_visibility="private")
+    ui.page_load(on_history, [history])

@@ -1,0 +1,125 @@
+"""The Studio tab: an idea -> plan (edit it) -> render -> the video and its predicted popularity.
+
+Layout and wiring only: each button calls a plain function in popcorn/studio/. The /plan and /render API endpoints
+are these events. Who asks (ui.requester) decides whose run it is and who may fetch its files.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from popcorn import studio, ui
+from popcorn.studio import EXAMPLES, K_CHOICES, MAX_CANDIDATES, MODE_CHOICES
+
+
+def on_plan(query, mode, k, llm, seed, candidates, request: gr.Request, progress=gr.Progress()):
+    who = ui.requester(request)
+    with ui.shown_errors():
+        return studio.plan_action(query, mode, k, llm, seed, candidates, progress=progress, cancel_key=who.session,
+                                  visitor=who.visitor)
+
+
+def on_render(run_id, title, cover_prompt, video_prompt, video, seed, request: gr.Request, progress=gr.Progress()):
+    who = ui.requester(request)
+    with ui.shown_errors():
+        return studio.render_action(run_id, title, cover_prompt, video_prompt, video, seed, progress=progress,
+                                    cancel_key=who.session, visitor=who.visitor, holder=who.holder)
+
+
+def on_cancel(request: gr.Request):
+    gr.Info(studio.cancel(ui.requester(request).session))
+
+
+def on_pick_candidate(run_id, evt: gr.SelectData, request: gr.Request):
+    with ui.shown_errors():
+        return studio.pick_candidate(run_id, evt.index[0], ui.requester(request).visitor)
+
+
+def on_load(request: gr.Request):
+    choices = studio.backend_choices()
+    return (gr.Dropdown(choices=choices["llm"], value=choices["llm_default"]),
+            gr.Dropdown(choices=choices["video"], value=choices["video_default"]),
+            studio.backend_info("llm", choices["llm_default"]), studio.backend_info("video", choices["video_default"]))
+
+
+def on_backend_info(kind: str):
+    return lambda name: studio.backend_info(kind, name)
+
+
+def build_tab() -> None:
+    with gr.Tab("Studio", id="studio"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                gr.Markdown("### 1 · Your idea")
+                query = gr.Textbox(label="Idea (one line, any language)", lines=2, max_lines=6,
+                                   placeholder="e.g. a golden retriever puppy sees the sea for the first time",
+                                   elem_id="query")
+                gr.Examples([[q] for q, _ in EXAMPLES], inputs=query, label="Examples: abstract and concrete")
+                with gr.Row():
+                    mode = gr.Radio(MODE_CHOICES, value="pe", label="Mode", elem_id="mode")
+                    k = gr.Radio(K_CHOICES, value=10, label="K references (PE)", elem_id="k")
+                with gr.Row():
+                    llm = gr.Dropdown([("local", "local")], value="local", label="LLM", elem_id="llm", scale=3,
+                                      allow_custom_value=True)  # checked against the owner's list, with a message
+                    n_candidates = gr.Slider(1, MAX_CANDIDATES, value=1, step=1, label="Candidate plans",
+                                             elem_id="candidates", scale=2)
+                    seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="seed", scale=1)
+                llm_info = gr.Markdown()
+                with gr.Row():
+                    plan_btn = gr.Button("Plan", variant="primary", elem_id="plan-btn")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+            with gr.Column(scale=6):
+                gr.Markdown("### 2 · The plan: edit it, then render")
+                title = gr.Textbox(label="Title (at most 50 characters)", max_lines=1, elem_id="title")
+                cover_prompt = gr.Textbox(label="Cover prompt", lines=2, elem_id="cover-prompt")
+                video_prompt = gr.Textbox(label="Video prompt (~3 s)", lines=4, elem_id="video-prompt")
+                with gr.Row():
+                    video_model = gr.Dropdown([("storyboard", "storyboard")], value="storyboard",
+                                              label="Video model", elem_id="video-model", scale=3,
+                                              allow_custom_value=True)
+                    run_id = gr.Textbox(label="Run", interactive=False, elem_id="run-id", scale=2)
+                video_info = gr.Markdown()
+                render_btn = gr.Button("Render", variant="primary", elem_id="render-btn")
+                candidates = gr.Dataframe(label="Candidates, ranked by predicted popularity (click to use)",
+                                          headers=studio.CANDIDATE_COLUMNS, interactive=False, wrap=True,
+                                          max_height=260, elem_id="candidates-table")
+
+        gr.Markdown("### 3 · What the LLM saw")
+        why = gr.Markdown(elem_id="why")
+        references = gr.Dataframe(label="Retrieved MicroLens references (popular and unpopular)",
+                                  headers=studio.REFERENCE_COLUMNS, interactive=False, wrap=True, max_height=340,
+                                  column_widths=["9%", "12%", "9%", "9%", "61%"], elem_id="references")
+        with gr.Accordion("Reasoning", open=False, elem_id="reasoning-box"):
+            reasoning = gr.Markdown(elem_id="reasoning")
+
+        gr.Markdown("### 4 · The video and its predicted popularity")
+        with gr.Row(equal_height=False):
+            video = gr.Video(label="Video (title overlaid)", height=460, elem_id="video", interactive=False,
+                             autoplay=True, loop=True)
+            cover = gr.Image(label="Cover", height=460, type="filepath", interactive=False, elem_id="cover")
+            with gr.Column():
+                card = gr.HTML(studio.popularity_card(None, None), elem_id="popularity-card")
+                notes = gr.Markdown(elem_id="render-notes")
+                files = gr.File(label="Downloads: run.json and video.mp4", file_count="multiple", interactive=False,
+                                elem_id="downloads")
+        with gr.Accordion("Neighbours that drove the score", open=False):
+            neighbours = gr.Dataframe(headers=studio.NEIGHBOUR_COLUMNS, interactive=False, wrap=True, max_height=300,
+                                      elem_id="neighbours")
+        with gr.Accordion("Score details (JSON)", open=False):
+            details = gr.JSON(elem_id="score-details")
+
+    plan_outputs = [title, cover_prompt, video_prompt, references, reasoning, candidates, run_id, why]
+    render_outputs = [video, cover, card, details, neighbours, files, run_id, notes]
+    plan_event = plan_btn.click(on_plan, [query, mode, k, llm, seed, n_candidates], plan_outputs, api_name="plan",
+                                concurrency_limit=2, concurrency_id="llm", show_progress_on=[video_prompt, references])
+    render_event = render_btn.click(on_render, [run_id, title, cover_prompt, video_prompt, video_model, seed],
+                                    render_outputs, api_name="render", concurrency_limit=1, concurrency_id="gpu",
+                                    show_progress_on=[video, card])
+    cancel_btn.click(on_cancel, None, None, cancels=[plan_event, render_event], api_visibility="private")
+    candidates.select(on_pick_candidate, run_id, [title, cover_prompt, video_prompt], api_visibility="private")
+    llm.change(on_backend_info("llm"), llm, llm_info, api_visibility="private")
+    video_model.change(on_backend_info("video"), video_model, video_info, api_visibility="private")
+    ui.page_load(on_load, [llm, video_model, llm_info, video_info])
+    # what the History page fills when a run is opened, and the events after which it refreshes
+    ui.shared["studio"] = {"query": query, "plan_outputs": plan_outputs, "render_outputs": render_outputs,
+                           "events": [plan_event, render_event]}
