@@ -224,6 +224,8 @@ def test_participants_cannot_reach_other_pairs_or_owner_data(served, home):
     assert len(alice_media) == 2 and len(all_media - alice_media) == 4
     for media_id in alice_media:
         assert alice.call("GET", f"/s/{link}/v/{media_id}.mp4?p={alice_id}")[0] == 200
+        status, part = alice.call("GET", f"/s/{link}/v/{media_id}.mp4?p={alice_id}", headers={"Range": "bytes=0-99"})
+        assert status == 206 and len(part) == 100  # byte ranges: what phone browsers ask for when they play video
     for media_id in all_media - alice_media:  # the videos of pairs Alice was not given
         assert alice.call("GET", f"/s/{link}/v/{media_id}.mp4?p={alice_id}")[0] == 404
         assert alice.call("GET", f"/s/{link}/v/{media_id}.mp4")[0] == 404  # her cookie alone
@@ -331,8 +333,18 @@ def test_invite_codes(home, served):
     assert again["participant"] == first["participant"]  # the same person on another device resumes
 
 
-def test_cli_lists_and_reports_results_as_json(home, study, tmp_path):
+def test_cli_creates_lists_and_reports_results_as_json(home, study, tmp_path):
     env = {**os.environ, "POPCORN_HOME": str(home)}
+    out = subprocess.run([sys.executable, "-m", "popcorn", "study", "create", "--name", "from the CLI", "--from", "runs",
+                          "--factor", "mode", "--a", "basic", "--b", "pe", "--per-participant", "2", "--invites", "3",
+                          "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert created["url"].endswith(f"/s/{created['link']}/") and len(created["invites"]) == 3
+    assert [it["pair"]["a"]["condition"] for it in owner.get_studies(home).items(created["id"])] == ["basic"] * 3
+    out = subprocess.run([sys.executable, "-m", "popcorn", "study", "create", "--name", "none", "--factor", "llm"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "no pairs" in out.stderr  # all runs share one LLM: nothing to pair
     out = subprocess.run([sys.executable, "-m", "popcorn", "study", "list", "--json"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
