@@ -44,7 +44,7 @@ def _settings(args) -> pipeline.Settings:
 
 def cmd_plan(args) -> int:
     run = pipeline.make_plans(_settings(args), progress=_stderr_progress)
-    out = run.plan.to_dict()
+    out = {**run.plan.to_dict(), **run.plan_info}  # plan_info: the video budget, the attempts, tokens and seconds
     if run.candidates:
         out["candidates"] = run.candidates
     if args.json:
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 makes it public: see docs/DEPLOY.md)")
     p.set_defaults(func=cmd_studio)
+    __import__("popcorn.experiments.cli").experiments.cli.add_parsers(sub)  # batch, report
     __import__("popcorn.study.cli").study.cli.add_parser(sub)  # study create|pairs|list|results|export|serve
     return parser
 

@@ -78,3 +78,10 @@ def test_novelty_flags_a_copied_reference(corpus):
     assert found[0]["ref_copy"] and found[0]["ref_title"] == source and found[0]["corpus_copy"]
     assert not found[1]["ref_copy"] and found[1]["ref_similarity"] < judges.NEAR_COPY
     assert judges.novelty(["x y z"], [[]], index)[0]["ref_copy"] is False  # nothing shown: no copy of a reference
+
+
+def test_human_base_rate_leaves_each_title_itself_out(corpus):
+    ids = corpus.table["video_id"].tolist()[:300]
+    base = judges.human_base_rate(ids)
+    assert base["n"] == 300 and 0.0 <= base["share"] < 0.5  # a title is never its own near-copy
+    assert base["median_corpus_similarity"] < judges.NEAR_COPY

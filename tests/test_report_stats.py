@@ -91,6 +91,9 @@ def test_medians_and_human_matched_column():
     assert concrete["cells"]["a/pe"]["median"] == 3.0 and concrete["human_matched"]["n"] == 3
     assert table[("abstract", "(all)")]["human_matched"]["name"] == "Abstract-M"
     assert table[("(all)", "(all)")]["cells"]["a/pe"]["median"] == 3.5  # median(1, 3, 4, 5)
+    # one human match per prompt: the one its PE run was compared with, not its Basic run's
+    [only] = medians([row(0, "basic", 2.0, human=3.0, human_video=1), row(0, "pe", 2.0, human=1.0, human_video=2)])
+    assert only["human_matched"]["median"] == 1.0 and only["human_matched"]["n"] == 1
 
 
 def test_generated_against_its_human_match():

@@ -74,14 +74,18 @@ class NgramIndex:
         union = sizes[:, None] + self.sizes[None, :] - inter
         return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
 
-    def nearest(self, titles: list[str]) -> list[tuple[float, str]]:
-        """For each title, its highest Jaccard in the index and that title."""
+    def nearest(self, titles: list[str], exclude: list[int | None] | None = None) -> list[tuple[float, str]]:
+        """For each title, its highest Jaccard in the index and that title; `exclude[i]`: a row of the index not to
+        count for title i (the title's own video)."""
+        if not self.titles:
+            return [(0.0, "")] * len(titles)
         out = []
         for start in range(0, len(titles), 256):  # bounded memory: 256 x corpus at a time
             sims = self.jaccard(titles[start:start + 256])
-            best = sims.argmax(axis=1) if sims.shape[1] else np.zeros(len(sims), dtype=int)
-            out += [(round(float(sims[i, j]), 4) if sims.shape[1] else 0.0, self.titles[j] if sims.shape[1] else "")
-                    for i, j in enumerate(best)]
+            for i, row in enumerate((exclude or [])[start:start + 256]):
+                if row is not None:
+                    sims[i, row] = -1.0
+            out += [(round(float(sims[i, j]), 4), self.titles[j]) for i, j in enumerate(sims.argmax(axis=1))]
         return out
 
 
@@ -131,13 +135,28 @@ def novelty(titles: list[str], shown: list[list[str]], index: NgramIndex | None 
     return out
 
 
+def human_base_rate(video_ids: list[int], threshold: float = NEAR_COPY) -> dict:
+    """How often a human-made MicroLens title has a near-copy among the corpus's other titles (series, re-uploads):
+    the rate a generated title would show by chance of the corpus, next to which the generated rates are read."""
+    from popcorn.corpus import load_corpus
+
+    table = load_corpus().table
+    row_of = {int(v): i for i, v in enumerate(table["video_id"])}
+    rows = [row_of[int(v)] for v in dict.fromkeys(video_ids) if int(v) in row_of]
+    index = corpus_index()
+    nearest = index.nearest([index.titles[r] for r in rows], exclude=rows)
+    k = sum(sim >= threshold for sim, _ in nearest)
+    return {"share": round(k / len(rows), 4) if rows else None, "k": k, "n": len(rows),
+            "median_corpus_similarity": round(float(np.median([sim for sim, _ in nearest])), 4) if rows else None}
+
+
 # ---------------------------------------------------------------------------------------------------- judge 2
 
 
 def second_judge(progress=None):
     """h without retrieval features: trained on the configured corpus once, then loaded from the cache."""
     from popcorn.corpus import load_corpus
-    from popcorn.popularity import Predictor, Settings, fit_predictor
+    from popcorn.popularity import Predictor, fit_predictor
     from popcorn.popularity.predictor import checkpoint_path, default_settings
 
     corpus = load_corpus()

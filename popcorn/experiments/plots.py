@@ -26,7 +26,7 @@ def histogram_png(series: dict[str, list[float]], path: str | Path, title: str =
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    left, top, right, bottom = MARGIN, 40, WIDTH - 20, HEIGHT - MARGIN
+    left, top, right, bottom = MARGIN, 34 + 16 * len(series), WIDTH - 20, HEIGHT - MARGIN  # legend above the bars
     peak = max(1, max((int(c.max()) for c in counts.values() if c.size), default=1))
     draw.text((left, 10), title, fill="black", font=font)
     draw.line([(left, bottom), (right, bottom)], fill="black")
@@ -40,8 +40,8 @@ def histogram_png(series: dict[str, list[float]], path: str | Path, title: str =
                 x0 = left + i * slot + 2 + s * bar
                 y0 = bottom - (bottom - top) * count / peak
                 draw.rectangle([x0, y0, x0 + bar - 1, bottom - 1], fill=colour)
-        draw.rectangle([right - 170, top + 16 * s, right - 160, top + 16 * s + 10], fill=colour)
-        draw.text((right - 154, top + 16 * s - 1), f"{name} (n={int(c.sum())})", fill="black", font=font)
+        draw.rectangle([right - 190, 28 + 16 * s, right - 180, 38 + 16 * s], fill=colour)
+        draw.text((right - 174, 27 + 16 * s), f"{name} (n={int(c.sum())})", fill="black", font=font)
     for i in range(0, bins + 1, max(1, bins // 8)):
         x = left + i * slot
         draw.line([(x, bottom), (x, bottom + 4)], fill="black")

@@ -137,15 +137,26 @@ def medians(rows: list[Row]) -> list[dict]:
         groups.append((kind, "(all)", of_type))
     if len({r.type for r in done}) > 1:
         groups.append(("(all)", "(all)", done))
+    match = human_matches(rows)
     table = []
     for kind, category, members in groups:
-        humans = {(r.prompt_index, r.human_video): r.human_label for r in members if r.human_label is not None}
+        humans = [match[p] for p in dict.fromkeys(r.prompt_index for r in members) if p in match]
         name = f"{kind.capitalize()}-M" if kind and kind != "(all)" else "Human-M"
         table.append({"type": kind or "(untyped)", "category": category,
                       "prompts": len({r.prompt_index for r in members}),
                       "cells": {c: _cell([r.label for r in members if f"{r.llm}/{r.mode}" == c]) for c in conditions},
-                      "human_matched": {"name": name, **_cell(list(humans.values()))}})
+                      "human_matched": {"name": name, **_cell(humans)}})
     return table
+
+
+def human_matches(rows: list[Row]) -> dict[int, float]:
+    """One human-matched video per prompt: the one its PE runs were compared with (matched within the category routed
+    from the query), else the one of its first scored run (Basic: within the category inferred from the title)."""
+    match: dict[int, float] = {}
+    for r in sorted(rows, key=lambda r: r.mode != "pe"):
+        if r.human_label is not None and r.label is not None:
+            match.setdefault(r.prompt_index, r.human_label)
+    return match
 
 
 def vs_human(rows: list[Row], ignore: tuple[str, ...] = ()) -> list[dict]:
@@ -159,7 +170,7 @@ def vs_human(rows: list[Row], ignore: tuple[str, ...] = ()) -> list[dict]:
                 seen.add(key)
                 outcomes.append(stats.compare(r.label, r.human_label))
                 groups.append(r.prompt_index)
-        out.append({"llm": llm, "mode": mode, "a": "generated", "b": "human-matched",
+        out.append({"llm": llm, "mode": mode, "a": f"generated ({mode})", "b": "its human-matched video",
                     **stats.win_rate(outcomes, groups)})
     return out
 
@@ -244,8 +255,10 @@ def judge_tables(done: list[Row], ignore: tuple[str, ...], progress: Callable[[s
                     key=lambda x: -max(x["ref_similarity"], x["corpus_similarity"]))
     copied = {r.id for r in done if by_id[r.id][0]["ref_copy"] or by_id[r.id][0]["corpus_copy"]}
     original = [r for r in done if r.id not in copied]
+    humans = [r.human_video for r in done if r.human_video is not None]
     out = {"detector": f"character {judges.NGRAM}-gram Jaccard of normalised titles >= {judges.NEAR_COPY}",
-           "novelty": table, "near_copy_examples": copies[:10],
+           "novelty": table, "human_matched_base_rate": judges.human_base_rate(humans),
+           "near_copy_examples": copies[:10],
            "pe_vs_basic_without_near_copies": win_table(original, "mode", [("pe", "basic")], lambda r: r.label,
                                                         ignore, within="llm")}
     second = judges.second_judge(progress)
@@ -323,7 +336,10 @@ def to_markdown(report: dict, images: dict[str, str] | None = None) -> str:
             lines.append(f"| {t['llm']} | {t['mode']} | {t['n']} | {t['references']} | "
                          f"{_fmt(t['median_ref_similarity'])} | {share(t['ref_near_copies'])} | "
                          f"{_fmt(t['median_corpus_similarity'])} | {share(t['corpus_near_copies'])} |")
-        lines.append("")
+        base = judges["human_matched_base_rate"]
+        lines += ["", f"For comparison, the human-matched MicroLens videos: {_fmt(base['share'])} ({base['k']}/"
+                  f"{base['n']}) have a near-copy among the corpus's other titles (median similarity to the nearest "
+                  f"other title {_fmt(base['median_corpus_similarity'])}).", ""]
         for x in judges["near_copy_examples"]:
             lines.append(f"- {x['title']!r} ~ {x['ref_title'] or x['corpus_title']!r} "
                          f"(references {x['ref_similarity']:.2f}, corpus {x['corpus_similarity']:.2f})")
@@ -352,8 +368,7 @@ def histograms(out_dir: str | Path, folder: str | Path) -> dict[str, str]:
     for llm in _names(rows, "llm"):
         mine = [r for r in rows if r.llm == llm]
         series = {f"{mode}": [r.label for r in mine if r.mode == mode] for mode in _names(mine, "mode")}
-        humans = {(r.prompt_index, r.human_video): r.human_label for r in mine if r.human_label is not None}
-        series["human-matched"] = list(humans.values())
+        series["human-matched"] = list(human_matches(mine).values())
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in llm)
         paths[llm] = str(histogram_png(series, folder / f"hist-{safe}.png", title=f"{llm}: predicted log2(1+comments)"))
     return paths
