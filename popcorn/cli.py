@@ -44,7 +44,7 @@ def _settings(args) -> pipeline.Settings:
 
 def cmd_plan(args) -> int:
     run = pipeline.make_plans(_settings(args), progress=_stderr_progress)
-    out = {**run.plan.to_dict(), **run.plan_info}  # plan_info: the video budget, the attempts, tokens and seconds
+    out = run.plan.to_dict()
     if run.candidates:
         out["candidates"] = run.candidates
     if args.json:
