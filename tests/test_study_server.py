@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def make_runs(home: Path) -> list[dict]:
-    """Six runs in the store at `home`: each query planned in PE and Basic mode, rendered by storyboard."""
+    """Six runs in the store at `home`: each query planned in PE and Basic mode, rendered by storyboard, scored by h."""
     from popcorn import pipeline
     from popcorn.store import Store
     from popcorn.types import Plan
@@ -41,8 +41,7 @@ def make_runs(home: Path) -> list[dict]:
                         mode=mode, llm="local", query=query, matched_categories=[category])
             run = pipeline.Run(pipeline.Settings(query=query, mode=mode, llm="local", video="storyboard", seed=i),
                                plan=plan)
-            pipeline.render_run(run, store.run_dir(run.id), with_score=False)
-            run.score = {"predicted_comments": float(100 + 10 * i + (7 if mode == "pe" else 0)), "label": 1.0}
+            pipeline.render_run(run, store.run_dir(run.id))  # render -> compose -> score (h, the real predictor)
             store.save_run(run.to_dict(), status="done")
             store.add_artifact(run.id, "video", run.video["video"])
     return [store.get_run(r["id"]) for r in store.list_runs()]
@@ -154,6 +153,7 @@ def test_study_pairs_pe_with_basic_from_the_store(study, home):
     assert all(it["pair"]["a"]["condition"] == "pe" and it["pair"]["b"]["condition"] == "basic" for it in items)
     assert {it["pair"]["prompt_type"] for it in items} == {"abstract", "concrete", "unknown"}
     assert all(it["media_a"] != it["media_b"] for it in items)
+    assert all(isinstance(it["pair"][side]["h"], float) for it in items for side in "ab")
 
 
 def test_a_session_resumes_after_a_reload_and_one_vote_per_pair(served, study):
@@ -310,7 +310,8 @@ def test_results_and_exports_are_for_the_owner_only(served, study, monkeypatch, 
     good = {"Authorization": "Bearer s3cret-value"}
     status, result = c.call("GET", f"/study-admin/{study['id']}/results.json", headers=good)
     assert status == 200 and result["study"]["id"] == study["id"] and result["win_rates"]
-    assert result["win_rates"][0]["x"] == "basic" and result["h_vs_people"]["pairs"]["n"] >= 0
+    assert result["win_rates"][0]["x"] == "basic"
+    assert result["h_vs_people"]["pairs_skipped_no_h"] == 0  # every run carries h from the real predictor
     status, text = c.call("GET", f"/study-admin/{study['id']}/votes.csv", headers=good)
     assert status == 200 and text.decode().splitlines()[0].startswith("vote,participant")
     status, png = c.call("GET", f"/study-admin/{study['id']}/chart.png", headers=good)

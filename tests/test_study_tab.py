@@ -1,0 +1,67 @@
+"""The owner's Study tab: it builds as one gr.Tab, refuses without the admin secret, creates a study from a pair file
+and shows its results and chart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+from popcorn.study import media, owner  # noqa: E402
+from popcorn.ui import study as tab  # noqa: E402
+
+
+@pytest.fixture
+def pair_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("POPCORN_HOME", str(tmp_path / "home"))
+    clips = []
+    for i in range(4):
+        path = tmp_path / f"c{i}.mp4"
+        subprocess.run([media.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                        f"testsrc=size=64x64:rate=5:duration=1,hue=h={i * 80}", "-c:v", "libx264", "-pix_fmt",
+                        "yuv420p", str(path)], check=True, timeout=60)
+        clips.append(path)
+    entries = [{"a": str(clips[0]), "b": str(clips[1]), "condition_a": "ltx", "condition_b": "wan", "h_a": 5, "h_b": 2},
+               {"a": str(clips[2]), "b": str(clips[3]), "condition_a": "ltx", "condition_b": "wan", "h_a": 1, "h_b": 9}]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_the_tab_builds_as_one_tab():
+    with gr.Blocks() as demo:
+        with gr.Tabs():
+            tab.build_tab()
+    assert len(demo.fns) == 3
+    assert {fn.api_visibility for fn in demo.fns.values()} == {"private"}  # owner actions are not a public API
+
+
+def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypatch, tmp_path):
+    monkeypatch.delenv("POPCORN_ADMIN_SECRET", raising=False)
+    form = ("my study", "Which one?", "file", "video", "", "", str(pair_file), "", 2, 0, 0)
+    with pytest.raises(gr.Error, match="POPCORN_ADMIN_SECRET"):
+        tab.on_create("anything", *form)
+    monkeypatch.setenv("POPCORN_ADMIN_SECRET", "owner-secret")
+    with pytest.raises(gr.Error, match="wrong admin secret"):
+        tab.on_create("guess", *form)
+    with pytest.raises(gr.Error, match="wrong admin secret"):
+        tab.on_list("")
+    text, dropdown = tab.on_create("owner-secret", *form)
+    assert "Participant link: `/s/" in text and "2 pairs" in text
+    (study_id,) = [value for _, value in dropdown.choices]
+    studies = owner.get_studies()
+    study = studies.study(study_id)
+    for choices in (["left", "right"], ["left", "left"]):  # two people vote on both pairs
+        me = studies.join(study["link"])
+        for task, choice in enumerate(choices):
+            studies.vote(study["link"], me["id"], task, choice)
+    with pytest.raises(gr.Error, match="wrong admin secret"):
+        tab.on_results("guess", study_id)
+    summary, rows, chart, files = tab.on_results("owner-secret", study_id)
+    assert "4 votes from 2 participants" in summary
+    assert rows[0][0] == "ltx vs wan" and rows[0][1] == 4
+    assert Path(chart).read_bytes()[:4] == b"\x89PNG" and len(files) == 2
