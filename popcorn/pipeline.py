@@ -1,7 +1,8 @@
 """One run of F(x) = h(g(f(x))), as named steps:
 
     retrieve  (PE only) route the query to categories, fetch popular + unpopular MicroLens references
-    plan      f: the LLM writes title, cover prompt and video prompt (Basic or PE prompt); parsed, repaired, re-asked once
+    plan      f: the LLM writes title, cover prompt and video prompt (Basic or PE prompt) in a bounded schema fitted to
+              the video model's text encoder; a failed answer is drawn again with a fresh seed (up to `attempts`)
     render    g: a text-to-video generator renders the video prompt (a storyboard preview when no model can run)
     compose   the title is overlaid; MP4 + cover + metadata are written
     score     h: predicted popularity of the result, next to the human-matched MicroLens baseline
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,8 +49,9 @@ class Settings:
     # a diffusers text-to-image model (hub id or folder) for cover.png; "" = the clip's best frame
     cover_model: str = field(default_factory=lambda: os.environ.get("POPCORN_COVER_MODEL", ""))
     candidates: int = 1
-    max_tokens: int = 700
+    max_tokens: int = 0  # 0: from the plan schema's bounds (an answer can never need more)
     temperature: float = 0.7
+    attempts: int = 3  # fresh samples of a plan before its failure is reported
 
     def check(self) -> None:
         if not prompts.clean_query(self.query):
@@ -57,6 +60,8 @@ class Settings:
             raise StageError("input", f"unknown mode {self.mode!r}", f"use one of {MODES}")
         if not 1 <= self.candidates <= 16:
             raise StageError("input", f"candidates={self.candidates} is out of range", "use 1 to 16")
+        if not 1 <= self.attempts <= 10:
+            raise StageError("input", f"attempts={self.attempts} is out of range", "use 1 to 10")
         from popcorn.video.base import check_memory_mode, check_speed
 
         try:  # the video stage's own checks, asked before any work is done
@@ -74,6 +79,7 @@ class Run:
     retrieval: Retrieval | None = None
     plan: Plan | None = None
     candidates: list[dict] = field(default_factory=list)  # best-of-N: plans with their predicted scores, best first
+    plan_info: dict = field(default_factory=dict)  # how the plan was written: budget, attempts, tokens, seconds
     video: dict = field(default_factory=dict)  # what compose wrote (paths, size, fps, preview flag, notes)
     score: dict = field(default_factory=dict)  # h of the result
     baseline: dict = field(default_factory=dict)  # the human-matched MicroLens video(s)
@@ -84,7 +90,7 @@ class Run:
         return {
             "id": self.id,
             "settings": self.settings.__dict__,
-            "plan": self.plan.to_dict() if self.plan else None,
+            "plan": {**self.plan.to_dict(), **self.plan_info} if self.plan else None,
             "retrieval": self.retrieval.to_dict() if self.retrieval else None,
             "candidates": self.candidates,
             "video": self.video,
@@ -105,45 +111,133 @@ def retrieve(query: str, k: int = 10, router: str = "ours") -> Retrieval:
 
 
 def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
-         max_tokens: int = 700, temperature: float = 0.7,
+         max_tokens: int = 0, temperature: float = 0.7, video: str = "storyboard", attempts: int = 3,
          progress: Callable[[float, str], None] | None = None) -> Plan:
-    """f(x): one plan from the LLM. An unreadable answer is re-asked once, then fails naming the LLM stage.
+    """f(x): one plan from the LLM (see write_plan, which also says how the plan was written)."""
+    return write_plan(query, mode, llm, retrieval, seed=seed, max_tokens=max_tokens, temperature=temperature,
+                      video=video, attempts=attempts, progress=progress)[0]
+
+
+def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
+               max_tokens: int = 0, temperature: float = 0.7, video: str = "storyboard", attempts: int = 3,
+               progress: Callable[[float, str], None] | None = None) -> tuple[Plan, dict]:
+    """f(x): one plan from the LLM, and how it was written: {"budget", "attempts", "usage"}.
+
+    The answer is constrained to a bounded schema (plan_schema: short reasoning fields, then the plan; the video
+    prompt capped by the video model's text-encoder budget, words asked for in the prompt). An answer that was cut
+    off (finish_reason "length"), cannot be read, leaves a field empty or overruns the budget is drawn again with a
+    fresh seed, never sent back for repair; after `attempts` failures the plan stage fails with the last raw answer.
 
     progress(fraction, message) hears how far the answer has grown (at most twice a second); an exception it raises
     (Cancel) stops the LLM mid-answer."""
-    from popcorn.llm import PLAN_SCHEMA, get_llm, parse_plan
+    from popcorn.llm import get_llm
+    from popcorn.llm.parse import TITLE_LIMIT, max_chars, plan_schema, read_plan, shorten_title
+    from popcorn.video.budget import budget as video_budget
+    from popcorn.video.budget import estimate_tokens
 
     backend = get_llm(llm)
     ok, reason = backend.available()
     if not ok:
         raise StageError("plan", f"LLM {llm!r} cannot run here: {reason}", "pick another LLM (python -m popcorn llms)")
+    fit = video_budget(video)
+    words = (fit.words_min, fit.words_max)
     if mode == "pe":
         if retrieval is None:
             raise StageError("plan", "PE mode needs the retrieved references", "run the retrieve step first")
-        messages = prompts.pe_messages(query, retrieval)
+        messages = prompts.pe_messages(query, retrieval, words)
     else:
-        messages = prompts.basic_messages(query)
+        messages = prompts.basic_messages(query, words)
+    schema = plan_schema(mode, fit.max_chars)
+    # every string is bounded, so the answer is too: ~1 token per 2 characters at worst for prose, plus the keys
+    limit = max_tokens or (max_chars(schema) // 2 + 80)
 
-    on_text = _growth_reporter(progress, expected_chars=max_tokens * 3) if progress is not None else None
-
-    def ask(msgs: list[dict]):
-        return backend.complete(msgs, json_schema=PLAN_SCHEMA, max_tokens=max_tokens, temperature=temperature,
-                                seed=seed, on_text=on_text)
-
-    completion = ask(messages)
-    try:
-        fields = parse_plan(completion.text)
-    except StageError as first:
-        completion = ask(prompts.repair_messages(messages, completion.text, first.message))
-        fields = parse_plan(completion.text)  # a second failure propagates, with the raw text kept
-    reasoning = "\n\n".join(r for r in (completion.reasoning, fields.get("reasoning", "")) if r)
-    return Plan(
-        title=fields["title"], cover_prompt=fields["cover_prompt"], video_prompt=fields["video_prompt"],
-        reasoning=reasoning, mode=mode, llm=llm, query=prompts.clean_query(query),
-        matched_categories=list(retrieval.matched_categories) if retrieval else [],
-        category_scores=list(retrieval.category_scores) if retrieval else [],
-        references=list(retrieval.references) if retrieval else [],
+    on_text = _growth_reporter(progress, expected_chars=max_chars(schema) * 2 // 3) if progress is not None else None
+    base_seed = seed if seed is not None else int.from_bytes(os.urandom(3), "little")
+    tries: list[dict] = []
+    last_raw, last_problem = "", ""
+    for attempt in range(max(1, attempts)):
+        attempt_seed = base_seed + 1000 * attempt  # a fresh sample, reproducible from the run's seed
+        completion = backend.complete(messages, json_schema=schema, max_tokens=limit, temperature=temperature,
+                                      seed=attempt_seed, on_text=on_text)
+        usage = completion.usage or {}
+        record = {"seed": attempt_seed, "finish_reason": usage.get("finish_reason"),
+                  **{k: usage[k] for k in ("prompt_tokens", "completion_tokens", "prompt_eval_s", "generation_s",
+                                           "seconds") if k in usage}}
+        tries.append(record)
+        last_raw = completion.text
+        problem, fields = _check_answer(completion.text, usage.get("finish_reason"), fit, read_plan)
+        if problem and attempt + 1 == max(1, attempts) and fields and problem.startswith("the video prompt"):
+            # the last draw only overran the budget: keep its whole sentences that fit rather than fail
+            fields["video_prompt"] = _fit_sentences(fields["video_prompt"], fit)
+            record["trimmed_to_budget"] = True
+            problem = "" if fields["video_prompt"] else problem
+        record["problem"] = problem
+        if problem:
+            last_problem = problem
+            if progress is not None:
+                progress(0.0, f"attempt {attempt + 1} failed ({problem}); drawing a fresh answer")
+            continue
+        title = shorten_title(fields["title"], TITLE_LIMIT)
+        reasoning = "\n\n".join(r for r in (completion.reasoning, fields.get("reasoning", "")) if r)
+        the_plan = Plan(
+            title=title, cover_prompt=fields["cover_prompt"], video_prompt=fields["video_prompt"],
+            reasoning=reasoning, mode=mode, llm=llm, query=prompts.clean_query(query),
+            matched_categories=list(retrieval.matched_categories) if retrieval else [],
+            category_scores=list(retrieval.category_scores) if retrieval else [],
+            references=list(retrieval.references) if retrieval else [],
+        )
+        info = {
+            "budget": {**fit.to_dict(), "estimated_tokens": estimate_tokens(the_plan.video_prompt),
+                       "words": len(the_plan.video_prompt.split())},
+            "title_whole": title == fields["title"].strip() and len(title) <= TITLE_LIMIT,
+            "attempts": tries,
+            "usage": _sum_usage(tries),
+        }
+        return the_plan, info
+    raise StageError(
+        "plan",
+        f"the LLM {llm!r} gave no usable plan in {len(tries)} attempt(s): {last_problem}",
+        "try again (each attempt draws a fresh answer), raise the attempts, or pick a larger LLM",
+        raw=last_raw,
     )
+
+
+def _check_answer(text: str, finish_reason: str | None, fit, read_plan) -> tuple[str, dict]:
+    """(what is wrong with an answer, or "", and the fields read from it)."""
+    if finish_reason == "length":
+        return "the answer was cut off at max_tokens (finish_reason 'length')", {}
+    try:
+        fields = read_plan(text)
+    except StageError as exc:
+        return exc.message, {}
+    empty = [k for k in ("title", "cover_prompt", "video_prompt") if not fields.get(k, "").strip()]
+    if empty:
+        return "empty field(s): " + ", ".join(empty), {}
+    if not fit.fits(fields["video_prompt"]):
+        return (f"the video prompt is over the {fit.video} budget ({len(fields['video_prompt'].split())} words, "
+                f"{fit.tokens or fit.words_max} {'tokens' if fit.tokens else 'words'})"), fields
+    return "", fields
+
+
+def _fit_sentences(text: str, fit) -> str:
+    """The longest run of `text`'s whole sentences that fits the budget ("" if not even the first does)."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    kept = ""
+    for sentence in sentences:
+        candidate = f"{kept} {sentence}".strip()
+        if not fit.fits(candidate):
+            break
+        kept = candidate
+    return kept
+
+
+def _sum_usage(tries: list[dict]) -> dict:
+    total: dict = {"attempts": len(tries)}
+    for key in ("prompt_tokens", "completion_tokens", "prompt_eval_s", "generation_s", "seconds"):
+        values = [t[key] for t in tries if isinstance(t.get(key), (int, float))]
+        if values:
+            total[key] = round(sum(values), 3) if isinstance(values[0], float) else sum(values)
+    return total
 
 
 def _growth_reporter(progress: Callable[[float, str], None], expected_chars: int, every_s: float = 0.5):
@@ -232,18 +326,27 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
         with _Timer(run, "retrieve", progress):
             run.retrieval = retrieve(settings.query, settings.k, settings.router)
     with _Timer(run, "plan", progress):
-        plans = []
+        plans, infos = [], []
         for i in range(settings.candidates):
             progress("plan", i / settings.candidates, f"plan {i + 1} of {settings.candidates}")
-            plans.append(plan(settings.query, settings.mode, settings.llm, run.retrieval, seed=settings.seed + i,
-                              max_tokens=settings.max_tokens, temperature=settings.temperature,
-                              progress=lambda f, msg, i=i: progress("plan", (i + f) / settings.candidates, msg)))
+            the_plan, info = write_plan(
+                settings.query, settings.mode, settings.llm, run.retrieval, seed=settings.seed + i,
+                max_tokens=settings.max_tokens, temperature=settings.temperature, video=settings.video,
+                attempts=settings.attempts,
+                progress=lambda f, msg, i=i: progress("plan", (i + f) / settings.candidates, msg))
+            plans.append(the_plan)
+            infos.append(info)
+            failed = len(info["attempts"]) - 1
+            if failed:
+                run.notes.append(f"plan {i + 1}: {failed} answer(s) drawn again ("
+                                 + "; ".join(t["problem"] for t in info["attempts"] if t.get("problem")) + ")")
     if settings.candidates > 1:
         with _Timer(run, "score", progress):
             run.candidates = rank(plans)
-        run.plan = Plan.from_dict(run.candidates[0]["plan"])
+        best = next(i for i, p in enumerate(plans) if p.to_dict() == run.candidates[0]["plan"])
+        run.plan, run.plan_info = Plan.from_dict(run.candidates[0]["plan"]), infos[best]
     else:
-        run.plan = plans[0]
+        run.plan, run.plan_info = plans[0], infos[0]
     return run
 
 

@@ -1,9 +1,12 @@
 """Chat messages for f(x), built from the templates in prompts/ (plain text with $placeholders).
 
-  system.txt  the plan's rules and JSON shape (both modes)
+  system.txt  the plan's rules and JSON shape: one fixed text for every mode, video model and query, so llama.cpp
+              keeps it evaluated from one plan to the next (the prompt's shared prefix)
   basic.txt   Basic mode: the idea alone
   pe.txt      Prompt Enhancement: the idea, the matched categories, popular and unpopular references, the paper's steps
-  repair.txt  the one re-ask when an answer could not be read as a plan
+
+Both user templates end with the video prompt's word range, which comes from the chosen video model's text encoder
+(popcorn/video/budget.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from popcorn import config
 from popcorn.types import Reference, Retrieval
 
 MAX_QUERY_CHARS = 2000  # a longer idea is cut (and the cut is reported by the pipeline), never rejected
-MAX_REFERENCE_TITLE_CHARS = 160
+MAX_REFERENCE_TITLE_CHARS = 100  # a reference is an example of a title: 100 characters show its hook
+DEFAULT_WORDS = (25, 70)  # the video prompt's word range when no budget is given
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,14 +44,15 @@ def _reference_lines(refs: list[Reference]) -> str:
     return "\n".join(lines)
 
 
-def basic_messages(query: str) -> list[dict]:
+def basic_messages(query: str, words: tuple[int, int] = DEFAULT_WORDS) -> list[dict]:
+    user = template("basic").substitute(query=clean_query(query), words_min=words[0], words_max=words[1])
     return [
         {"role": "system", "content": template("system").substitute()},
-        {"role": "user", "content": template("basic").substitute(query=clean_query(query))},
+        {"role": "user", "content": user},
     ]
 
 
-def pe_messages(query: str, retrieval: Retrieval) -> list[dict]:
+def pe_messages(query: str, retrieval: Retrieval, words: tuple[int, int] = DEFAULT_WORDS) -> list[dict]:
     categories = retrieval.matched_categories
     user = template("pe").substitute(
         query=clean_query(query),
@@ -55,16 +60,10 @@ def pe_messages(query: str, retrieval: Retrieval) -> list[dict]:
         category_suffix="ies" if len(categories) > 1 else "y",
         popular=_reference_lines(retrieval.popular),
         unpopular=_reference_lines(retrieval.unpopular),
+        words_min=words[0],
+        words_max=words[1],
     )
     return [
         {"role": "system", "content": template("system").substitute()},
         {"role": "user", "content": user},
-    ]
-
-
-def repair_messages(messages: list[dict], bad_answer: str, problem: str) -> list[dict]:
-    """The conversation so far plus the bad answer and one request to answer again as JSON."""
-    return messages + [
-        {"role": "assistant", "content": bad_answer[:4000]},
-        {"role": "user", "content": template("repair").substitute(problem=problem)},
     ]

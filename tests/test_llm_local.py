@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from popcorn.llm import PLAN_SCHEMA, get_llm, gguf, parse_plan
+from popcorn.llm.parse import plan_schema
 from popcorn.llm.local import LlamaCppLLM, gguf_file, load_model, local
 from popcorn.types import StageError
 
@@ -240,10 +241,13 @@ def test_missing_file_is_a_stage_error(tmp_path):
 @pytest.mark.llm
 @needs_llama
 def test_local_model_writes_a_plan_constrained_to_the_schema(qwen_path):
-    out = get_llm("local").complete(MESSAGES, json_schema=PLAN_SCHEMA, max_tokens=300, temperature=0.3, seed=7)
+    schema = plan_schema("basic", video_chars=330)
+    out = get_llm("local").complete(MESSAGES, json_schema=schema, max_tokens=300, temperature=0.3, seed=7)
     assert out.usage["finish_reason"] == "stop", out.text  # the grammar closed the object within the budget
     data = json.loads(out.text)  # strict JSON: the grammar allows nothing else
-    assert set(data) == {"reasoning", "title", "cover_prompt", "video_prompt"}
+    assert list(data) == ["angle", "title", "cover_prompt", "video_prompt"]
+    for key, prop in schema["properties"].items():
+        assert prop["minLength"] <= len(data[key]) <= prop["maxLength"], key
     plan = parse_plan(out.text)
     assert all(plan[k].strip() for k in ("title", "cover_prompt", "video_prompt"))
     assert len(plan["title"]) <= 50
@@ -294,7 +298,7 @@ def test_smollm2_smoke():
     data = json.loads(out.text) if out.usage["finish_reason"] == "stop" else None
     assert out.text.startswith("{") and out.usage["completion_tokens"] > 0
     if data is not None:
-        assert set(data) <= {"reasoning", "title", "cover_prompt", "video_prompt"}
+        assert set(data) <= set(PLAN_SCHEMA["properties"])
 
 
 # --- making the corpus of real bad outputs ---------------------------------------------------------------------------

@@ -82,9 +82,10 @@ def test_unrecoverable_answer_raises_stage_error_with_raw_text():
         ('"Cute cats"', "Cute cats"),  # wrapping quotes go
         ('"Impossible" Card "Trick"', '"Impossible" Card "Trick"'),  # quotes that are part of it stay
         ("x" * 50, "x" * 50),
-        ("Ten Things Nobody Tells You About Living Alone In Tokyo", "Ten Things Nobody Tells You About Living Alone In"),
-        ("The Best Street Food in Bangkok, Thailand, Chiang Mai, and Phuket", "The Best Street Food in Bangkok, Thailand, Chiang"),
-        ("The ultimate beginner guide: 10 easy steps, done in minutes", "The ultimate beginner guide: 10 easy steps, done"),
+        # a cut ends a phrase: never on a dangling word ("In"), at the last phrase break when there is one
+        ("Ten Things Nobody Tells You About Living Alone In Tokyo", "Ten Things Nobody Tells You About Living Alone"),
+        ("The Best Street Food in Bangkok, Thailand, Chiang Mai, and Phuket", "The Best Street Food in Bangkok, Thailand"),
+        ("The ultimate beginner guide: 10 easy steps, done in minutes", "The ultimate beginner guide: 10 easy steps"),
         ("Watch this - you will not believe how it ends - seriously", "Watch this - you will not believe how it ends"),
         ("Supercalifragilisticexpialidocious" * 3, ("Supercalifragilisticexpialidocious" * 3)[:50]),
         ("这是一个非常长的中文标题没有空格" * 5, ("这是一个非常长的中文标题没有空格" * 5)[:50]),
@@ -103,6 +104,15 @@ def test_shorten_title_custom_limit_cuts_at_a_word_boundary():
 
 
 def test_schema_names_the_plan_fields_reasoning_first():
-    assert list(PLAN_SCHEMA["properties"]) == ["reasoning", "title", "cover_prompt", "video_prompt"]
-    assert set(PLAN_SCHEMA["required"]) == {"reasoning", "title", "cover_prompt", "video_prompt"}
-    assert all(p == {"type": "string"} for p in PLAN_SCHEMA["properties"].values())
+    assert list(PLAN_SCHEMA["properties"]) == ["popular_traits", "unpopular_flaws", "angle", "title", "cover_prompt",
+                                               "video_prompt"]
+    assert PLAN_SCHEMA["required"] == list(PLAN_SCHEMA["properties"])
+    assert all(p["type"] == "string" and 0 < p["minLength"] < p["maxLength"] for p in PLAN_SCHEMA["properties"].values())
+
+
+def test_structured_reasoning_fields_become_the_reasoning():
+    raw = json.dumps({"popular_traits": "short and warm", "unpopular_flaws": "vague", "angle": "the cat's view",
+                      "title": "Cats", "cover_prompt": "a cat on a sofa", "video_prompt": "a cat naps in the sun"})
+    plan = parse_plan(raw)
+    assert plan["reasoning"] == "Popular: short and warm\nUnpopular: vague\nAngle: the cat's view"
+    assert plan["title"] == "Cats" and plan["video_prompt"] == "a cat naps in the sun"

@@ -31,15 +31,15 @@ def scripted_llm(monkeypatch, scripted_server):
     return scripted_server
 
 
-def test_unreadable_answer_is_re_asked_once_then_parsed(scripted_llm):
+def test_unreadable_answer_is_drawn_again_with_a_fresh_seed_then_parsed(scripted_llm):
     scripted_llm.play(chat_reply("Sure! Here is a great idea for your video about noodles."), chat_reply(GOOD))
-    plan = pipeline.plan("street noodles at night", "basic", "openai-compatible")
+    plan = pipeline.plan("street noodles at night", "basic", "openai-compatible", seed=0)
     assert plan.title == "Midnight noodles in Bangkok"
     assert plan.reasoning == "hook first"
     assert len(scripted_llm.requests) == 2
-    second = scripted_llm.requests[1]["json"]["messages"]
-    assert second[-2]["role"] == "assistant" and "noodles" in second[-2]["content"]
-    assert "could not be read" in second[-1]["content"]
+    first, second = (r["json"] for r in scripted_llm.requests)
+    assert second["messages"] == first["messages"]  # asked again, not asked to repair its own answer
+    assert second["seed"] != first["seed"]
 
 
 def test_plan_reports_the_answer_growing_and_an_exception_stops_it():
@@ -65,12 +65,13 @@ def test_plan_reports_the_answer_growing_and_an_exception_stops_it():
     assert again.usage["completion_tokens"] > 0
 
 
-def test_two_unreadable_answers_fail_naming_the_llm_stage_and_keep_the_raw_text(scripted_llm):
-    scripted_llm.play(chat_reply("no plan here"), chat_reply("still nothing useful"))
+def test_unreadable_answers_fail_naming_the_plan_stage_and_keep_the_raw_text(scripted_llm):
+    scripted_llm.play(chat_reply("no plan here"), chat_reply("nothing either"), chat_reply("still nothing useful"))
     with pytest.raises(StageError) as err:
         pipeline.plan("street noodles at night", "basic", "openai-compatible")
-    assert err.value.stage == "llm"
+    assert err.value.stage == "plan" and "3 attempt(s)" in err.value.message
     assert err.value.raw == "still nothing useful"
+    assert len(scripted_llm.requests) == 3
 
 
 def test_pe_prompt_carries_the_references_and_the_papers_steps(retriever):
@@ -126,6 +127,10 @@ def test_cli_plan_pe_json_with_the_local_model():
     plan = json.loads(out.stdout)
     assert plan["mode"] == "pe" and plan["llm"] == "local"
     assert 0 < len(plan["title"]) <= 50 and plan["cover_prompt"] and plan["video_prompt"]
+    from popcorn.video.budget import budget
+
+    # the default video (the storyboard preview) plans for the tightest text encoder, LTX-Video's 128 tokens
+    assert budget("storyboard").tokens == 128 and budget("storyboard").fits(plan["video_prompt"])
     assert plan["matched_categories"][0] == "Delicacy"
     assert len(plan["references"]) == 10
     assert [r["label"] for r in plan["references"]].count("unpopular") == 1

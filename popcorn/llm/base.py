@@ -5,21 +5,24 @@ factory at import:
 
     register("local", LlamaCppLLM.packaged, "Qwen2.5-Coder-1.5B-Instruct Q4_K_M, embedded (llama.cpp, CPU)")
 
-`get_llm("local")` builds it once and keeps it. A name with an argument, `"local:/models/x.gguf"`, calls the factory
-registered under the part before the first ":" with the rest (`factory("/models/x.gguf")`). Factories must be cheap:
-no model load and no network call happens before the first `complete()`.
+`get_llm("local")` builds it once and keeps it (the MAX_INSTANCES most recently used backends are kept: names with an
+argument are unbounded in number). A name with an argument, `"local:/models/x.gguf"`, calls the factory registered
+under the part before the first ":" with the rest (`factory("/models/x.gguf")`). Factories must be cheap: no model load
+and no network call happens before the first `complete()`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 from popcorn.types import StageError
 
 DEFAULT_LLM = "local"
+MAX_INSTANCES = 16
 
 
 @dataclass
@@ -63,7 +66,7 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
-_INSTANCES: dict[str, LLM] = {}
+_INSTANCES: "OrderedDict[str, LLM]" = OrderedDict()  # least recently used first
 _LOCK = threading.RLock()
 
 
@@ -98,6 +101,7 @@ def get_llm(name: str | None = None) -> LLM:
     name = (name or default_llm()).strip()
     with _LOCK:
         if name in _INSTANCES:
+            _INSTANCES.move_to_end(name)
             return _INSTANCES[name]
         base, _, arg = name.partition(":")
         entry = _REGISTRY.get(base)
@@ -118,6 +122,8 @@ def get_llm(name: str | None = None) -> LLM:
         if not getattr(llm, "description", ""):
             llm.description = entry.description
         _INSTANCES[name] = llm
+        while len(_INSTANCES) > MAX_INSTANCES:
+            _INSTANCES.popitem(last=False)
         return llm
 
 

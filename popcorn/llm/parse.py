@@ -22,19 +22,43 @@ from popcorn.types import StageError
 
 TITLE_LIMIT = 50
 FIELDS = ("title", "cover_prompt", "video_prompt")
+# the short, structured reasoning of each mode (the paper's PE steps as fields), written before the plan fields
+REASONING_FIELDS = {"pe": ("popular_traits", "unpopular_flaws", "angle"), "basic": ("angle",)}
+REASONING_LABELS = {"popular_traits": "Popular", "unpopular_flaws": "Unpopular", "angle": "Angle"}
 
-PLAN_SCHEMA: dict = {
-    "type": "object",
-    "properties": {
-        # first, so a model constrained to this schema thinks before it writes the plan
-        "reasoning": {"type": "string"},
-        "title": {"type": "string"},
-        "cover_prompt": {"type": "string"},
-        "video_prompt": {"type": "string"},
-    },
-    "required": ["reasoning", "title", "cover_prompt", "video_prompt"],
-    "additionalProperties": False,
+# Every string is bounded (minLength: nothing empty; maxLength: nothing runs on), and llama.cpp's JSON-schema grammar
+# enforces both, so an answer of this schema always ends within a known number of characters. The title may run a
+# little past TITLE_LIMIT so that a model that overshoots still ends its word (then cut at a phrase, see
+# shorten_title); the video prompt's cap comes from the video model's text encoder (popcorn/video/budget.py).
+BOUNDS = {
+    "popular_traits": (12, 160),
+    "unpopular_flaws": (12, 120),
+    "angle": (12, 160),
+    "title": (4, TITLE_LIMIT + 14),
+    "cover_prompt": (20, 220),
+    "video_prompt": (80, 900),
 }
+
+
+def plan_schema(mode: str = "pe", video_chars: int | None = None) -> dict:
+    """The JSON schema of a plan in `mode`: the reasoning fields first (so a constrained model thinks before it
+    writes), then title, cover_prompt and video_prompt; every string bounded. `video_chars` caps the video prompt."""
+    keys = REASONING_FIELDS["pe" if mode == "pe" else "basic"] + FIELDS
+    properties = {}
+    for key in keys:
+        low, high = BOUNDS[key]
+        if key == "video_prompt" and video_chars:
+            high = max(low + 20, int(video_chars))
+        properties[key] = {"type": "string", "minLength": low, "maxLength": high}
+    return {"type": "object", "properties": properties, "required": list(keys), "additionalProperties": False}
+
+
+def max_chars(schema: dict) -> int:
+    """The most characters of string content an answer of `schema` can hold."""
+    return sum(int(p.get("maxLength") or 0) for p in schema.get("properties", {}).values())
+
+
+PLAN_SCHEMA: dict = plan_schema("pe")
 
 # normalised key (lower case, letters and digits only) -> field
 _ALIASES = {
@@ -59,6 +83,9 @@ _ALIASES = {
     "videoscript": "video_prompt",
     "clipprompt": "video_prompt",
     "reasoning": "reasoning",
+    "populartraits": "popular_traits",
+    "unpopularflaws": "unpopular_flaws",
+    "angle": "angle",
     "reason": "reasoning",
     "rationale": "reasoning",
     "analysis": "reasoning",
@@ -79,6 +106,15 @@ def parse_plan(text: str) -> dict:
 
     Raises StageError("llm", ..., raw=text) when no title, cover prompt and video prompt can be read.
     """
+    found = read_plan(text)
+    found["title"] = shorten_title(found["title"])
+    return found
+
+
+def read_plan(text: str) -> dict:
+    """parse_plan's fields with the title as written (not yet cut to TITLE_LIMIT). The reasoning is the answer's
+    "reasoning", else its structured fields ("Popular: ... Unpopular: ... Angle: ..."), else whatever the answer
+    wrote around the plan."""
     raw = text if isinstance(text, str) else str(text or "")
     body, think = _split_think(_unwrap_json_string(raw))
 
@@ -105,25 +141,70 @@ def parse_plan(text: str) -> dict:
             _HINT,
             raw=raw,
         )
-    reasoning = found.get("reasoning") or think or _clean(_strip_fences(outside))
+    structured = "\n".join(f"{label}: {found[key]}" for key, label in REASONING_LABELS.items() if found.get(key))
+    reasoning = found.get("reasoning") or structured or think or _clean(_strip_fences(outside))
     return {
-        "title": shorten_title(found["title"]),
+        "title": found["title"],
         "cover_prompt": found["cover_prompt"],
         "video_prompt": found["video_prompt"],
         "reasoning": reasoning,
     }
 
 
+# Words a title must not end on: articles, conjunctions, prepositions, possessives, and the words that announce
+# what comes next ("Discover", "More", "Top", "How"). Used only where a title has to be cut.
+DANGLING_ENDINGS = frozenset("""
+a an the and or but nor so yet of to for in on at by from with without into onto upon about as than then vs via over
+under after before between through like per plus your my our their his her its this that these those is are was were
+be been being will can could would should must has have had do does did not no more most less best top new very just
+how why what when where who which whose while if every all some any each discover explore watch see meet try learn
+unlock get make find inside behind ultimate
+""".split())
+_PHRASE_END = re.compile(r"(?:\s[-–—|/]\s|[:：;；,，、]\s?|[.!?。！？…]+\s?)")
+_CLOSER = {"(": ")", "[": "]", "{": "}", "“": "”", "«": "»"}
+_TRAILING = " \t,.;:-–—/&|+([{\"'“”‘’«#@：；，、"
+
+
 def shorten_title(title: str, limit: int = TITLE_LIMIT) -> str:
-    """The title within `limit` characters, cut at a word boundary, without trailing punctuation or space."""
+    """The title within `limit` characters. A longer one is cut where a phrase ends: at the last phrase break
+    (" - ", ":", ",", "!", "?", "。") that keeps at least 40% of the limit, else at the last word boundary, and then
+    words that leave it dangling (DANGLING_ENDINGS: "of", "and", "the", "More", "Discover", ...) and trailing
+    punctuation are dropped. A script without spaces (Chinese, Japanese) is cut at its last phrase break, else at
+    the limit."""
     title = _clean(title)
     if len(title) <= limit:
         return title
-    cut = title[: limit + 1]
-    space = cut.rfind(" ")
-    # a word boundary well inside the limit; a single very long word (or a script without spaces) is cut hard
-    cut = cut[:space] if space >= limit // 3 else title[:limit]
-    return cut.rstrip(" \t,.;:!?-–—/&|(\"'“”‘’").strip()
+    head = title[: limit + 1]
+    breaks = [m.start() for m in _PHRASE_END.finditer(head) if m.start() >= 0.4 * limit]
+    keep = ""
+    if breaks:
+        cut = breaks[-1]
+        # keep a closing ! or ? (it ends the phrase); drop separators
+        end_mark = head[cut] if head[cut] in "!?！？" else ""
+        keep = _drop_dangling(head[:cut]) + end_mark
+    if not keep:
+        space = head.rfind(" ")
+        keep = _drop_dangling(head[:space]) if space >= limit // 3 else ""
+    if not keep:  # one long word, or a script without spaces
+        keep = title[:limit].rstrip(_TRAILING)
+    return keep.strip()
+
+
+def _drop_dangling(text: str) -> str:
+    """Text without trailing punctuation, an unclosed bracket's tail, or dangling words (at least one word stays)."""
+    words = text.rstrip(_TRAILING).split()
+    # an opening bracket or quote that the cut left unclosed: drop from it on
+    for i in range(len(words) - 1, 0, -1):
+        if words[i][:1] in _CLOSER and _CLOSER[words[i][0]] not in " ".join(words[i:]):
+            words = words[:i]
+            break
+    while len(words) > 1 and _norm_word(words[-1]) in DANGLING_ENDINGS:
+        words = words[:-1]
+    return " ".join(words).rstrip(_TRAILING)
+
+
+def _norm_word(word: str) -> str:
+    return word.strip(_TRAILING + ")]}»!?").lower()
 
 
 # --- 1. finding and reading JSON ---------------------------------------------------------------------------------

