@@ -57,15 +57,6 @@ def test_pairs_only_match_on_everything_else():
     assert paired([row(0, "pe", None), row(0, "basic", 1.0)], "mode", "pe", "basic", lambda r: r.label) == ([], [])
 
 
-def test_a_plan_scored_once_per_video_counts_once_when_h_ignores_the_video():
-    rows = [row(p, mode, label, video=v) for p, (pe, basic) in enumerate([(2, 1), (1, 2), (3, 1)])
-            for v in ("x", "y") for mode, label in (("pe", pe), ("basic", basic))]
-    [both] = win_table(rows, "mode", [("pe", "basic")], lambda r: r.label)
-    [once] = win_table(rows, "mode", [("pe", "basic")], lambda r: r.label, ignore=("video",))
-    assert (both["n"], both["wins"], both["groups"]) == (6, 4, 3)
-    assert (once["n"], once["wins"], once["losses"], once["groups"]) == (3, 2, 1, 3)
-
-
 def test_llm_vs_llm_per_mode():
     rows = [row(0, "pe", 2.0, llm="a"), row(0, "pe", 1.0, llm="b"), row(1, "pe", 1.0, llm="a"),
             row(1, "pe", 1.5, llm="b"), row(0, "basic", 1.0, llm="a"), row(0, "basic", 1.0, llm="b")]
@@ -129,12 +120,12 @@ def test_report_from_a_store(tmp_path):
     assert report["summary"]["failed_at_stage"] == {"plan": 1}
     assert report["h_sees_video"] is False
     [pe] = report["pe_vs_basic"]
-    assert (pe["n"], pe["wins"], pe["ties"], pe["losses"]) == (2, 1, 1, 0)
+    assert (pe["n"], pe["groups"], pe["wins"], pe["ties"], pe["losses"]) == (4, 2, 2, 2, 0)  # 2 prompts x 2 videos
     video = report["video_vs_video"]
     assert video["finding"] is False and "does not see the video" in video["note"]
     assert video["rows"][0]["ties"] == video["rows"][0]["n"] == 4
     text = to_markdown(report)
-    assert "PE vs Basic" in text and "| a | pe | basic | 2 | 2 | 1 | 1 | 0 | 0.500 |" in text
+    assert "PE vs Basic" in text and "| a | pe | basic | 4 | 2 | 2 | 2 | 0 | 0.500 |" in text
     assert "does not see the video" in text
 
 

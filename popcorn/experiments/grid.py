@@ -1,9 +1,8 @@
 """The runs of a batch: every (prompt, mode, llm, video, seed), each with a deterministic key.
 
 A run's id is a hash of what decides its result, so the same grid always names the same runs: a re-run finds them
-in the store, and two processes (accelerate shards) agree on every name without talking to each other. Runs that
-differ only in the video model share one plan (`plan_key`): the video models are compared on the same plans, and
-each plan is asked of its LLM once.
+in the store, and two processes (accelerate shards) agree on every name without talking to each other. The video
+model is part of it even for the plan: the pipeline fits the plan's video prompt to the video model's text budget.
 """
 
 from __future__ import annotations
@@ -30,16 +29,11 @@ class RunSpec:
     router: str = "ours"
 
     @property
-    def plan_key(self) -> str:
-        """What decides the plan (the video model does not); retrieval settings only matter in PE."""
-        pe = self.mode == "pe"
-        return _digest({"query": self.prompt.query, "mode": self.mode, "llm": self.llm, "seed": self.seed,
-                        "k": self.k if pe else 0, "router": self.router if pe else ""})
-
-    @property
     def key(self) -> str:
-        """The run's id in the store: plan key + video model."""
-        return "b" + _digest({"plan": self.plan_key, "video": self.video})
+        """The run's id in the store. Retrieval settings only matter in PE."""
+        pe = self.mode == "pe"
+        return "b" + _digest({"query": self.prompt.query, "mode": self.mode, "llm": self.llm, "video": self.video,
+                              "seed": self.seed, "k": self.k if pe else 0, "router": self.router if pe else ""})
 
     def settings(self) -> pipeline.Settings:
         return pipeline.Settings(query=self.prompt.query, mode=self.mode, llm=self.llm, video=self.video,
@@ -47,7 +41,7 @@ class RunSpec:
 
     def meta(self) -> dict:
         """What the report needs beside the pipeline's own settings (kept in the run's settings under 'batch')."""
-        return {"key": self.key, "plan_key": self.plan_key, "prompt_index": self.prompt_index,
+        return {"key": self.key, "prompt_index": self.prompt_index,
                 "type": self.prompt.type, "category": self.prompt.category}
 
 
@@ -78,10 +72,3 @@ def build_grid(prompts: list[Prompt], modes: list[str], llms: list[str], videos:
     assert len(set(keys)) == len(keys), "run keys must be unique"
     return specs
 
-
-def plan_groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """The runs grouped by plan (the videos of one plan together), in grid order."""
-    groups: dict[str, list[RunSpec]] = {}
-    for spec in specs:
-        groups.setdefault(spec.plan_key, []).append(spec)
-    return list(groups.values())

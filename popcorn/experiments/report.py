@@ -88,16 +88,16 @@ def load_rows(out_dir: str | Path) -> list[Row]:
 # ---------------------------------------------------------------------------------------------------- tables
 
 
-def paired(rows: list[Row], factor: str, a: str, b: str, value: Callable[[Row], float | None],
-           ignore: tuple[str, ...] = ()) -> tuple[list[int], list[int]]:
+def paired(rows: list[Row], factor: str, a: str, b: str,
+           value: Callable[[Row], float | None]) -> tuple[list[int], list[int]]:
     """Outcomes (+1 a wins, 0 tie, -1 b wins) of the pairs of runs equal in everything but `factor`, and each pair's
-    prompt. Fields in `ignore` are left out of the match (the first run found stands for the others)."""
-    key_fields = [f for f in PAIR_KEY if f != factor and f not in ignore]
+    prompt."""
+    key_fields = [f for f in PAIR_KEY if f != factor]
     sides: dict[tuple, dict[str, float]] = {}
     for row in rows:
         side, v = getattr(row, factor), value(row)
         if side in (a, b) and v is not None:
-            sides.setdefault(tuple(getattr(row, f) for f in key_fields), {}).setdefault(side, v)
+            sides.setdefault(tuple(getattr(row, f) for f in key_fields), {})[side] = v
     outcomes, groups = [], []
     for key, found in sides.items():
         if a in found and b in found:
@@ -107,13 +107,13 @@ def paired(rows: list[Row], factor: str, a: str, b: str, value: Callable[[Row], 
 
 
 def win_table(rows: list[Row], factor: str, pairs: list[tuple[str, str]], value: Callable[[Row], float | None],
-              ignore: tuple[str, ...] = (), within: str | None = None) -> list[dict]:
+              within: str | None = None) -> list[dict]:
     """One win-rate row per (a, b) pair, optionally per value of `within` (e.g. per LLM)."""
     out = []
     for level in (sorted({getattr(r, within) for r in rows}) if within else [None]):
         subset = [r for r in rows if within is None or getattr(r, within) == level]
         for a, b in pairs:
-            outcomes, groups = paired(subset, factor, a, b, value, ignore)
+            outcomes, groups = paired(subset, factor, a, b, value)
             if outcomes:
                 out.append({**({within: level} if within else {}), "a": a, "b": b, **stats.win_rate(outcomes, groups)})
     return out
@@ -159,17 +159,14 @@ def human_matches(rows: list[Row]) -> dict[int, float]:
     return match
 
 
-def vs_human(rows: list[Row], ignore: tuple[str, ...] = ()) -> list[dict]:
+def vs_human(rows: list[Row]) -> list[dict]:
     """Each generated video against its own human-matched video, per LLM x mode."""
     out = []
     for llm, mode in dict.fromkeys((r.llm, r.mode) for r in rows if r.label is not None):
-        seen, outcomes, groups = set(), [], []
-        for r in rows:
-            key = tuple(getattr(r, f) for f in PAIR_KEY if f not in ignore)
-            if r.llm == llm and r.mode == mode and r.label is not None and r.human_label is not None and key not in seen:
-                seen.add(key)
-                outcomes.append(stats.compare(r.label, r.human_label))
-                groups.append(r.prompt_index)
+        mine = [r for r in rows if r.llm == llm and r.mode == mode and r.label is not None
+                and r.human_label is not None]
+        outcomes = [stats.compare(r.label, r.human_label) for r in mine]
+        groups = [r.prompt_index for r in mine]
         out.append({"llm": llm, "mode": mode, "a": f"generated ({mode})", "b": "its human-matched video",
                     **stats.win_rate(outcomes, groups)})
     return out
@@ -186,20 +183,19 @@ def build_report(out_dir: str | Path, judges: bool = True, progress: Callable[[s
     done = [r for r in rows if r.label is not None]
     h = lambda r: r.label  # noqa: E731
     sees_video = any(r.video_used for r in done)
-    ignore = () if sees_video else ("video",)  # the same plan scored once per video model: count it once
     llms, videos = _names(rows, "llm"), _names(rows, "video")
     report: dict[str, Any] = {
         "dir": str(out_dir),
         "summary": _summary(rows),
         "h_sees_video": sees_video,
         "medians": medians(rows),
-        "vs_human": vs_human(done, ignore),
-        "pe_vs_basic": win_table(done, "mode", [("pe", "basic")], h, ignore, within="llm"),
-        "llm_vs_llm": win_table(done, "llm", list(combinations(llms, 2)), h, ignore, within="mode"),
+        "vs_human": vs_human(done),
+        "pe_vs_basic": win_table(done, "mode", [("pe", "basic")], h, within="llm"),
+        "llm_vs_llm": win_table(done, "llm", list(combinations(llms, 2)), h, within="mode"),
         "video_vs_video": _video_table(done, videos, sees_video),
     }
     if judges and done:
-        report["judges"] = judge_tables(done, ignore, progress)
+        report["judges"] = judge_tables(done, progress)
     return report
 
 
@@ -223,20 +219,22 @@ def _video_table(done: list[Row], videos: list[str], sees_video: bool) -> dict:
         ties = all(r["ties"] == r["n"] for r in rows)
         return {"finding": False, "rows": rows,
                 "note": "h does not see the video (no frame encoder in the predictor): its scores depend on the title "
-                        "alone, so every video model scores the same on a shared plan"
-                        + (" (all pairs tie, as they must)." if ties else ". Some pairs differ: check the runs.")}
+                        "alone, not on the video models' renders, so these pairs say nothing about the video models"
+                        + (" (every pair ties)." if ties else "; where pairs differ, the plans differ (each plan is "
+                           "written for its video model's prompt budget), not the videos.")}
     return {"finding": True, "note": "h reads frame features of the rendered videos", "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------------- judges
 
 
-def judge_tables(done: list[Row], ignore: tuple[str, ...], progress: Callable[[str], None] | None = None) -> dict:
+def judge_tables(done: list[Row], progress: Callable[[str], None] | None = None) -> dict:
     from popcorn.experiments import judges
 
-    shown = {(r.prompt_index, r.llm, r.seed): r.references for r in done if r.mode == "pe" and r.references}
+    shown = {(r.prompt_index, r.llm, r.video, r.seed): r.references for r in done if r.mode == "pe" and r.references}
     novelty = judges.novelty([r.title for r in done], [r.references for r in done])
-    controls = judges.novelty([r.title for r in done], [shown.get((r.prompt_index, r.llm, r.seed), []) for r in done])
+    controls = judges.novelty([r.title for r in done],
+                              [shown.get((r.prompt_index, r.llm, r.video, r.seed), []) for r in done])
     by_id = {r.id: (n, c) for r, n, c in zip(done, novelty, controls)}
     table = []
     for llm, mode in dict.fromkeys((r.llm, r.mode) for r in done):
@@ -260,15 +258,15 @@ def judge_tables(done: list[Row], ignore: tuple[str, ...], progress: Callable[[s
            "novelty": table, "human_matched_base_rate": judges.human_base_rate(humans),
            "near_copy_examples": copies[:10],
            "pe_vs_basic_without_near_copies": win_table(original, "mode", [("pe", "basic")], lambda r: r.label,
-                                                        ignore, within="llm")}
+                                                        within="llm")}
     second = judges.second_judge(progress)
     labels = judges.second_judge_labels([{"title": r.title, "category": r.h_category} for r in done], second)
     judged = {r.id: v for r, v in zip(done, labels)}
     j2 = lambda r: judged.get(r.id)  # noqa: E731
     out["second_judge"] = {
         "name": judges.SECOND_JUDGE, "validation": second.info.get("validation"),
-        "pe_vs_basic": win_table(done, "mode", [("pe", "basic")], j2, ignore, within="llm"),
-        "llm_vs_llm": win_table(done, "llm", list(combinations(_names(done, "llm"), 2)), j2, ignore, within="mode")}
+        "pe_vs_basic": win_table(done, "mode", [("pe", "basic")], j2, within="llm"),
+        "llm_vs_llm": win_table(done, "llm", list(combinations(_names(done, "llm"), 2)), j2, within="mode")}
     return out
 
 

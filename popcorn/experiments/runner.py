@@ -13,8 +13,8 @@ stands is read from its row, so a batch can stop anywhere and start again:
 
 A run's files are written to out_dir/runs/.tmp/<id>-<pid>/ and renamed into place before its row says so; the row
 is committed last. A kill at any moment leaves at worst a stray temp folder (removed before that run is tried
-again), never a run counted as done without its files. A plan is shared by the runs that differ only in the video
-model; a failed plan is recorded on each of them with its stage and the LLM's raw answer.
+again), never a run counted as done without its files. A failed stage is recorded on the run with its message, hint
+and (for a plan) the LLM's raw answer.
 
 Models: the LLM is loaded once per process for all its plans and released before the video stage (an LLM and a
 video model never hold the GPU together); each video model then renders all its runs; the predictor scores last.
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from popcorn import pipeline
-from popcorn.experiments.grid import RunSpec, plan_groups
+from popcorn.experiments.grid import RunSpec
 from popcorn.experiments.shard import Shard, current_shard
 from popcorn.store import Store
 from popcorn.types import Plan, Retrieval, StageError
@@ -106,23 +106,21 @@ class BatchRunner:
 
     def run(self) -> BatchResult:
         started = time.perf_counter()
-        groups = self.shard.take(plan_groups(self.specs))
-        mine = [spec for group in groups for spec in group]
+        mine = self.shard.take(self.specs)
         self._write_manifest(mine)
         self.result.runs = len(mine)
         rows = {spec.key: self.store.get_run(spec.key) for spec in mine}
         where = {spec.key: standing(rows[spec.key], self.max_attempts) for spec in mine}
         self.result.already_done = sum(w == DONE for w in where.values())
         self.result.given_up = sum(w == GIVEN_UP for w in where.values())
-        to_plan = [g for g in groups if any(where[s.key] == NEW for s in g)]
-        self._start_bar(len(to_plan) + sum(w in (NEW, PLANNED) for w in where.values())
-                        + sum(w in (NEW, PLANNED, RENDERED) for w in where.values()))
+        todo = {NEW: 3, PLANNED: 2, RENDERED: 1}  # stages left
+        self._start_bar(sum(todo.get(w, 0) for w in where.values()))
         try:
             runs: dict[str, pipeline.Run] = {s.key: self._run_from_row(s, rows[s.key]) for s in mine
                                              if where[s.key] in (PLANNED, RENDERED)}
-            for llm in dict.fromkeys(g[0].llm for g in to_plan):  # stage 1: plans, one LLM at a time
-                for group in (g for g in to_plan if g[0].llm == llm):
-                    self._plan_group(group, rows, where, runs)
+            for llm in dict.fromkeys(s.llm for s in mine if where[s.key] == NEW):  # stage 1: plans, LLM by LLM
+                for spec in (s for s in mine if s.llm == llm and where[s.key] == NEW):
+                    runs[spec.key] = self._plan(spec, rows[spec.key], where)
                 release_models()
             for video in dict.fromkeys(s.video for s in mine):  # stage 2: renders, one video model at a time
                 for spec in (s for s in mine if s.video == video and where[s.key] == PLANNED):
@@ -139,32 +137,22 @@ class BatchRunner:
 
     # ------------------------------------------------------------------------------------------------ stages
 
-    def _plan_group(self, group: list[RunSpec], rows: dict, where: dict, runs: dict) -> None:
-        """One plan for the runs of a group that have none (an existing plan of the group is reused)."""
-        todo = [s for s in group if where[s.key] == NEW]
-        self._say(f"plan {todo[0].llm} {todo[0].mode}: {todo[0].prompt.query[:40]}")
-        existing = next((rows[s.key] for s in group if rows[s.key] and rows[s.key].get("plan")
-                         and where[s.key] != NEW), None)
+    def _plan(self, spec: RunSpec, row: dict | None, where: dict) -> pipeline.Run | None:
+        """retrieve (PE) + plan; the run is stored as planned, or as failed with the stage and the raw answer."""
+        self._say(f"plan {spec.llm} {spec.mode}: {spec.prompt.query[:40]}")
+        run = pipeline.Run(spec.settings(), id=spec.key)
         try:
-            if existing is not None:
-                made = self._run_from_row(group[0], existing)
-            else:
-                made = pipeline.make_plans(todo[0].settings())
-                self.result.plans += 1
+            pipeline.make_plans(run.settings, run=run)
         except StageError as exc:
-            for spec in todo:
-                self._fail(spec, exc, rows[spec.key], plan_run=None)
-                where[spec.key] = FAILED
-                self._skip(2)  # its render and score will not happen now
-            self._advance()
-            return
-        for spec in todo:
-            run = pipeline.Run(spec.settings(), id=spec.key, retrieval=made.retrieval, plan=made.plan,
-                               candidates=made.candidates, timings=dict(made.timings), notes=list(made.notes))
-            self._save(spec, run, "planned", PLANNED, rows[spec.key])
-            runs[spec.key] = run
-            where[spec.key] = PLANNED
+            self._fail(spec, exc, row, plan_run=None)
+            where[spec.key] = FAILED
+            self._advance(3)  # its render and score will not happen now: counted so the ETA stays true
+            return None
+        self.result.plans += 1
+        self._save(spec, run, "planned", PLANNED, row)
+        where[spec.key] = PLANNED
         self._advance()
+        return run
 
     def _render(self, spec: RunSpec, run: pipeline.Run, where: dict) -> None:
         """render + compose into a temp folder, renamed into runs/<id>/, then the row."""
@@ -184,8 +172,7 @@ class BatchRunner:
             shutil.rmtree(tmp, ignore_errors=True)
             self._fail(spec, exc, self.store.get_run(spec.key), plan_run=run)
             where[spec.key] = FAILED
-            self._skip(1)
-            self._advance()
+            self._advance(2)
             return
         self._save(spec, run, "planned", RENDERED)
         for kind in ("video", "cover", "metadata"):
@@ -244,11 +231,14 @@ class BatchRunner:
         self.result.failures.append({"id": spec.key, "stage": exc.stage, "error": str(exc)[:300]})
 
     def _run_from_row(self, spec: RunSpec, row: dict) -> pipeline.Run:
-        return pipeline.Run(spec.settings(), id=spec.key,
-                            retrieval=Retrieval.from_dict(row["retrieval"]) if row.get("retrieval") else None,
-                            plan=Plan.from_dict(row["plan"]) if row.get("plan") else None,
-                            candidates=list(row.get("candidates") or []), video=dict(row.get("video") or {}),
-                            timings=dict(row.get("timings") or {}), notes=list(row.get("notes") or []))
+        run = pipeline.Run(spec.settings(), id=spec.key,
+                           retrieval=Retrieval.from_dict(row["retrieval"]) if row.get("retrieval") else None,
+                           plan=Plan.from_dict(row["plan"]) if row.get("plan") else None,
+                           candidates=list(row.get("candidates") or []), video=dict(row.get("video") or {}),
+                           timings=dict(row.get("timings") or {}), notes=list(row.get("notes") or []))
+        if run.plan is not None and hasattr(run, "plan_info"):  # what run.json keeps beside the plan's own fields
+            run.plan_info = {k: v for k, v in row["plan"].items() if k not in run.plan.to_dict()}
+        return run
 
     # ------------------------------------------------------------------------------------------------ files
 
@@ -293,10 +283,6 @@ class BatchRunner:
             self._bar.update(n)
         if self.progress_cb is not None:
             self.progress_cb(self._units_done, self._units_total, "")
-
-    def _skip(self, n: int) -> None:
-        """Units that will not run now (a failed stage's later steps): counted so the ETA stays true."""
-        self._advance(n)
 
 
 def release_models() -> None:
