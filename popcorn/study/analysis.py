@@ -18,7 +18,7 @@ Attention-check repeats (check_of set) are used only to score the participant, n
   (an exact two-sided binomial test that left and right presses are equally likely, p < 0.01, on 6+ decisive votes);
   a constant button (the same button, e.g. always "tie", on all of 5+ pairs); disagreement with the crowd beyond
   chance (a one-sided exact binomial test of the voter's agreement with the other voters' majority against the agreement rate of all
-  other voters, p < 0.05, on 5+ pairs that have such a majority). `screened` repeats the win rates without them.
+  other voters, p < 0.01, on 5+ pairs that have such a majority). `screened` repeats the win rates without them.
 - h vs people: on each pair with a majority of decisive votes, did the video with the higher h win? The rate with its
   Wilson interval (and per vote, for reference).
 """
@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 
 Z95 = 1.959963984540054
 OUTCOMES = ("a", "b", "tie", "both_bad")
-SIDE_ALPHA, CROWD_ALPHA = 0.01, 0.05
+SIDE_ALPHA, CROWD_ALPHA = 0.01, 0.01
 MIN_SIDE_VOTES, MIN_CONSTANT, MIN_CROWD = 6, 5, 5
 BOOTSTRAP = 1000
 
@@ -172,24 +172,24 @@ def _rate(k: float, n: float) -> dict:
 
 
 def _bootstrap_rate(votes: list[dict], x: str, draws: int, seed: int) -> list[float] | None:
-    by_person = defaultdict(list)
+    """95% percentile interval of x's decisive win rate, resampling participants (their votes stay together)."""
+    per_person: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # participant -> [x wins, decisive votes]
     for v in votes:
-        by_person[v["participant"]].append(v)
-    people = sorted(by_person)
+        w = _winner(v)
+        if w is not None:
+            per_person[v["participant"]][0] += w == x
+            per_person[v["participant"]][1] += 1
+    people = sorted({v["participant"] for v in votes})
     if len(people) < 2:
         return None
+    counts = [per_person.get(p, [0, 0]) for p in people]
     rng = random.Random(seed)
     rates = []
     for _ in range(draws):
-        wins = decisive = 0
-        for person in rng.choices(people, k=len(people)):
-            for v in by_person[person]:
-                w = _winner(v)
-                if w is not None:
-                    decisive += 1
-                    wins += w == x
+        drawn = rng.choices(counts, k=len(counts))
+        decisive = sum(c[1] for c in drawn)
         if decisive:
-            rates.append(wins / decisive)
+            rates.append(sum(c[0] for c in drawn) / decisive)
     if not rates:
         return None
     rates.sort()
@@ -214,43 +214,48 @@ def win_rates(votes: list[dict], bootstrap: int = BOOTSTRAP, seed: int = 0) -> l
     return rows
 
 
+def _comparisons(votes: list[dict]) -> Counter:
+    """(winner, loser) -> weight: a decisive vote is one win, a tie or "both bad" half a win each way."""
+    out: Counter = Counter()
+    for v in votes:
+        a, b = str(v["condition_a"]), str(v["condition_b"])
+        if v["choice"] == "a":
+            out[(a, b)] += 1.0
+        elif v["choice"] == "b":
+            out[(b, a)] += 1.0
+        else:
+            out[(a, b)] += 0.5
+            out[(b, a)] += 0.5
+    return out
+
+
 def strengths(votes: list[dict], bootstrap: int = 200, seed: int = 0) -> dict:
     """Bradley-Terry strengths of the conditions with 95% bootstrap intervals (resampling participants)."""
     votes = first_showings(votes)
-
-    def comparisons(vs):
-        out = []
-        for v in vs:
-            a, b = str(v["condition_a"]), str(v["condition_b"])
-            if v["choice"] == "a":
-                out.append((a, b, 1.0))
-            elif v["choice"] == "b":
-                out.append((b, a, 1.0))
-            else:
-                out += [(a, b, 0.5), (b, a, 0.5)]
-        return out
-
     players = sorted({str(v[k]) for v in votes for k in ("condition_a", "condition_b")})
     if len(players) < 2:
         return {"players": players, "strengths": {}, "note": "fewer than two conditions"}
-    fit = bradley_terry(comparisons(votes), players)
+    fit = bradley_terry([(i, j, w) for (i, j), w in _comparisons(votes).items()], players)
     prior = fit.pop("__prior__")
     by_person = defaultdict(list)
     for v in votes:
         by_person[v["participant"]].append(v)
-    people = sorted(by_person)
+    per_person = [_comparisons(vs) for _, vs in sorted(by_person.items())]
     rng = random.Random(seed)
     samples = defaultdict(list)
-    for _ in range(bootstrap if len(people) >= 2 else 0):
-        drawn = [v for person in rng.choices(people, k=len(people)) for v in by_person[person]]
-        boot = bradley_terry(comparisons(drawn), players)
+    for _ in range(bootstrap if len(per_person) >= 2 else 0):
+        total: Counter = Counter()
+        for c in rng.choices(per_person, k=len(per_person)):
+            total.update(c)
+        boot = bradley_terry([(i, j, w) for (i, j), w in total.items()], players)
         boot.pop("__prior__")
-        for p, s in boot.items():
-            samples[p].append(s)
+        for p, value in boot.items():
+            samples[p].append(value)
     out = {}
     for p in players:
-        s = sorted(samples[p])
-        ci = [round(s[int(0.025 * (len(s) - 1))], 4), round(s[int(0.975 * (len(s) - 1))], 4)] if s else None
+        ordered = sorted(samples[p])
+        ci = ([round(ordered[int(0.025 * (len(ordered) - 1))], 4), round(ordered[int(0.975 * (len(ordered) - 1))], 4)]
+              if ordered else None)
         out[p] = {"strength": round(fit[p], 4), "ci95": ci}
     note = "" if len(players) > 2 else "two conditions: the strength ratio is the odds of the win rate with ties half"
     return {"players": players, "strengths": out, "prior": prior, "bootstrap": bootstrap, "note": note}
@@ -286,34 +291,40 @@ def attention(votes: list[dict]) -> dict[str, dict]:
     return dict(out)
 
 
-def _majorities(votes: list[dict], leave_out: str | None = None) -> dict[str, str]:
-    """item -> the strict majority answer (a or b) of the decisive votes, leaving one participant out."""
-    tally = defaultdict(Counter)
-    for v in first_showings(votes):
-        if v["participant"] != leave_out and v["choice"] in ("a", "b"):
-            tally[v["item"]][v["choice"]] += 1
-    return {item: ("a" if c["a"] > c["b"] else "b") for item, c in tally.items() if c["a"] != c["b"]}
-
-
 def screen(votes: list[dict]) -> list[dict]:
-    """Every participant with their checks, side balance and crowd agreement; `flags` lists the rules they broke."""
-    people = sorted({v["participant"] for v in votes})
+    """Every participant with their checks, side balance and crowd agreement; `flags` lists the rules they broke.
+
+    One pass over the votes: the decisive tallies per pair are counted once, and each voter's "others' majority" is
+    that tally minus their own vote."""
     checks = attention(votes)
+    firsts = first_showings(votes)
+    tally = defaultdict(Counter)
+    by_person = defaultdict(list)
+    for v in firsts:
+        by_person[v["participant"]].append(v)
+        if v["choice"] in ("a", "b"):
+            tally[v["item"]][v["choice"]] += 1
     crowd = {}
-    for person in people:
-        majority = _majorities(votes, leave_out=person)
-        mine = [v for v in first_showings(votes) if v["participant"] == person and v["item"] in majority]
-        crowd[person] = (sum(v["choice"] == majority[v["item"]] for v in mine), len(mine))
+    for person, mine in by_person.items():
+        agree = pairs = 0
+        for v in mine:
+            others = Counter(tally[v["item"]])
+            if v["choice"] in ("a", "b"):
+                others[v["choice"]] -= 1
+            if others["a"] != others["b"]:
+                pairs += 1
+                agree += v["choice"] == ("a" if others["a"] > others["b"] else "b")
+        crowd[person] = (agree, pairs)
+    all_agree, all_pairs = sum(k for k, _ in crowd.values()), sum(n for _, n in crowd.values())
     rows = []
-    for person in people:
-        mine = first_showings([v for v in votes if v["participant"] == person])
+    for person in sorted({v["participant"] for v in votes}):
+        mine = by_person.get(person, [])
         left = sum(v["side"] == "left" for v in mine)
         right = sum(v["side"] == "right" for v in mine)
         side_p = binom_two_sided(left, left + right)
-        agree, m = crowd[person]
-        others = [crowd[p] for p in people if p != person]
-        pooled_k, pooled_n = sum(k for k, _ in others), sum(n for _, n in others)
-        p0 = pooled_k / pooled_n if pooled_n else None
+        agree, m = crowd.get(person, (0, 0))
+        pooled_n = all_pairs - m
+        p0 = (all_agree - agree) / pooled_n if pooled_n else None  # the agreement rate of everyone else
         crowd_p = binom_cdf(agree, m, p0) if p0 is not None and m else None
         c = checks.get(person, {"checks": 0, "failed": 0})
         flags = []
