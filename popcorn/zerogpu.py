@@ -16,6 +16,7 @@ its `duration` seconds, and gets the weights the main process loaded at start-up
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ DECODE_AND_COMPOSE_SECONDS = 25
 # generated tokens per second of a transformers LLM in a slot (4-bit 70B-class models are the slow ones)
 TOKENS_PER_SECOND = {"llama-3.3-70b": 8.0, "qwen2.5-72b": 8.0}
 DEFAULT_TOKENS_PER_SECOND = 30.0
+DEFAULT_PLAN_TOKENS = 700
 
 
 def _spaces():
@@ -88,10 +90,11 @@ def _clamp(seconds: float) -> int:
     return int(max(MIN_SECONDS, min(MAX_SECONDS, round(seconds))))
 
 
-def plan_seconds(llm: str, candidates: int = 1, max_tokens: int = 700) -> int:
-    """A plan slot: every candidate may be asked twice (one re-ask), at the model's token rate, plus 10 s."""
+def plan_seconds(llm: str, candidates: int = 1, max_tokens: int = 0) -> int:
+    """A plan slot: every candidate may be asked twice (one re-ask), at the model's token rate, plus 10 s.
+    max_tokens 0 means the plan's own bound (about DEFAULT_PLAN_TOKENS)."""
     rate = TOKENS_PER_SECOND.get(str(llm).partition(":")[0], DEFAULT_TOKENS_PER_SECOND)
-    return _clamp(10 + max(1, int(candidates)) * 2 * int(max_tokens) / rate)
+    return _clamp(10 + max(1, int(candidates)) * 2 * (int(max_tokens) or DEFAULT_PLAN_TOKENS) / rate)
 
 
 def render_seconds(video: str, steps: int | None = None, memory_mode: str = "auto") -> int:
@@ -185,10 +188,11 @@ def call(fn: Callable, *args, channel: Channel, progress: Callable[[str, float, 
     """fn(*args) (a GPU slot, perhaps in another process) while this thread relays the channel's progress to
     `progress(stage, fraction, message)`; returns fn's result or raises its exception here."""
     box: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the caller's request context: spaces.GPU bills the visitor who asked
 
     def target():
         try:
-            box["result"] = fn(*args)
+            box["result"] = context.run(fn, *args)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 

@@ -87,7 +87,7 @@ def build() -> gr.Blocks:
 def create_app(demo: gr.Blocks | None = None):
     """The ASGI app: extra routers first, Gradio mounted at /, all behind the visitor cookie and the file guard."""
     from fastapi import FastAPI
-    from gradio.utils import get_cache_folder
+    from gradio.utils import get_upload_folder
 
     from popcorn.ui.guard import Guard
 
@@ -97,8 +97,8 @@ def create_app(demo: gr.Blocks | None = None):
         router = _load(spec)
         if router is not None:
             app.include_router(router)
-    cache = Path(get_cache_folder()).resolve()
-    serving.set_root(cache / "popcorn-serve")  # hand-outs live where Gradio's file route serves from
+    cache = Path(get_upload_folder()).resolve()  # Gradio's cache: what it serves, and where it copies what it serves
+    serving.set_root(cache / "popcorn-serve")  # hand-outs are made there, so Gradio serves them as they are
     demo.queue(default_concurrency_limit=2, max_size=64)
     app = gr.mount_gradio_app(
         app, demo, path="/", theme=gr.themes.Soft(primary_hue="orange", secondary_hue="rose"), css=CSS,
