@@ -3,7 +3,8 @@
     flock /tmp/popcorn-bench.lock .venv/bin/python bench/study_load.py [--participants 50] [--votes 20]
 
 1. a study of 30 pairs, each of two files of its own cut from 10 small H.264 clips (ffmpeg's test source: the
-   videos do not matter here, the vote path does) in a fresh store; the study routes served alone by uvicorn on 127.0.0.1 (a subprocess);
+   videos do not matter here, the vote path does) in a fresh store; the study routes served alone by uvicorn on
+   127.0.0.1 (a subprocess);
 2. `participants` people join over HTTP, then all vote at once, `votes` each, one thread per person, each vote
    retried until answered (bounded: 120 s a vote); every 4th vote is sent twice at the same moment (a double click);
 3. when 40% of the votes are acknowledged the server is killed with SIGKILL and restarted on the same port;

@@ -336,9 +336,9 @@ def test_invite_codes(home, served):
 
 def test_cli_creates_lists_and_reports_results_as_json(home, study, tmp_path):
     env = {**os.environ, "POPCORN_HOME": str(home)}
-    out = subprocess.run([sys.executable, "-m", "popcorn", "study", "create", "--name", "from the CLI", "--from", "runs",
-                          "--factor", "mode", "--a", "basic", "--b", "pe", "--per-participant", "2", "--invites", "3",
-                          "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "popcorn", "study", "create", "--name", "from the CLI", "--from",
+                          "runs", "--factor", "mode", "--a", "basic", "--b", "pe", "--per-participant", "2",
+                          "--invites", "3", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
     assert created["url"].endswith(f"/s/{created['link']}/") and len(created["invites"]) == 3

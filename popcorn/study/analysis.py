@@ -17,8 +17,9 @@ Attention-check repeats (check_of set) are used only to score the participant, n
 - voter screening, each rule stated in the result: attention checks failed (half or more of them); one-sided voting
   (an exact two-sided binomial test that left and right presses are equally likely, p < 0.01, on 6+ decisive votes);
   a constant button (the same button, e.g. always "tie", on all of 5+ pairs); disagreement with the crowd beyond
-  chance (a one-sided exact binomial test of the voter's agreement with the other voters' majority against the agreement rate of all
-  other voters, p < 0.01, on 5+ pairs that have such a majority). `screened` repeats the win rates without them.
+  chance (a one-sided exact binomial test of the voter's agreement with the other voters' majority against the
+  agreement rate of all other voters, p < 0.01, on 5+ pairs that have such a majority). `screened` repeats the win
+  rates without them.
 - h vs people: on each pair with a majority of decisive votes, did the video with the higher h win? The rate with its
   Wilson interval (and per vote, for reference).
 """
