@@ -56,6 +56,9 @@ def test_prompt_type_from_the_run_wins(tmp_path):
     r = run(tmp_path, "x", "some idea")
     r["settings"]["prompt_type"] = "Abstract"
     assert P.prompt_type(r, {}) == "abstract"
+    r = run(tmp_path, "y", "some idea")  # a batch run: its prompt file's type and category
+    r["settings"]["batch"] = {"type": "concrete", "category": "Pets"}
+    assert (P.prompt_type(r, {}), P.category(r)) == ("concrete", "Pets")
 
 
 def test_pair_file_json_and_csv(tmp_path):

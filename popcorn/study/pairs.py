@@ -49,6 +49,10 @@ def h_score(run: dict) -> float | None:
 
 
 def category(run: dict) -> str:
+    """The category the batch's prompt file gave, else the plan's first matched category, else h's."""
+    given = ((run.get("settings") or {}).get("batch") or {}).get("category")
+    if given:
+        return str(given)
     plan = run.get("plan") or {}
     cats = plan.get("matched_categories") or []
     return str(cats[0] if cats else (run.get("score") or {}).get("category", "") or "")
@@ -61,9 +65,9 @@ def _known_prompt_types() -> dict[str, str]:
 
 
 def prompt_type(run: dict, known: dict[str, str] | None = None) -> str:
-    """abstract / concrete when the run (or its batch's prompt list) says so, or the query is a known example."""
+    """abstract / concrete when the run (or its batch's prompt file) says so, or the query is a known example."""
     settings = run.get("settings") or {}
-    for value in (run.get("prompt_type"), settings.get("prompt_type")):
+    for value in (run.get("prompt_type"), settings.get("prompt_type"), (settings.get("batch") or {}).get("type")):
         if str(value or "").lower() in PROMPT_TYPES:
             return str(value).lower()
     query = str(settings.get("query") or run.get("query") or "").strip().lower()
