@@ -3,7 +3,8 @@
   batch --prompts FILE|hub --modes basic,pe --llms a,b --videos x,y [--k 10] [--seeds 1] --out DIR [--max-attempts 3]
   report DIR [--json] [--out report.md] [--no-judges]
 
-Under `accelerate launch [--cpu] --num_processes N -m popcorn batch ...` every process takes its share of the runs.
+Under `accelerate launch --multi_gpu --num_processes N -m popcorn batch ...` (torchrun; CPU processes too) every
+process takes its share of the runs (popcorn/experiments/shard.py).
 """
 
 from __future__ import annotations
