@@ -1,0 +1,124 @@
+"""Packaging: a wheel carries prompts/ and assets/, and `popcorn studio` from an installed wheel serves the page from
+any folder; the README's Space front matter pins the versions the tests run on; a Space builds llama.cpp portably.
+
+The wheel goes into a fresh venv without its dependencies (--no-deps; the venv sees .venv's packages through a .pth
+file, so nothing is downloaded) and runs with the checkout nowhere on its path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.llm_server import free_port, stop_process
+except ImportError:
+    from llm_server import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _front_matter() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    block = text.split("---\n", 2)[1]
+    return dict(line.split(": ", 1) for line in block.strip().splitlines())
+
+
+def test_front_matter_pins_the_gradio_and_python_the_tests_run_on():
+    import gradio
+
+    meta = _front_matter()
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    assert meta["sdk_version"] == gradio.__version__
+    assert meta["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_space_requirements_build_llama_cpp_portably_and_the_package_reads_the_same_list():
+    lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    llama = [line for line in lines if line.startswith("llama-cpp-python")]
+    assert llama == ["llama-cpp-python[server]==0.3.36 --config-settings=cmake.args=-DGGML_NATIVE=OFF"]
+    assert not any(line.startswith("-r") for line in lines)  # a Space mounts requirements.txt alone
+    import runpy
+
+    import setuptools
+
+    captured = {}
+    original = setuptools.setup
+    setuptools.setup = lambda **kwargs: captured.update(kwargs)
+    try:
+        runpy.run_path(str(ROOT / "setup.py"))
+    finally:
+        setuptools.setup = original
+    requires = captured["install_requires"]
+    assert "llama-cpp-python[server]==0.3.36" in requires and "gradio>=6.0,<7" in requires
+    assert not any(" " in r or r.startswith("-") for r in requires)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(ROOT)], check=True, capture_output=True, timeout=900)
+    (found,) = out.glob("popcorn_studio-*.whl")
+    return found
+
+
+def test_the_wheel_carries_prompts_and_assets(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder, package in (("prompts", "popcorn/prompt_templates"), ("assets", "popcorn/assets")):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".txt", ".json", ".otf", ".ttf"):
+                assert f"{package}/{path.relative_to(ROOT / folder).as_posix()}" in names, path
+    assert {"popcorn/ui/app.py", "popcorn/ui/studio_page.py", "popcorn/studio/actions.py"} <= names
+
+
+@pytest.mark.slow
+def test_popcorn_studio_from_an_installed_wheel_serves_the_page_from_any_folder(wheel, tmp_path):
+    import site
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "popcorn-test-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "POPCORN_HOST", "POPCORN_PORT",
+                                                             "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT")}
+    env.update({"POPCORN_HOME": str(tmp_path / "home"), "GRADIO_ANALYTICS_ENABLED": "False"})
+    where = subprocess.run(
+        [python, "-c", "import popcorn, popcorn.config as c, popcorn.prompts as p; print(popcorn.__file__); "
+                       "print(len(p.basic_messages('a cat'))); print((c.ASSETS_DIR / 'categories.json').is_file())"],
+        cwd=elsewhere, env=env, check=True, capture_output=True, text=True, timeout=300).stdout.split()
+    assert where[0].startswith(str(venv)) and where[1:] == ["2", "True"]  # the wheel's popcorn, its own data
+
+    port = free_port()
+    log = open(tmp_path / "studio.log", "w")
+    proc = subprocess.Popen([venv / "bin" / "popcorn", "studio", "--port", str(port)], cwd=elsewhere, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, (tmp_path / "studio.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+                    config = response.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "studio.log").read_text()[-3000:]
+                time.sleep(0.5)
+        assert "Popcorn studio" in config and '"api_name":"plan"' in config.replace(" ", "")
+    finally:
+        stop_process(proc)
+        log.close()
