@@ -8,6 +8,7 @@ and the storyboard under another name. They record the process they ran in.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import sys
@@ -120,6 +121,16 @@ register_video("slot-video", SlotVideo, "the storyboard, as if it needed a GPU")
 '''
 
 
+def _private_registries(monkeypatch) -> None:
+    """Backends a test registers are forgotten after it (the registries are restored)."""
+    import popcorn.llm.base as llm_base
+    import popcorn.video.base as video_base
+
+    for module in (llm_base, video_base):
+        monkeypatch.setattr(module, "_REGISTRY", copy.copy(module._REGISTRY))
+        monkeypatch.setattr(module, "_INSTANCES", copy.copy(module._INSTANCES))
+
+
 @pytest.fixture
 def zerogpu(tmp_path, monkeypatch):
     """The stand-in `spaces` importable here and in spawned workers; the studio's slots re-decorated with it."""
@@ -132,6 +143,7 @@ def zerogpu(tmp_path, monkeypatch):
     monkeypatch.setenv("SPACES_STANDIN_IMPORTS", "popcorn_gpu_standins")
     monkeypatch.setenv("STANDIN_LOG", str(log))
     monkeypatch.setenv("POPCORN_HOME", str(tmp_path / "home"))
+    _private_registries(monkeypatch)
     for name in ("spaces", "popcorn_gpu_standins"):
         sys.modules.pop(name, None)
     import spaces
@@ -274,3 +286,37 @@ def _report_until_cancelled(channel):
             return
         channel.report("render", i / 1000, f"step {i}")
         time.sleep(0.1)
+
+
+def test_gpu_weights_load_at_start_up_and_nothing_else_does(monkeypatch):
+    """On ZeroGPU, app start-up loads the enabled GPU backends (as ZeroGPU expects); CPU and API ones are left alone."""
+    from popcorn import zerogpu as zg
+    from popcorn.llm import register as register_llm
+    from popcorn.video import register as register_video
+
+    _private_registries(monkeypatch)
+    loaded = []
+
+    class GpuLLM:
+        needs_gpu, description = True, "gpu llm"
+
+        def available(self):
+            return True, ""
+
+        def load(self):
+            loaded.append("llm")
+
+    class GpuVideo:
+        needs_gpu, description = True, "gpu video"
+
+        def available(self):
+            return True, ""
+
+        def pipeline(self, mode, progress=None, fast=False):
+            loaded.append(("video", mode))
+
+    register_llm("preload-llm", GpuLLM, "gpu llm")
+    register_video("preload-video", GpuVideo, "gpu video")
+    assert zg.preload(["preload-llm", "local", "openai"], ["preload-video", "storyboard", "sora"]) == [
+        "preload-llm", "preload-video"]
+    assert loaded == ["llm", ("video", "gpu")]
