@@ -1,4 +1,6 @@
 # Source this on the device tool's offline GPU machine, in the repository root:  source bench/device_setup.sh
+# (bench/gpu_path.py and bench/video_speed.py also need the model configs: copy ../shared/model-configs' transformer,
+# vae, scheduler and guider folders and model_index.json into the git-excluded .mc/ and carry it with .whl.)
 # Installs the carried wheels (.whl: diffusers, importlib_metadata) into /tmp/site, and flash-attn-4 when its parts
 # are here. flash-attn-4 needs the CuTe DSL's libraries, more than one call may carry (64 MiB), so they come in two
 # parts: .fa4a (the MLIR library, xz) with one call, unpacked into /tmp/fa4ir (kept between calls on a

@@ -90,6 +90,21 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def environment() -> dict:
+    """torch and diffusers versions, and the GPU (name, total GiB) if there is one."""
+    found: dict = {"torch": torch.__version__}
+    try:
+        import diffusers
+
+        found["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        found["device"] = torch.cuda.get_device_name()
+        found["gpu_total_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
+    return found
+
+
 # ------------------------------------------------------------------------------------------------------ building
 
 
@@ -668,16 +683,8 @@ def main() -> None:
     if [v for v in args.demo if v not in DEMOS]:
         parser.error(f"unknown demo setup in {args.demo}")
 
-    results: dict = {"torch": torch.__version__, "models": [], "args": vars(args)}
-    try:
-        import diffusers
-
-        results["diffusers"] = diffusers.__version__
-    except ImportError:
-        pass
+    results: dict = {**environment(), "models": [], "args": vars(args)}
     if torch.cuda.is_available():
-        results["device"] = torch.cuda.get_device_name()
-        results["gpu_total_gib"] = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
         results["matmul_bf16_tflops"] = round(matmul_tflops(), 1)
         log("device", results["device"], "bf16 matmul", results["matmul_bf16_tflops"], "TFLOP/s")
         if args.attention_bench:

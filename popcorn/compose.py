@@ -78,22 +78,33 @@ def best_frame_index(frames: np.ndarray, samples: int = 48) -> int:
     return int(candidates[int(np.argmax(scores))])
 
 
+def _release_cover_model(cover_model: str) -> None:
+    _COVER_PIPELINES.pop(cover_model, None)
+
+
 def generate_cover_image(cover_model: str, prompt: str, width: int, height: int, seed: int = 0) -> Image.Image:
-    """Text-to-image with a diffusers pipeline (hub id or local folder), loaded once and kept."""
+    """Text-to-image with a diffusers pipeline (hub id or local folder), loaded once and kept until another model
+    loads (popcorn/resident.py: loading it releases the video pipelines, and a later video load releases it)."""
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    pipe = _COVER_PIPELINES.get(cover_model)
-    if pipe is None:
-        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        pipe = AutoPipelineForText2Image.from_pretrained(cover_model, torch_dtype=dtype)
-        pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-        pipe.set_progress_bar_config(disable=True)
-        _COVER_PIPELINES[cover_model] = pipe
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # most image models want sizes divisible by 16; keep the clip's aspect ratio
-    w, h = max(16, width // 16 * 16), max(16, height // 16 * 16)
-    result = pipe(prompt=prompt, width=w, height=h, generator=torch.Generator(device).manual_seed(seed))
+    from popcorn import resident
+
+    holder = f"cover:{cover_model}"
+    with resident.exclusive():
+        pipe = _COVER_PIPELINES.get(cover_model)
+        if pipe is None:
+            resident.make_room(holder)
+            dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+            pipe = AutoPipelineForText2Image.from_pretrained(cover_model, torch_dtype=dtype)
+            pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+            pipe.set_progress_bar_config(disable=True)
+            _COVER_PIPELINES[cover_model] = pipe
+            resident.hold(holder, lambda: _release_cover_model(cover_model))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # most image models want sizes divisible by 16; keep the clip's aspect ratio
+        w, h = max(16, width // 16 * 16), max(16, height // 16 * 16)
+        result = pipe(prompt=prompt, width=w, height=h, generator=torch.Generator(device).manual_seed(seed))
     return result.images[0].convert("RGB").resize((width, height), Image.LANCZOS)
 
 

@@ -20,7 +20,7 @@ def clip():
 
 
 def test_storyboard_is_a_portrait_preview_clip(clip):
-    assert clip.frames.shape == (84, 854, 480, 3) and clip.frames.dtype == np.uint8
+    assert clip.frames.shape == (72, 854, 480, 3) and clip.frames.dtype == np.uint8  # 3 s at 24 fps: the default length
     assert (clip.width, clip.height, clip.fps) == (480, 854, 24)
     assert clip.is_preview is True and clip.generator == "storyboard"
     assert any(PREVIEW_BANNER in note for note in clip.notes)

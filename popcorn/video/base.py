@@ -11,6 +11,7 @@ cheap: no weights are read and no network call is made before the first `render(
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -22,6 +23,20 @@ from popcorn.types import StageError
 Progress = Callable[[float, str], None]
 
 MAX_PROMPT_CHARS = 2000  # longer prompts are cut at a sentence/word boundary (every text encoder truncates anyway)
+DEFAULT_SECONDS = 3.0  # a micro-video: the plan's video prompt describes "about three seconds" (prompts/system.txt)
+
+
+def default_seconds() -> float:
+    """The clip length when a request names none: POPCORN_CLIP_SECONDS, else DEFAULT_SECONDS."""
+    raw = os.environ.get("POPCORN_CLIP_SECONDS", "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_SECONDS
+    except ValueError:
+        raise StageError("render", f"POPCORN_CLIP_SECONDS={raw!r} is not a number of seconds",
+                         "set it to e.g. 3 or 5.5, or unset it") from None
+    if not 0 < value <= 60:
+        raise StageError("render", f"POPCORN_CLIP_SECONDS={raw!r} is out of range", "use a length in (0, 60] seconds")
+    return value
 
 
 @dataclass
@@ -32,7 +47,8 @@ class RenderRequest:
     negative_prompt: str = ""
     width: int | None = None
     height: int | None = None
-    num_frames: int | None = None
+    num_frames: int | None = None  # wins over seconds when given
+    seconds: float | None = None  # clip length, mapped to the nearest valid frame count (None: default_seconds())
     fps: int | None = None
     steps: int | None = None
     seed: int = 0
@@ -46,6 +62,7 @@ class RenderRequest:
             "width": self.width,
             "height": self.height,
             "num_frames": self.num_frames,
+            "seconds": self.seconds,
             "fps": self.fps,
             "steps": self.steps,
             "seed": self.seed,

@@ -1,35 +1,53 @@
 """The shared adapter for diffusers text-to-video pipelines: one `DiffusersSpec` per model, one class that runs it.
 
 A spec says, explicitly, what the model is: hub id and pipeline class, its native sizes, its frame-count rule
-(8k+1 for LTX, 4k+1 for the others), fps, default steps and guidance, and roughly how much GPU memory it needs.
-`DiffusersGenerator(spec)` then:
+(8k+1 for LTX, 4k+1 for the others), fps, and how much GPU memory it needs (measured: bench/RESULTS.md). The recipe
+(steps, guidance, scheduler) is the pipeline's own: defaults come from the pipeline's `__call__` signature and its
+scheduler config; a spec keeps only deliberate overrides, each with its reason, and an override the pipeline does not
+take is refused when the model loads. `DiffusersGenerator(spec)` then:
 
-1. snaps a request onto the model's sizes / frame counts / fps (portrait 9:16 where the model can; says so where
-   it cannot),
+1. snaps a request onto the model's sizes / frame counts / fps (portrait 9:16 where the model can; says so where it
+   cannot); the clip length is a number of seconds (default about 3 s, a micro-video) mapped to a valid frame count,
 2. finds the weights: env POPCORN_VIDEO_<NAME>_PATH (a local diffusers folder), else
    <cache_dir>/models/video/<name>/, else the hub (`from_pretrained(hub_id)`, also from the local HF cache offline),
-3. picks a memory mode from free GPU memory (all on GPU in bf16 / model CPU offload / sequential offload, with VAE
-   tiling + slicing when offloading), unless the request names one,
-4. loads the pipeline once and keeps it, turns the seed into a torch.Generator, and runs it, reporting each step;
-5. on the GPU, runs it on the fast path (popcorn/video/speed.py: exact, compiled on the first render) unless the
-   request says speed="plain".
+3. before loading, releases every other resident model (popcorn/resident.py: other video pipelines, the cover model,
+   a GPU LLM) and empties the allocator's cache; picks the memory mode once per load (all on GPU in bf16 / model CPU
+   offload / sequential offload) from the memory PyTorch can use plus what this generator itself holds, unless the
+   request names one; later renders keep it, so the pipeline is not reloaded or recompiled back and forth,
+4. tiles the VAE decode wherever the untiled decode would not fit (always when offloading),
+5. turns the seed into a torch.Generator and runs the pipeline, reporting each denoising step (through
+   callback_on_step_end, or by wrapping the scheduler's step where the pipeline has no callback); a progress callback
+   that raises (Cancel) stops the render there,
+6. on the GPU, runs it on the fast path (popcorn/video/speed.py: exact, compiled on the first render, the compiled
+   artifacts kept in the Popcorn cache across restarts) unless the request says speed="plain".
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import math
 import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from popcorn import config
+from popcorn import config, resident
 from popcorn.types import StageError
-from popcorn.video.base import Clip, Progress, RenderRequest, check_memory_mode, check_speed, clean_prompt
+from popcorn.video.base import (
+    DEFAULT_SECONDS,
+    Clip,
+    Progress,
+    RenderRequest,
+    check_memory_mode,
+    check_speed,
+    clean_prompt,
+    default_seconds,
+)
 
 GIB = 1024**3
 
@@ -39,7 +57,7 @@ class FrameRule:
     """Frame counts the model accepts: multiple * k + 1, between minimum and maximum."""
 
     multiple: int
-    default: int
+    default: int  # the model's own default length (its model card / pipeline); requests default to seconds instead
     minimum: int
     maximum: int
 
@@ -49,6 +67,8 @@ class FrameRule:
         return int(min(self.maximum, max(self.minimum, snapped)))
 
     def describe(self) -> str:
+        if self.minimum == self.maximum:
+            return f"{self.minimum} frames only"
         return f"{self.multiple}k+1 frames, {self.minimum}..{self.maximum}"
 
 
@@ -61,18 +81,20 @@ class DiffusersSpec:
     sizes: tuple[tuple[int, int], ...]  # native (width, height); the first is the default (portrait where possible)
     frames: FrameRule
     fps: int
-    steps: int
-    guidance: float | None = None  # passed as guidance_scale; None leaves the pipeline's own (e.g. a guider)
     free_sizes: bool = False  # True: any size divisible by size_multiple, up to max_pixels, is native
     size_multiple: int = 16
     max_pixels: int = 720 * 1280
     size_note: str = ""  # said when the requested shape is not available, e.g. "720x480 only; not portrait"
     dtype: str = "bfloat16"
+    component_dtypes: dict[str, tuple[str, str]] = field(default_factory=dict)  # component -> (dtype, why)
     frame_rate_arg: str | None = None  # the __call__ argument that takes fps, when the model is fps-conditioned
-    call_kwargs: dict[str, Any] = field(default_factory=dict)
-    default_negative_prompt: str = ""
-    gpu_gib: float = 24.0  # free GPU memory for everything resident in bf16, at the default size
-    offload_gib: float = 12.0  # free GPU memory for model CPU offload; below it, sequential offload
+    steps: int | None = None  # num_inference_steps override; None: the pipeline's own default
+    overrides: dict[str, tuple[Any, str]] = field(default_factory=dict)  # __call__ argument -> (value, why)
+    scheduler_by_size: tuple[tuple[int, dict, str], ...] = ()  # (from this many pixels, scheduler config, why)
+    default_negative_prompt: str = ""  # the model card's / demo's negative prompt, when it has one
+    gpu_gib: float = 24.0  # memory PyTorch must be able to use for everything resident in bf16, at the default size
+    offload_gib: float = 12.0  # the same for model CPU offload; below it, sequential offload
+    decode_gib: float = 8.0  # what an untiled VAE decode adds at the default size and length (scales with pixels)
 
     @property
     def env_var(self) -> str:
@@ -87,6 +109,41 @@ def _aspect_distance(a: tuple[int, int], b: tuple[int, int]) -> float:
     return abs(math.log(a[0] / a[1]) - math.log(b[0] / b[1]))
 
 
+# ------------------------------------------------------------------------------------------------------- recipe
+
+
+@functools.lru_cache(maxsize=None)
+def pipeline_signature(pipeline_class: str) -> tuple[frozenset[str], dict[str, Any]]:
+    """(the argument names of the pipeline's __call__, the defaults it gives them)."""
+    import diffusers
+
+    parameters = inspect.signature(getattr(diffusers, pipeline_class).__call__).parameters
+    names = frozenset(n for n in parameters if n != "self")
+    defaults = {n: p.default for n, p in parameters.items() if n != "self" and p.default is not inspect.Parameter.empty}
+    return names, defaults
+
+
+def check_recipe(spec: DiffusersSpec) -> None:
+    """Refuse a spec whose overrides the pipeline does not take (they would be dropped or fail deep in the call)."""
+    names, _ = pipeline_signature(spec.pipeline_class)
+    asked = set(spec.overrides) | ({spec.frame_rate_arg} if spec.frame_rate_arg else set())
+    unknown = sorted(asked - names)
+    if unknown:
+        raise StageError("render", f"{spec.label}: {spec.pipeline_class} takes no argument {', '.join(unknown)}",
+                         f"fix the adapter's overrides in popcorn/video/ for {spec.name} (the installed diffusers "
+                         "may have renamed them)")
+
+
+def default_steps(spec: DiffusersSpec) -> int | None:
+    """The spec's override, else the pipeline's default num_inference_steps (None if diffusers is not installed)."""
+    if spec.steps:
+        return spec.steps
+    try:
+        return pipeline_signature(spec.pipeline_class)[1].get("num_inference_steps")
+    except (ImportError, AttributeError):
+        return None
+
+
 class DiffusersGenerator:
     """Runs one diffusers text-to-video pipeline described by a DiffusersSpec."""
 
@@ -94,10 +151,18 @@ class DiffusersGenerator:
         self.spec = spec
         self.name = spec.name
         self.description = f"{spec.label} ({spec.pipeline_class}, {spec.hub_id})"
+        self._holder = f"video:{spec.name}#{id(self)}"  # this generator's name in popcorn/resident.py
         self._pipe = None
         self._pipe_key: tuple[str, str, bool] | None = None  # (weights source, placement, fast) of the loaded pipeline
+        self._auto = False  # the loaded pipeline's memory mode was chosen by "auto" (kept until the next load)
+        self._mode_note = ""  # why that mode was chosen
+        self._held = 0  # GPU bytes the loaded pipeline holds (allocated during its load)
+        self._scheduler_config: dict | None = None  # the loaded scheduler's own config (size-based changes start here)
+        self._scheduler_changes: dict = {}
         self._fast = None  # the FastPath applied to the loaded pipeline, if any
         self._fast_failed = ""  # why the fast path could not run here (then renders stay plain)
+        self._compile_artifacts: set[str] = set()  # compile-cache files loaded or saved in this process
+        self.loads = 0  # how many times a pipeline was loaded (for tests and benchmarks)
 
     # ----------------------------------------------------------------------------------------------- where/what
 
@@ -127,33 +192,47 @@ class DiffusersGenerator:
             return False, (f"offline and {self.spec.hub_id} is not in the HF cache: set {self.spec.env_var} to a "
                            f"local diffusers folder or put one at {local_models_dir() / self.spec.name}")
         try:
-            import torch
+            import torch  # noqa: F401
         except ImportError:
             return False, "torch is not installed"
-        if not torch.cuda.is_available():
-            return False, f"no CUDA GPU here; {self.spec.label} needs about {self.spec.offload_gib:.0f} GiB of GPU memory"
-        free, _ = torch.cuda.mem_get_info()
-        if free < 4 * GIB:
-            return False, f"only {free / GIB:.1f} GiB of GPU memory free"
+        reading = resident.gpu_memory()
+        if reading is None:
+            return False, (f"no CUDA GPU here; {self.spec.label} needs about {self.spec.offload_gib:.0f} GiB of GPU "
+                           "memory")
+        usable = reading[1] / GIB  # other resident models are released before a load: count the whole card
+        if usable < 4:
+            return False, f"only {usable:.1f} GiB of GPU memory on this card"
         return True, f"weights from {where}: {source}"
 
     # ----------------------------------------------------------------------------------------------------- snap
+
+    def default_frames(self, seconds: float | None = None) -> int:
+        """The valid frame count nearest to `seconds` (default: the configured clip length) at the model's fps."""
+        return self.spec.frames.snap(round((seconds or default_seconds()) * self.spec.fps) + 1)
 
     def snap(self, req: RenderRequest) -> tuple[RenderRequest, list[str]]:
         spec = self.spec
         notes: list[str] = []
         width, height = self._snap_size(req.width, req.height, notes)
-        frames = spec.frames.snap(req.num_frames or spec.frames.default)
-        if req.num_frames and frames != req.num_frames:
-            notes.append(f"{spec.label}: {req.num_frames} frames -> {frames} ({spec.frames.describe()})")
+        if req.num_frames:
+            frames = spec.frames.snap(req.num_frames)
+            if frames != req.num_frames:
+                notes.append(f"{spec.label}: {req.num_frames} frames -> {frames} ({spec.frames.describe()})")
+        else:
+            seconds = req.seconds or default_seconds()
+            frames = self.default_frames(seconds)
+            if abs(frames - 1 - seconds * spec.fps) > spec.frames.multiple:  # further than the frame rule's step
+                notes.append(f"{spec.label}: {seconds:g} s -> {frames} frames = {frames / spec.fps:.1f} s at "
+                             f"{spec.fps} fps ({spec.frames.describe()})")
         fps = spec.fps
         if req.fps and req.fps != fps:
             notes.append(f"{spec.label} renders at {spec.fps} fps; {req.fps} fps was asked for")
-        steps = int(req.steps or spec.steps)
-        if steps < 1:
-            steps = spec.steps
-            notes.append(f"steps must be >= 1; using {spec.steps}")
-        return replace(req, width=width, height=height, num_frames=frames, fps=fps, steps=steps), notes
+        steps = req.steps if req.steps is not None else default_steps(spec)
+        if steps is not None and int(steps) < 1:
+            steps = default_steps(spec)
+            notes.append(f"steps must be >= 1; using {steps}")
+        return replace(req, width=width, height=height, num_frames=frames, seconds=round(frames / fps, 3), fps=fps,
+                       steps=int(steps) if steps is not None else None), notes
 
     def _snap_size(self, width: int | None, height: int | None, notes: list[str]) -> tuple[int, int]:
         spec = self.spec
@@ -189,24 +268,31 @@ class DiffusersGenerator:
     # ---------------------------------------------------------------------------------------------- memory/load
 
     def choose_memory_mode(self, requested: str) -> tuple[str, list[str]]:
-        """'cpu' when there is no GPU; otherwise the requested mode, or for 'auto' the fastest that fits."""
-        import torch
+        """'cpu' when there is no GPU; otherwise the requested mode, or for 'auto' the fastest that fits.
 
+        'auto' is decided once per load: while the pipeline it loaded is resident, later renders keep its mode (its
+        own weights would otherwise count against it, and the next render would pick another mode and reload). The
+        memory counted is what PyTorch can still use plus what this generator already holds; other resident models
+        are released before this is read (see render)."""
         requested = check_memory_mode(requested)
-        if not torch.cuda.is_available():
+        reading = resident.gpu_memory()
+        if reading is None:
             return "cpu", ["no CUDA GPU: running on the CPU in float32 (only practical for tiny test pipelines)"]
         if requested != "auto":
             return requested, [f"memory mode {requested} (asked for)"]
-        free, total = torch.cuda.mem_get_info()
-        free_gib = free / GIB
-        if free_gib >= self.spec.gpu_gib:
+        if self._pipe is not None and self._auto:
+            return self._pipe_key[1], [f"memory mode {self._pipe_key[1]} (auto, chosen at load: {self._mode_note})"]
+        free, total = reading
+        usable_gib = (free + self._held) / GIB
+        if usable_gib >= self.spec.gpu_gib:
             mode = "gpu"
-        elif free_gib >= self.spec.offload_gib:
+        elif usable_gib >= self.spec.offload_gib:
             mode = "model_offload"
         else:
             mode = "sequential_offload"
-        return mode, [f"memory mode {mode} (auto: {free_gib:.0f} GiB free of {total / GIB:.0f}; all-on-GPU wants "
-                      f"~{self.spec.gpu_gib:.0f}, model offload ~{self.spec.offload_gib:.0f})"]
+        why = (f"{usable_gib:.0f} GiB usable of {total / GIB:.0f}; all-on-GPU wants ~{self.spec.gpu_gib:.0f}, "
+               f"model offload ~{self.spec.offload_gib:.0f}")
+        return mode, [f"memory mode {mode} (auto: {why})"]
 
     def choose_speed(self, requested: str, mode: str) -> tuple[bool, list[str]]:
         """Whether to run on the fast path: 'auto' takes it when the whole model is on the GPU."""
@@ -219,24 +305,53 @@ class DiffusersGenerator:
             return False, [f"speed fast ignored under {mode} (compiled blocks and offload hooks do not mix)"]
         return requested == "fast", []
 
-    def pipeline(self, mode: str, progress: Progress | None = None, fast: bool = False):
-        """The loaded pipeline placed for `mode` (and on the fast path if asked); loaded once and kept, reloaded only
-        if the placement or the path changes."""
+    def release(self) -> None:
+        """Let go of the loaded pipeline (and its compiled blocks) so its memory can be reused."""
+        pipe, fast = self._pipe, self._fast
+        self._pipe = self._fast = self._pipe_key = self._scheduler_config = None
+        self._auto, self._mode_note, self._held, self._scheduler_changes = False, "", 0, {}
+        resident.drop(self._holder)
+        if pipe is None:
+            return
+        with contextlib.suppress(Exception):
+            pipe.remove_all_hooks()  # offload hooks hold references to the modules
+        if fast is not None and fast.compiled_blocks:
+            import torch
+
+            torch._dynamo.reset()  # compiled code keeps guards on the blocks it was traced from
+        del pipe, fast
+        resident.free_cache()
+
+    def _dtype(self, mode: str):
         import torch
 
+        if mode == "cpu":
+            return torch.float32
+        base = getattr(torch, self.spec.dtype)
+        if not self.spec.component_dtypes:
+            return base
+        parts = {name: getattr(torch, dtype) for name, (dtype, _why) in self.spec.component_dtypes.items()}
+        return {"default": base, **parts}
+
+    def pipeline(self, mode: str, progress: Progress | None = None, fast: bool = False, auto: bool = False,
+                 mode_note: str = ""):
+        """The loaded pipeline placed for `mode` (and on the fast path if asked); loaded once and kept, reloaded only
+        if the placement or the path changes. A load first releases every other resident model."""
         source, where = self.weights_source()
         key = (source, mode, fast)
         if self._pipe is not None and self._pipe_key == key:
             return self._pipe
-        self._pipe = self._fast = None  # offload hooks and compiled blocks cannot be undone cleanly: load afresh
+        self.release()  # offload hooks and compiled blocks cannot be undone cleanly: load afresh
+        resident.make_room(self._holder)
+        check_recipe(self.spec)
         if progress is not None:
             progress(0.0, f"loading {self.spec.label} from {where} ({source})")
         import diffusers
 
         pipeline_class = getattr(diffusers, self.spec.pipeline_class)
-        dtype = getattr(torch, self.spec.dtype) if mode != "cpu" else torch.float32
+        before = resident.gpu_allocated()
         try:
-            pipe = pipeline_class.from_pretrained(source, torch_dtype=dtype)
+            pipe = pipeline_class.from_pretrained(source, torch_dtype=self._dtype(mode))
         except Exception as exc:
             hint = (f"set {self.spec.env_var} to a local diffusers folder of {self.spec.hub_id}, or go online so it "
                     f"can be downloaded; `python -m popcorn videos` shows what can run here")
@@ -244,13 +359,19 @@ class DiffusersGenerator:
                                        f"({type(exc).__name__}: {str(exc)[:300]})", hint) from exc
         self._place(pipe, mode)
         pipe.set_progress_bar_config(disable=True)
+        self.loads += 1
         if fast:
             from popcorn.video.speed import make_fast
 
             if progress is not None:
-                progress(0.0, f"{self.spec.label}: fast path (the first render compiles the transformer blocks)")
+                progress(0.0, f"{self.spec.label}: fast path (the first render compiles the transformer blocks, or "
+                              "reads them from the compile cache)")
             self._fast = make_fast(pipe)
-        self._pipe, self._pipe_key = pipe, key
+        self._pipe, self._pipe_key, self._auto, self._mode_note = pipe, key, auto, mode_note
+        self._held = max(0, resident.gpu_allocated() - before)
+        scheduler = getattr(pipe, "scheduler", None)
+        self._scheduler_config = dict(scheduler.config) if scheduler is not None else None
+        resident.hold(self._holder, self.release)
         return pipe
 
     @staticmethod
@@ -261,16 +382,65 @@ class DiffusersGenerator:
             pipe.enable_model_cpu_offload()
         elif mode == "sequential_offload":
             pipe.enable_sequential_cpu_offload()
-        if mode in ("model_offload", "sequential_offload"):
-            vae = getattr(pipe, "vae", None)
-            for method in ("enable_tiling", "enable_slicing"):
-                if hasattr(vae, method):
-                    getattr(vae, method)()
+
+    def decode_gib(self, req: RenderRequest) -> float:
+        """What an untiled VAE decode adds at this request's size and length: the spec's measurement (default size,
+        DEFAULT_SECONDS long) scaled by pixels x frames."""
+        width, height = self.spec.sizes[0]
+        measured_at = width * height * self.default_frames(DEFAULT_SECONDS)
+        return self.spec.decode_gib * (req.width * req.height * req.num_frames) / measured_at
+
+    def choose_tiling(self, req: RenderRequest, mode: str) -> tuple[bool, list[str]]:
+        """VAE tiling (and slicing) when offloading, and on the GPU wherever the untiled decode would not fit in the
+        memory left with the model loaded."""
+        if mode == "cpu":
+            return False, []
+        if mode != "gpu":
+            return True, []
+        need = self.decode_gib(req)
+        reading = resident.gpu_memory()
+        usable = reading[0] / GIB if reading else 0.0
+        if need <= 0.9 * usable:  # 10% for the allocator's fragmentation
+            return False, []
+        return True, [f"VAE tiling on: an untiled decode at {req.width}x{req.height}x{req.num_frames} needs "
+                      f"~{need:.0f} GiB, {usable:.0f} GiB usable with the model loaded"]
+
+    @staticmethod
+    def _set_tiling(pipe, on: bool) -> bool:
+        """Switch the VAE's tiling and slicing; False when the VAE cannot tile."""
+        vae = getattr(pipe, "vae", None)
+        if vae is None or not hasattr(vae, "enable_tiling"):
+            return False
+        for method in ("tiling", "slicing"):
+            name = ("enable_" if on else "disable_") + method
+            if hasattr(vae, name):
+                getattr(vae, name)()
+        return True
+
+    def _apply_scheduler(self, pipe, req: RenderRequest) -> list[str]:
+        """The spec's size-dependent scheduler settings (e.g. Wan's flow shift at 720p), from the loaded config."""
+        if not self.spec.scheduler_by_size or self._scheduler_config is None:
+            return []
+        changes, why, notes = {}, "", []
+        for min_pixels, settings, reason in sorted(self.spec.scheduler_by_size, key=lambda entry: entry[0]):
+            if req.width * req.height >= min_pixels:
+                changes, why = dict(settings), reason
+        unknown = sorted(key for key in changes if key not in self._scheduler_config)
+        if unknown:  # another scheduler class than the recipe's: from_config would drop them silently
+            notes.append(f"{type(pipe.scheduler).__name__} has no {', '.join(unknown)}: kept its own settings")
+            changes = {k: v for k, v in changes.items() if k not in unknown}
+        if changes != self._scheduler_changes:
+            pipe.scheduler = type(pipe.scheduler).from_config(self._scheduler_config, **changes)
+            self._scheduler_changes = changes
+        if changes:
+            notes.append(f"scheduler {', '.join(f'{k}={v}' for k, v in changes.items())} ({why})")
+        return notes
 
     # --------------------------------------------------------------------------------------------------- render
 
     def call_kwargs(self, req: RenderRequest) -> dict[str, Any]:
-        """The arguments for pipe(...) besides generator and callback."""
+        """The arguments for pipe(...) besides generator and callback: the request, and the spec's overrides; every
+        other argument keeps the pipeline's own default."""
         spec = self.spec
         kwargs: dict[str, Any] = {
             "prompt": req.prompt,
@@ -278,15 +448,59 @@ class DiffusersGenerator:
             "width": req.width,
             "height": req.height,
             "num_frames": req.num_frames,
-            "num_inference_steps": req.steps,
             "output_type": "np",
         }
-        if spec.guidance is not None:
-            kwargs["guidance_scale"] = spec.guidance
+        if req.steps:
+            kwargs["num_inference_steps"] = req.steps
         if spec.frame_rate_arg:
             kwargs[spec.frame_rate_arg] = req.fps
-        kwargs.update(spec.call_kwargs)
+        kwargs.update({name: value for name, (value, _why) in spec.overrides.items()})
         return kwargs
+
+    @contextlib.contextmanager
+    def _step_reports(self, pipe, kwargs: dict, steps: int, progress: Progress | None,
+                      notes: list[str]) -> Iterator[None]:
+        """Report each denoising step, through callback_on_step_end where the pipeline has it, else by wrapping its
+        scheduler's step (called once per denoising step). Raising from progress (Cancel) stops the pipeline there.
+        Where neither exists, progress is reported only before and after the call, and a Cancel takes effect when
+        the call returns."""
+        if progress is None:
+            yield
+            return
+        label = self.spec.label
+
+        def report(i: int) -> None:
+            progress(min(1.0, (i + 1) / steps), f"{label}: denoising step {i + 1}/{steps}")
+
+        if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+
+            def on_step_end(_pipe, i, _t, callback_kwargs):
+                report(i)
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step_end
+            yield
+            return
+        scheduler = getattr(pipe, "scheduler", None)
+        if scheduler is None or not callable(getattr(scheduler, "step", None)):
+            notes.append(f"{label}: no step callback and no scheduler to watch: progress only at the end, and Cancel "
+                         "takes effect when the render returns")
+            yield
+            return
+        done = [0]
+        plain_step = scheduler.step
+
+        def step(*args, **kw):
+            out = plain_step(*args, **kw)
+            report(done[0])
+            done[0] += 1
+            return out
+
+        scheduler.step = step  # an instance attribute: the class's step is untouched
+        try:
+            yield
+        finally:
+            scheduler.__dict__.pop("step", None)
 
     def _call(self, pipe, kwargs: dict, seed: int, notes: list[str]):
         """pipe(**kwargs), on the fast path when it is on. If the fast path's first call (the one that compiles)
@@ -315,44 +529,78 @@ class DiffusersGenerator:
             with torch.inference_mode():
                 return pipe(**kwargs)
 
-    def render(self, req: RenderRequest, progress: Progress | None = None) -> Clip:
-        import torch
+    def _compile_cache(self, req: RenderRequest, notes: list[str]) -> str | None:
+        """Before a fast render of a shape not yet compiled in this process: load the compiled artifacts saved by an
+        earlier process (keyed by model, shape, kernel). Returns the artifact file to save after the render, if any."""
+        if self._fast is None or not self._fast.compiled_blocks:
+            return None
+        from popcorn.video import speed
 
+        path = speed.artifact_path(self.spec.name, req.width, req.height, req.num_frames, self._fast.attention)
+        if str(path) in self._compile_artifacts:
+            return None
+        self._compile_artifacts.add(str(path))
+        if speed.load_artifacts(path):
+            notes.append(f"compiled blocks from the compile cache ({path.name})")
+            return None
+        return str(path)
+
+    def render(self, req: RenderRequest, progress: Progress | None = None) -> Clip:
         started = time.perf_counter()
         prompt, notes = clean_prompt(req.prompt)
         req, snap_notes = self.snap(replace(req, prompt=prompt))
-        mode, mode_notes = self.choose_memory_mode(req.memory_mode)
-        fast, speed_notes = self.choose_speed(req.speed, mode)
-        notes = snap_notes + notes + mode_notes + speed_notes
-        pipe = self.pipeline(mode, progress, fast=fast)
+        with resident.exclusive():
+            resident.make_room(self._holder, empty=False)  # others go before memory is read (they would at load)
+            mode, mode_notes = self.choose_memory_mode(req.memory_mode)
+            fast, speed_notes = self.choose_speed(req.speed, mode)
+            notes = snap_notes + notes + mode_notes + speed_notes
+            loads = self.loads
+            pipe = self.pipeline(mode, progress, fast=fast, auto=check_memory_mode(req.memory_mode) == "auto",
+                                 mode_note=mode_notes[0].split("(auto: ", 1)[-1].rstrip(")") if mode_notes else "")
+            loaded_s = round(time.perf_counter() - started, 3) if self.loads != loads else 0.0
+            if req.steps is None:
+                req = replace(req, steps=default_steps(self.spec))
+            tiling, tiling_notes = self.choose_tiling(req, mode)
+            if not self._set_tiling(pipe, tiling) and tiling:
+                tiling_notes.append(f"{self.spec.label}'s VAE cannot tile: decoding untiled")
+                tiling = False
+            notes += tiling_notes + self._apply_scheduler(pipe, req)
+            return self._render_loaded(pipe, req, mode, tiling, loaded_s, started, notes, progress)
+
+    def _render_loaded(self, pipe, req: RenderRequest, mode: str, tiling: bool, loaded_s: float, started: float,
+                       notes: list[str], progress: Progress | None) -> Clip:
+        import torch
 
         kwargs = self.call_kwargs(req)
         # a CPU generator gives the same starting noise on any device and under offloading
         kwargs["generator"] = torch.Generator(device="cpu").manual_seed(int(req.seed))
-        steps = req.steps
-        if progress is not None and "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-
-            def on_step_end(_pipe, i, _t, callback_kwargs):
-                progress((i + 1) / steps, f"{self.spec.label}: denoising step {i + 1}/{steps}")
-                return callback_kwargs
-
-            kwargs["callback_on_step_end"] = on_step_end
+        steps = int(kwargs.get("num_inference_steps") or pipeline_signature(self.spec.pipeline_class)[1].get(
+            "num_inference_steps", 50))
+        save_artifacts = self._compile_cache(req, notes)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        call_started = time.perf_counter()
         try:
-            output = self._call(pipe, kwargs, int(req.seed), notes)
+            with self._step_reports(pipe, kwargs, steps, progress, notes):
+                output = self._call(pipe, kwargs, int(req.seed), notes)
         except torch.OutOfMemoryError as exc:
-            free = torch.cuda.mem_get_info()[0] / GIB if torch.cuda.is_available() else 0.0
+            free = (resident.gpu_memory() or (0, 0))[0] / GIB
             raise StageError(
                 "render",
                 f"{self.spec.label} ran out of GPU memory at {req.width}x{req.height}, {req.num_frames} frames "
                 f"(memory mode {mode}, {free:.1f} GiB free now)",
                 "try --memory-mode model_offload or sequential_offload, fewer frames "
-                f"(e.g. {self.spec.frames.snap(self.spec.frames.default // 2)}), a smaller size, or --video storyboard",
+                f"(e.g. {self.spec.frames.snap(req.num_frames // 2)}), a smaller size, or --video storyboard",
             ) from exc
+        call_s = time.perf_counter() - call_started
+        if save_artifacts and self._fast is not None and self._fast.compiled:
+            from popcorn.video import speed
+
+            speed.save_artifacts(Path(save_artifacts))
         frames = to_uint8_frames(output.frames[0])
         if progress is not None:
             progress(1.0, f"{self.spec.label}: decoded {frames.shape[0]} frames")
+        _, defaults = pipeline_signature(self.spec.pipeline_class)
         settings = {
             "model": self.spec.label,
             "hub_id": self.spec.hub_id,
@@ -361,21 +609,38 @@ class DiffusersGenerator:
             "width": int(frames.shape[2]),
             "height": int(frames.shape[1]),
             "num_frames": int(frames.shape[0]),
+            "seconds": round(frames.shape[0] / float(req.fps), 3),
             "fps": req.fps,
-            "steps": req.steps,
-            "guidance_scale": self.spec.guidance,
+            "steps": steps,
+            "guidance_scale": kwargs.get("guidance_scale", defaults.get("guidance_scale")),
+            "overrides": {name: value for name, (value, _why) in self.spec.overrides.items()},
+            "scheduler": _scheduler_settings(pipe),
             "seed": int(req.seed),
             "memory_mode": mode,
+            "vae_tiling": tiling,
             "speed": self._fast.to_dict() if self._fast is not None else "plain",
             "dtype": str(pipe.dtype).replace("torch.", "") if hasattr(pipe, "dtype") else self.spec.dtype,
+            "vae_dtype": str(getattr(getattr(pipe, "vae", None), "dtype", "")).replace("torch.", ""),
             "prompt": req.prompt,
             "negative_prompt": kwargs.get("negative_prompt") or "",
+            "seconds_to_load": loaded_s,
+            "seconds_to_call": round(call_s, 3),
             "seconds_to_render": round(time.perf_counter() - started, 3),
         }
         if torch.cuda.is_available():
             settings["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 2)
         return Clip(frames=frames, fps=req.fps, width=settings["width"], height=settings["height"],
                     generator=self.name, is_preview=False, notes=notes, settings=settings)
+
+
+def _scheduler_settings(pipe) -> dict:
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is None:
+        return {}
+    config_ = scheduler.config
+    return {"class": type(scheduler).__name__,
+            **{k: config_[k] for k in ("flow_shift", "shift", "use_dynamic_shifting", "timestep_spacing")
+               if k in config_}}
 
 
 def to_uint8_frames(video: Any) -> np.ndarray:

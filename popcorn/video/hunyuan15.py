@@ -1,7 +1,8 @@
 """HunyuanVideo-1.5 (Tencent, 8.3B), 480p text-to-video, through diffusers' HunyuanVideo15Pipeline.
 
 480p buckets in both orientations (9:16 portrait included), 4k+1 frames up to 121, 24 fps. Classifier-free guidance
-comes from the pipeline's own guider (guidance 6.0 in the released config), so no guidance_scale is passed.
+comes from the pipeline's own guider (guidance 6.0 in the released config), steps (50) from its signature. The
+pipeline has no step callback: popcorn reports its steps (and Cancel stops it) through the scheduler's step.
 """
 
 from popcorn.video.diffusers_base import DiffusersSpec, FrameRule
@@ -14,8 +15,7 @@ HUNYUAN_15 = DiffusersSpec(
     sizes=((480, 848), (848, 480), (640, 640)),
     frames=FrameRule(multiple=4, default=121, minimum=5, maximum=121),
     fps=24,
-    steps=50,
-    guidance=None,
-    gpu_gib=48,  # 17 GB transformer + 15 GB Qwen2.5-VL-7B text encoder + byT5 + VAE
-    offload_gib=24,
+    gpu_gib=86,  # H200, bench/RESULTS.md: 68.0 GiB peak at 480x848x73 (the untiled decode) + 13.6 GiB Qwen + byT5, +5%
+    offload_gib=24,  # estimate, not measured: the 16 GiB transformer while denoising + activations
+    decode_gib=50.1,  # measured: what the untiled decode adds at 480x848x73
 )

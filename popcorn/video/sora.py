@@ -21,7 +21,7 @@ import numpy as np
 
 from popcorn import config
 from popcorn.types import StageError
-from popcorn.video.base import Clip, Progress, RenderRequest, clean_prompt
+from popcorn.video.base import Clip, Progress, RenderRequest, clean_prompt, default_seconds
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SIZES = ((720, 1280), (1280, 720), (1024, 1792), (1792, 1024))  # (width, height); portrait first
@@ -65,14 +65,15 @@ class SoraGenerator:
             notes.append(f"Sora renders {', '.join(f'{w}x{h}' for w, h in SIZES)}; {want[0]}x{want[1]} -> "
                          f"{size[0]}x{size[1]}")
         asked, seconds = self.seconds_for(req)
-        if req.num_frames and abs(seconds - asked) > 0.5:
+        if (req.num_frames or req.seconds) and abs(seconds - asked) > 0.5:
             notes.append(f"Sora renders 4, 8 or 12 seconds; {asked:.1f} s -> {seconds} s")
         return replace(req, width=size[0], height=size[1], steps=None), notes
 
     @staticmethod
     def seconds_for(req: RenderRequest) -> tuple[float, int]:
-        """(seconds asked for, seconds Sora will render): num_frames / fps (24 if unset), onto 4 / 8 / 12."""
-        asked = (req.num_frames / float(req.fps or 24)) if req.num_frames else float(SECONDS[0])
+        """(seconds asked for, seconds Sora will render): num_frames / fps (24 if unset), else the request's seconds
+        (else the default clip length), onto 4 / 8 / 12."""
+        asked = (req.num_frames / float(req.fps or 24)) if req.num_frames else (req.seconds or default_seconds())
         return asked, min(SECONDS, key=lambda s: abs(s - asked))
 
     # ---------------------------------------------------------------------------------------------------- HTTP

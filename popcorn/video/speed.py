@@ -14,14 +14,21 @@ random-weight layers, the same as any compiled kernel gives).
 4. `torch.compile` of the repeated transformer blocks (regional compilation: every block shares one compiled
    graph, so it compiles in seconds, not minutes), fullgraph, with inductor's coordinate-descent tuning.
 
-Compilation happens during the first call (8-15 s for LTX-Video on an H100); later calls reuse it. bench/video_speed.py
-measures this path as configuration (c); bench/RESULTS.md has the numbers.
+Compilation happens during the first call (8-15 s for LTX-Video on an H100); later calls reuse it. What it compiles
+persists across restarts: inductor's caches live in the Popcorn cache folder (<cache>/compile/inductor, unless
+TORCHINDUCTOR_CACHE_DIR names another), and after the first compiled render of a shape the compiled artifacts are saved
+as one file per model, shape, attention kernel, torch version and GPU (`artifact_path`), loaded by the next process
+before its first render (`torch.compiler.load_cache_artifacts`). bench/video_speed.py measures this path as
+configuration (c); bench/gpu_path.py the render path with it; bench/RESULTS.md has the numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -199,6 +206,64 @@ def uncompile(transformer) -> None:
     torch._dynamo.reset()
 
 
+# ----------------------------------------------------------------------------------------- 5. compile caches
+
+
+def compile_cache_dir() -> Path:
+    from popcorn import config
+
+    return config.cache_dir() / "compile"
+
+
+def use_persistent_compile_cache() -> str:
+    """Point inductor's on-disk caches (FX graphs, AOT autograd, Triton kernels, autotuning) into the Popcorn cache
+    folder, unless TORCHINDUCTOR_CACHE_DIR was set to somewhere other than torch's per-boot default in /tmp."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current and current != default_cache_dir():
+        return current
+    folder = compile_cache_dir() / "inductor"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return str(folder)
+
+
+def artifact_path(model: str, width: int, height: int, frames: int, attention: str) -> Path:
+    """The compiled-artifacts file for one model, shape and attention kernel (and torch version and GPU)."""
+    kernel = "fa4" if attention.startswith("FlashAttention-4") else "sdpa"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    parts = [model, f"{width}x{height}x{frames}", kernel, f"torch{torch.__version__}", device]
+    name = "-".join(re.sub(r"[^A-Za-z0-9.]+", "_", part) for part in parts)
+    return compile_cache_dir() / "artifacts" / f"{name}.bin"
+
+
+def load_artifacts(path: Path) -> bool:
+    """Load saved compiled artifacts into torch's caches before compiling; False if there are none (or they do not
+    load: then the render compiles as usual)."""
+    if not path.exists():
+        return False
+    try:
+        return torch.compiler.load_cache_artifacts(path.read_bytes()) is not None
+    except Exception:
+        return False
+
+
+def save_artifacts(path: Path) -> bool:
+    """Save what this process compiled so far (torch's mega-cache) to `path`."""
+    try:
+        saved = torch.compiler.save_cache_artifacts()
+    except Exception:
+        return False
+    if saved is None:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    partial.write_bytes(saved[0])
+    partial.replace(path)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------- together
 
 
@@ -270,6 +335,7 @@ def make_fast(pipe, *, fuse: bool = True, gelu: bool = True, attention: str = "a
         fast._attention_context, fast.attention = flash_attention_4()
     fast.steps.append(f"attention: {fast.attention}")
     if compile:
+        use_persistent_compile_cache()
         for transformer in transformers:
             fast.compiled_blocks += compile_blocks(transformer)
         fast._tuning = tuning

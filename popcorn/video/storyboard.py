@@ -16,13 +16,12 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from popcorn.video.base import Clip, Progress, RenderRequest, check_memory_mode, clean_prompt
+from popcorn.video.base import Clip, Progress, RenderRequest, check_memory_mode, clean_prompt, default_seconds
 from popcorn.video.text import TextStyle, paste_rgba, text_block
 
 PREVIEW_BANNER = "PREVIEW - storyboard, not a model render"
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 480, 854  # 9:16
 DEFAULT_FPS = 24
-DEFAULT_SECONDS = 3.5
 MAX_BEATS = 4
 MAX_BEAT_CHARS = 110
 ZOOM = 1.12  # the background is drawn this much larger than the frame, so it can zoom and pan
@@ -98,7 +97,7 @@ class StoryboardGenerator:
         fps = int(min(60, max(8, req.fps or DEFAULT_FPS)))
         if req.fps and fps != req.fps:
             notes.append(f"storyboard fps {req.fps} -> {fps} (8..60)")
-        frames = req.num_frames or round(DEFAULT_SECONDS * fps)
+        frames = req.num_frames or round((req.seconds or default_seconds()) * fps)
         snapped_frames = int(min(20 * fps, max(fps, frames)))
         if req.num_frames and snapped_frames != req.num_frames:
             notes.append(f"storyboard frames {req.num_frames} -> {snapped_frames} (1 to 20 seconds)")
