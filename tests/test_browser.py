@@ -54,13 +54,17 @@ def _close_toasts(page, timeout_s: float = 30) -> None:
 
 
 def _wait(page, what: str, check, timeout_s: float = TIMEOUT_S, seen: list | None = None):
-    """Poll `check()` until it returns something truthy; an error toast fails at once with its message."""
+    """Poll `check()` until it returns something truthy; an error toast fails at once with its message.
+
+    The toast is read before `check()`: a message that appears between the two is then seen by `check()` first (so
+    an expected message is never taken for an unexpected one), and an error counts only when it was already on
+    screen while `check()` still failed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        error = _error_toast(page)
         value = check()
         if value:
             return value
-        error = _error_toast(page)
         if error:
             page.screenshot(path=str(ARTIFACTS / "browser_error.png"), full_page=True)
             pytest.fail(f"while waiting for {what}, the studio showed an error: {error}")
