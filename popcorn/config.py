@@ -8,6 +8,8 @@
 | POPCORN_HOME           | runs, artifacts and the SQLite store                             | ./data/studio          |
 | POPCORN_EMBED_MODEL    | sentence-transformers model name or path                         | auto (hub L12 online, packaged L6 offline) |
 | POPCORN_OFFLINE / HF_HUB_OFFLINE | never touch the hub                                    | unset                  |
+| POPCORN_PREBUILT_REPO  | hub dataset (or local folder) with prebuilt caches by corpus fingerprint (popcorn/prebuilt.py) | unset (build locally) |
+| POPCORN_WARM           | the studio warms every cache and model in the background after serving the page (0 = off) | 1 |
 """
 
 from __future__ import annotations
@@ -65,3 +67,12 @@ def offline() -> bool:
 
 def embed_model() -> str:
     return os.environ.get("POPCORN_EMBED_MODEL", "auto").strip() or "auto"
+
+
+def prebuilt_repo() -> str:
+    """Where prebuilt caches are pulled from (popcorn/prebuilt.py): a hub dataset id or a local folder; "" = none."""
+    return os.environ.get("POPCORN_PREBUILT_REPO", "").strip()
+
+
+def warm_enabled() -> bool:
+    return os.environ.get("POPCORN_WARM", "1").strip().lower() not in ("0", "off", "false", "no")

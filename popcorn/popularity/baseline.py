@@ -8,6 +8,7 @@ the video left out of its own retrieval.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,12 @@ def _match(predictor: Predictor, query: str, candidates: np.ndarray, k: int,
         from popcorn.embed import get_embedder, title_vectors
 
         embedder = get_embedder()
-        vectors = title_vectors(bank.titles, predictor.info["fingerprint"], embedder, log_progress)
-        sims = vectors[candidates] @ embedder.encode_one(query)
+        fingerprint = predictor.info["fingerprint"]
+        if len(candidates) < len(bank):  # one category: only its titles are needed (a first score embeds those
+            # alone; rows already embedded for the whole corpus, or another subset, are reused by title)
+            fingerprint += "-rows" + hashlib.sha256(np.asarray(candidates, dtype=np.int64).tobytes()).hexdigest()[:12]
+        vectors = title_vectors([bank.titles[i] for i in candidates], fingerprint, embedder, log_progress)
+        sims = vectors @ embedder.encode_one(query)
         matched_by = f"embedding:{embedder.name}"
     elif matcher == "tfidf":
         query_matrix = predictor.model.word_matrix([query])

@@ -18,6 +18,7 @@ unseen video.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -79,6 +80,20 @@ def _one_openmp_thread():
     return threadpool_limits(limits=1, user_api="openmp")
 
 
+def _fit_stackers(features: np.ndarray, labels: np.ndarray, subsets: list[np.ndarray],
+                  seed: int) -> list[HistGradientBoostingRegressor]:
+    """One gradient boosting per row subset, side by side on the cores (each on one OpenMP thread, set inside its
+    own worker thread: OpenMP's thread count is per thread). Each fit is the same as alone (fixed seed, its rows)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fit(rows: np.ndarray) -> HistGradientBoostingRegressor:
+        with _one_openmp_thread():
+            return _stacker(seed).fit(features[rows], labels[rows])
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(subsets), os.cpu_count() or 1))) as pool:
+        return list(pool.map(fit, subsets))
+
+
 @dataclass
 class Inputs:
     """A batch of items as the model reads them."""
@@ -123,7 +138,7 @@ class PopularityModel:
         if "embedding" in self.settings.retrieval:
             from popcorn.embed import get_embedder
 
-            spaces["embedding"] = get_embedder(self.settings.embedding).encode(inputs.titles)
+            spaces["embedding"] = get_embedder(self.settings.embedding).encode_many(inputs.titles)
         if "visual" in self.settings.retrieval and self.visual_encoder is not None:
             spaces["visual"] = self.visual_encoder.query_matrix(inputs.visual, len(inputs.titles))
         return spaces
@@ -231,13 +246,25 @@ class PopularityModel:
         say("ridge regressions, out of fold")
         ridge_names = list(settings.text) + (["+".join(settings.text)] if len(settings.text) > 1 else [])
         ridge_oof = np.zeros((len(titles), len(ridge_names)))
+        inputs = {name: _ridge_input(spaces, name) for name in ridge_names}
+        jobs = [(name, train_idx, held_idx) for name in ridge_names for train_idx, held_idx in folds]
+        jobs += [(name, None, None) for name in ridge_names]  # the fits on everything, kept for inference
+
+        def fit_ridge(job):
+            name, train_idx, _ = job
+            x, y = (inputs[name], labels) if train_idx is None else (inputs[name][train_idx], labels[train_idx])
+            return Ridge(alpha=RIDGE_ALPHA).fit(x, y)
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # scipy's sparse products free the GIL
+            fitted = list(pool.map(fit_ridge, jobs))
         ridges = {}
-        for j, name in enumerate(ridge_names):
-            x = _ridge_input(spaces, name)
-            for train_idx, held_idx in folds:
-                ridge_oof[held_idx, j] = Ridge(alpha=RIDGE_ALPHA).fit(x[train_idx], labels[train_idx]).predict(
-                    x[held_idx])
-            ridges[name] = Ridge(alpha=RIDGE_ALPHA).fit(x, labels)
+        for (name, train_idx, held_idx), ridge in zip(jobs, fitted):
+            if train_idx is None:
+                ridges[name] = ridge
+            else:
+                ridge_oof[held_idx, ridge_names.index(name)] = ridge.predict(inputs[name][held_idx])
 
         blocks = [ridge_oof]
         names = [f"ridge:{n}" for n in ridge_names]
@@ -267,11 +294,12 @@ class PopularityModel:
 
         say("gradient boosting on the stacked features (and its out-of-fold predictions, for percentiles)")
         oof = np.zeros(len(titles))
-        with _one_openmp_thread():
-            for train_idx, held_idx in folds:
-                oof[held_idx] = _stacker(settings.seed).fit(features[train_idx], labels[train_idx]).predict(
-                    features[held_idx])
-            stacker = _stacker(settings.seed).fit(features, labels)
+        everything = np.arange(len(titles))
+        fitted = _fit_stackers(features, labels, [train_idx for train_idx, _ in folds] + [everything], settings.seed)
+        for (_, held_idx), fold_stacker in zip(folds, fitted):
+            with _one_openmp_thread():
+                oof[held_idx] = fold_stacker.predict(features[held_idx])
+        stacker = fitted[-1]
         return cls(settings, vectorizers, ridges, bank, category_encoder, hashtag_encoder, stacker, names, oof,
                    visual_encoder)
 

@@ -263,10 +263,14 @@ def get_predictor(data_dir: str | Path | None = None, progress: Progress | None 
         if key in _PREDICTORS:
             return _PREDICTORS[key]
         path = checkpoint_path(corpus, settings)
+        say = progress or log_progress
+        if not path.exists():  # online, a verified prebuilt checkpoint saves the training (popcorn/prebuilt.py)
+            from popcorn import prebuilt
+
+            prebuilt.install(corpus, say)
         if path.exists():
             _PREDICTORS[key] = Predictor.load(path)
         else:
-            say = progress or log_progress
             say(f"no popularity checkpoint for this corpus yet: training one now (a few minutes, once) -> {path}")
             train(data_dir, seed=settings.seed, progress=say, settings=settings)
         return _PREDICTORS[key]
