@@ -161,6 +161,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
                                       seed=attempt_seed, on_text=on_text)
         usage = completion.usage or {}
         record = {"seed": attempt_seed, "finish_reason": usage.get("finish_reason"),
+                  **({"capped_fields": usage["capped_fields"]} if usage.get("capped_fields") else {}),
                   **{k: usage[k] for k in ("prompt_tokens", "completion_tokens", "prompt_eval_s", "generation_s",
                                            "seconds") if k in usage}}
         tries.append(record)
@@ -189,7 +190,8 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         info = {
             "budget": {**fit.to_dict(), "estimated_tokens": estimate_tokens(the_plan.video_prompt),
                        "words": len(the_plan.video_prompt.split())},
-            "title_whole": title == fields["title"].strip() and len(title) <= TITLE_LIMIT,
+            # written whole: not cut here, nor at its cap by a backend that writes field by field (local)
+            "title_whole": title == fields["title"].strip() and "title" not in (usage.get("capped_fields") or []),
             "attempts": tries,
             "usage": _sum_usage(tries),
         }

@@ -99,6 +99,8 @@ def test_every_string_of_the_plan_schema_is_bounded_and_reasoning_comes_first():
 
 @pytest.mark.llm
 def test_the_real_decoder_enforces_min_and_max_length(qwen_path):
+    """The local backend writes an object of bounded strings field by field (llama.cpp's own maxLength grammar is
+    far too slow at plan lengths): asked for a long title and an empty story, it still keeps both bounds."""
     from popcorn.llm import get_llm
 
     schema = {"type": "object", "properties": {

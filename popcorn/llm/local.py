@@ -20,8 +20,12 @@ generation_s.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
+import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -183,11 +187,15 @@ class LlamaCppLLM:
             kwargs["seed"] = seed
         if json_schema:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+        fields = bounded_fields(json_schema) if json_schema else None
         started = time.perf_counter()
         with lock:
             _perf_reset(model)
             try:
-                if on_text is None:
+                if fields:
+                    text, finish, usage = _complete_fields(model, messages, fields, max_tokens, temperature, seed,
+                                                           on_text)
+                elif on_text is None:
                     response = model.create_chat_completion(**kwargs)
                     choice = response["choices"][0]
                     text, finish = choice["message"].get("content") or "", choice.get("finish_reason")
@@ -211,6 +219,125 @@ class LlamaCppLLM:
         elif usage.get("completion_tokens"):
             usage["tokens_per_second"] = round(usage["completion_tokens"] / max(seconds, 1e-9), 2)
         return Completion(text=text, model=path.name, usage=usage)
+
+
+# --- bounded string fields, one at a time ------------------------------------------------------------------------
+#
+# llama.cpp's JSON-schema grammar does take minLength/maxLength, but writes maxLength=N as N nested optional groups;
+# at the lengths of a plan (60-900 characters) its sampler slowed generation from about 0.45 s to over 4 s a token
+# on this 2-core machine (bench/RESULTS.md). So an object of bounded strings is written field by field instead: the
+# JSON around the values (keys, quotes, commas) is appended to the prompt, where llama.cpp evaluates it in one batch
+# with the KV cache of everything before it kept, and only the values are generated, each under a small grammar
+# (at least minLength characters, no quote, backslash or control character, then the closing quote) and a token cap
+# of maxLength / CHARS_PER_TOKEN. A value that reaches its cap is cut back to its last sentence or word within
+# maxLength.
+
+CHARS_PER_TOKEN = 3.5  # Qwen2.5's BPE: ~4-5 characters a token of English prose, ~1-1.5 of Chinese
+
+
+def bounded_fields(schema: dict | None) -> list[tuple[str, int, int]] | None:
+    """[(key, minLength, maxLength)] when `schema` is an object of required strings that all have a maxLength."""
+    props = (schema or {}).get("properties") or {}
+    if (schema or {}).get("type") != "object" or not props or set((schema or {}).get("required", [])) != set(props):
+        return None
+    out = []
+    for key, prop in props.items():
+        if prop.get("type") != "string" or not prop.get("maxLength"):
+            return None
+        out.append((key, int(prop.get("minLength") or 0), int(prop["maxLength"])))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _string_grammar(min_chars: int):
+    from llama_cpp import LlamaGrammar
+
+    first = " ".join(["c"] * min_chars)
+    return LlamaGrammar.from_string(f'root ::= {first} c* "\\""\nc ::= [^"\\\\\\x00-\\x1F\\x7F]',
+                                    verbose=False)
+
+
+def _chat_prompt(model, messages: list[dict]) -> str:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = model.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise StageError("llm", "the GGUF model has no chat template", "use a chat (instruct) model")
+    eos, bos = model.token_eos(), model.token_bos()
+    formatter = Jinja2ChatFormatter(template=template,
+                                    eos_token=model._model.token_get_text(eos) if eos != -1 else "",
+                                    bos_token=model._model.token_get_text(bos) if bos != -1 else "")
+    return formatter(messages=messages).prompt
+
+
+def bound_text(text: str, max_chars: int) -> str:
+    """`text` within max_chars, cut at its last sentence end when that keeps 60% of it, else at a word."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    head = text[: max_chars + 1]
+    ends = [m.end() for m in re.finditer(r"[.!?。！？](?=\s|$)", head)]
+    if ends and ends[-1] >= 0.6 * max_chars:
+        return head[: ends[-1]].strip()
+    space = head.rfind(" ")
+    return (head[:space] if space > 0 else head[:max_chars]).rstrip(" ,;:-–—")
+
+
+def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_text):
+    """Write the JSON object of bounded string `fields` one value at a time (see above): (text, finish, usage).
+    on_text hears the object grow token by token; an exception it raises stops the generation."""
+    prompt = _chat_prompt(model, messages)
+    values: dict[str, str] = {}
+    generated = 0
+    finish = "stop"
+    capped = []
+    head = "{"
+    for i, (key, low, high) in enumerate(fields):
+        head = (json.dumps(values, ensure_ascii=False)[:-1] + ", " if values else "{") + json.dumps(key) + ': "'
+        left = max_tokens - generated
+        if left <= 0:
+            finish = "length"
+            break
+        cap = min(left, max(8, math.ceil(high / CHARS_PER_TOKEN)))
+        raw, field_finish = _one_value(model, prompt + head, cap, temperature, None if seed is None else seed + i,
+                                       _string_grammar(min(low, 200)),
+                                       None if on_text is None else (lambda part, h=head: on_text(h + part)))
+        generated += len(model.tokenize(raw.encode("utf-8"), add_bos=False, special=True)) + 1  # + the quote
+        if field_finish == "length":
+            capped.append(key)
+            if generated >= max_tokens:
+                finish = "length"
+        values[key] = bound_text(raw.rstrip("\\"), high)
+        if finish == "length":
+            break
+    text = json.dumps(values, ensure_ascii=False)
+    if finish == "length":  # the overall budget ran out mid-object: say so, as a cut-off JSON answer would
+        text = text[:-1]
+    if on_text is not None:
+        on_text(text)
+    prompt_tokens = len(model.tokenize((prompt + head).encode("utf-8"), add_bos=False, special=True))
+    return text, finish, {"completion_tokens": generated, "prompt_tokens": prompt_tokens, "capped_fields": capped}
+
+
+def _one_value(model, prompt: str, cap: int, temperature: float, seed, grammar, on_part) -> tuple[str, str | None]:
+    """One string value after `prompt`, up to its closing quote (not included) or `cap` tokens: (text, finish)."""
+    kwargs = {"max_tokens": cap, "temperature": temperature, "seed": seed, "stop": ['"'], "grammar": grammar}
+    if on_part is None:
+        choice = model.create_completion(prompt, **kwargs)["choices"][0]
+        return choice["text"], choice.get("finish_reason")
+    parts: list[str] = []
+    finish = None
+    chunks = model.create_completion(prompt, stream=True, **kwargs)
+    try:
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            if choice.get("text"):
+                parts.append(choice["text"])
+                on_part("".join(parts))
+    finally:
+        chunks.close()
+    return "".join(parts), finish
 
 
 def _perf_reset(model) -> None:
