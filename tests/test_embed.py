@@ -19,3 +19,34 @@ def test_auto_resolution_probes_the_hub_once(monkeypatch):
         assert embed.resolve_model_name("some/model") == "some/model"
     finally:
         embed._resolve_auto.cache_clear()
+
+
+def test_corpus_batches_through_onnx_match_pytorch_and_keep_the_order(corpus, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    titles = corpus.table["title"].tolist()[:300]  # >= ONNX_MIN_TEXTS: the batched ONNX path; lengths vary
+    fast = embedder.encode_many(titles)
+    assert embedder.fast_encoder(), "onnxruntime is a requirement: the ONNX encoder should serve"
+    reference = embedder.encode(titles)
+    assert fast.shape == reference.shape == (300, embedder.dim)
+    assert float(np.min(np.sum(fast * reference, axis=1))) > 0.9999  # the same vectors, row for row
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+
+
+def test_title_vectors_reuse_rows_already_embedded_under_another_fingerprint(corpus, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    titles = corpus.table["title"].tolist()[:120]
+    whole = embed.title_vectors(titles, "whole", embedder)
+    asked = []
+    real = embedder.encode_many
+    monkeypatch.setattr(embedder, "encode_many", lambda texts: asked.append(list(texts)) or real(texts))
+    subset = [titles[i] for i in (7, 3, 99)] + ["a title never embedded before"]
+    part = embed.title_vectors(subset, "part", embedder)
+    assert asked == [["a title never embedded before"]]  # only the new text was encoded
+    assert np.array_equal(part[:3], whole[[7, 3, 99]])
+    assert (tmp_path / "embeddings" / f"part-{embedder.cache_key}.keys.npy").exists()

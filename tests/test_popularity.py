@@ -268,3 +268,25 @@ def test_visual_branch_is_trained_when_frame_features_are_supplied(split, small_
     register_frame_encoder("test-encoder", lambda path: np.random.default_rng(0).normal(size=16))
     used = with_frames.score(title, video="clip.mp4")
     assert not any("video file" in n for n in used.notes) and used.label != unused.label
+
+
+def test_human_baseline_in_a_category_embeds_only_that_category(small_predictor, tmp_path, monkeypatch):
+    from popcorn import embed
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("POPCORN_EMBED_MODEL", "packaged:all-MiniLM-L6-v2")
+    embedder = embed.get_embedder()
+    sizes = []
+    real = embedder.encode_many
+    monkeypatch.setattr(embedder, "encode_many", lambda texts: sizes.append(len(texts)) or real(texts))
+    bank = small_predictor.model.memory
+    in_category = int((bank.categories == "Delicacy").sum())
+    found = human_baseline("spicy hot pot at home", k=2, category="Delicacy", predictor=small_predictor)
+    assert sizes == [in_category] and in_category < len(bank)
+    # the same videos and similarities as searching the whole corpus' matrix restricted to the category
+    whole = embed.title_vectors(bank.titles, small_predictor.info["fingerprint"], embedder)
+    rows = np.flatnonzero(bank.categories == "Delicacy")
+    sims = whole[rows] @ embedder.encode_one("spicy hot pot at home")
+    best = rows[np.argsort(-sims, kind="stable")[:2]]
+    assert [v["video_id"] for v in found["videos"]] == [int(bank.video_ids[r]) for r in best]
+    assert sizes == [in_category, len(bank) - in_category]  # the whole matrix reused the category's rows
