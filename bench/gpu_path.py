@@ -16,7 +16,7 @@ Parts (--parts, comma-separated; 'models' runs --speeds for each of --models):
              and which models are resident (nothing may pile up)
   models     every model of --models at its defaults, --steps steps: "plain" = speed="plain" with the VAE decode
              untiled (what an untiled decode costs); "fast" = speed="auto" (the fast path) with a torch.profiler
-             breakdown of one compiled step
+             breakdown of one compiled step; "offload" = memory_mode="model_offload" (the product tiles the decode)
   restart    LTX in two fresh processes sharing one Popcorn cache: cold start (import + load), first render (compiles
              or reads the compile cache), later render
 
@@ -327,7 +327,8 @@ def part_models(args, results) -> None:
                 rows.append({"model": name, "error": f"build: {type(exc).__name__}: {str(exc)[:300]}"})
                 continue
             gen = generator(name, args)
-            req = RenderRequest(prompt=PROMPT, seed=1, steps=args.steps, speed="plain" if speed == "plain" else "auto")
+            req = RenderRequest(prompt=PROMPT, seed=1, steps=args.steps, speed="plain" if speed == "plain" else "auto",
+                                memory_mode="model_offload" if speed == "offload" else "auto")
             rows.append(render(gen, req, capture=speed == "fast", untiled=speed == "plain"))
             gen.release()
             args.save(results)
@@ -437,7 +438,7 @@ def main() -> None:
 
 def summary(results: dict) -> str:
     lines = [f"device {results.get('device', 'cpu')}, torch {results['torch']}, diffusers {results.get('diffusers')}"]
-    for part in ("sequence", "plain", "fast"):
+    for part in ("sequence", "plain", "fast", "offload"):
         for r in results.get(part, []):
             if "error" in r or "skipped" in r:
                 lines.append(f"{part:8s} {r['model']:12s} {r.get('error') or r.get('skipped')}")

@@ -16,6 +16,6 @@ HUNYUAN = DiffusersSpec(
     frames=FrameRule(multiple=4, default=129, minimum=5, maximum=129),
     fps=24,
     gpu_gib=71,  # H200, bench/RESULTS.md: 52.8 GiB peak at 544x960x73 + 14.2 GiB Llama-3-8B + CLIP-L, +5%
-    offload_gib=32,  # estimate, not measured: the 24 GiB transformer while denoising + activations
+    offload_gib=30,  # H200, bench/RESULTS.md: 28.0 GiB peak with model offload + tiled decode, +5%
     decode_gib=28.3,  # measured: what the untiled decode adds at 544x960x73
 )

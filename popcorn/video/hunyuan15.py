@@ -16,6 +16,6 @@ HUNYUAN_15 = DiffusersSpec(
     frames=FrameRule(multiple=4, default=121, minimum=5, maximum=121),
     fps=24,
     gpu_gib=86,  # H200, bench/RESULTS.md: 68.0 GiB peak at 480x848x73 (the untiled decode) + 13.6 GiB Qwen + byT5, +5%
-    offload_gib=24,  # estimate, not measured: the 16 GiB transformer while denoising + activations
+    offload_gib=22,  # H200, bench/RESULTS.md: 20.3 GiB peak with model offload + tiled decode, +5%
     decode_gib=50.1,  # measured: what the untiled decode adds at 480x848x73
 )

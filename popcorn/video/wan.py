@@ -41,6 +41,6 @@ WAN_14B = DiffusersSpec(
     ),
     default_negative_prompt=_NEGATIVE,
     gpu_gib=71,  # H200, bench/RESULTS.md: 57.0 GiB peak at 720x1280x49 (fast path; 47.2 plain) + 10.6 GiB UMT5, +5%
-    offload_gib=32,  # estimate, not measured: the 26 GiB transformer while denoising + activations
+    offload_gib=34,  # H200, bench/RESULTS.md: 31.8 GiB peak with model offload + tiled decode at 720p, +5%
     decode_gib=19.9,  # measured: what the untiled fp32 decode adds at 720x1280x49
 )
