@@ -13,7 +13,8 @@ The encoders' tokenizers cannot be downloaded here, so the plan is fitted with a
 - per CJK / kana character: 2 tokens (T5 has no such pieces, UMT5 and Llama-3 take 1-2); per hangul syllable 3
   (tokenizers that normalise to NFD split it into its 2-3 jamo);
 - per other word (split on spaces): for each run of letters or of digits in it, 1 token plus 1 per full 4 characters
-  ("art" 1, "camera" 2, "60fps" 1 + 1), plus 1 per punctuation mark, symbol or emoji;
+  ("art" 1, "camera" 2, "60fps" 1 + 1), plus 1 per byte of its punctuation, symbols and emoji in UTF-8 ("," 1,
+  "—" 3, "🍵" 4: byte-level BPEs may split them that far);
 - plus 1 for the end-of-sequence token every encoder here appends.
 
 `budget(name)` gives the numbers the plan needs: the token budget, the word range for the prompt template, and a
@@ -73,7 +74,8 @@ def estimate_tokens(text: str) -> int:
     for word in rest.split():
         runs = _RUN.findall(word)  # letters and digits apart: "60fps" -> "60", "fps"
         count += sum(1 + len(run) // 4 for run in runs)
-        count += len(word) - sum(len(run) for run in runs)
+        rest_of_word = _RUN.sub("", word)
+        count += len(rest_of_word.encode("utf-8"))  # a byte-level BPE may spend a token per byte of "—" or "🍵"
     return count
 
 
