@@ -31,11 +31,11 @@ REASONING_LABELS = {"popular_traits": "Popular", "unpopular_flaws": "Unpopular",
 # little past TITLE_LIMIT so that a model that overshoots still ends its word (then cut at a phrase, see
 # shorten_title); the video prompt's cap comes from the video model's text encoder (popcorn/video/budget.py).
 BOUNDS = {
-    "popular_traits": (12, 110),
-    "unpopular_flaws": (12, 90),
-    "angle": (12, 110),
+    "popular_traits": (12, 90),  # ~15 words each: the prompt asks for one short sentence
+    "unpopular_flaws": (12, 80),
+    "angle": (12, 90),
     "title": (4, TITLE_LIMIT + 14),
-    "cover_prompt": (20, 180),
+    "cover_prompt": (20, 160),
     "video_prompt": (80, 900),
 }
 
