@@ -39,6 +39,18 @@ def _settings(args) -> pipeline.Settings:
                              cover_model=getattr(args, "cover_model", ""))
 
 
+def _split_render(args, argv: list[str]) -> int | None:
+    """--gpus N (N > 1): refuse what cannot be split, else re-launch under accelerate (one process per GPU) and return
+    its exit code; None when this process renders (one device, or already one of the launched processes)."""
+    gpus = getattr(args, "gpus", 1) or 1
+    if gpus <= 1:
+        return None
+    from popcorn.video import parallel
+
+    parallel.check(args.video, gpus)
+    return None if parallel.launched() else parallel.relaunch(argv, gpus)
+
+
 # ------------------------------------------------------------------------------------------------------------ commands
 
 
@@ -65,16 +77,37 @@ def cmd_render(args) -> int:
         raise StageError("input", f"cannot read the plan file {args.plan}: {exc}",
                          "give a JSON file as written by `plan --json`") from exc
     the_plan = Plan.from_dict(plan_dict)
+    split = _split_render(args, args.argv)
+    if split is not None:
+        return split
     settings = pipeline.Settings(query=the_plan.query or the_plan.title, mode=the_plan.mode, llm=the_plan.llm,
                                  video=args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed,
                                  cover_model=args.cover_model)
     run = pipeline.Run(settings, plan=the_plan)
+    from popcorn.video import parallel
+
+    if not parallel.is_main_process():  # a split render: the other processes only help render; the main one writes
+        pipeline.render(the_plan, args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed)
+        return 0
     pipeline.render_run(run, Path(args.out), progress=_stderr_progress, with_score=not args.no_score)
     _print_json({"out": str(args.out), **run.video})
     return 0
 
 
 def cmd_run(args) -> int:
+    if (args.gpus or 1) > 1:  # plan here, once; then the plan is rendered split across the GPUs
+        from popcorn.video import parallel
+
+        parallel.check(args.video, args.gpus)
+        planned = pipeline.make_plans(_settings(args), progress=_stderr_progress)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        pipeline.write_run_json(planned, out)
+        plan_file = out / "plan.json"
+        plan_file.write_text(json.dumps(planned.plan.to_dict(), ensure_ascii=False), encoding="utf-8")
+        return parallel.relaunch(["render", "--plan", str(plan_file), "--video", args.video, "--out", str(out),
+                                  "--seed", str(args.seed), "--memory-mode", args.memory_mode, "--speed", args.speed,
+                                  "--gpus", str(args.gpus)], args.gpus)
     run = pipeline.run(_settings(args), Path(args.out), progress=_stderr_progress)
     _print_json({"out": str(args.out), "title": run.plan.title, "video": run.video.get("video"),
                  "score": run.score, "baseline": run.baseline, "timings": run.to_dict()["timings"]})
@@ -172,6 +205,9 @@ def _add_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", choices=SPEEDS, default="auto",
                    help="fast: fused QKV, GEMM+GELU epilogue, FlashAttention-4 if installed, compiled blocks (exact; "
                         "compiles on the first render); auto: fast when the whole model is on the GPU")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="split one video across N GPUs (diffusers' context parallelism, one process per GPU through "
+                        "accelerate; Wan2.1 models): popcorn/video/parallel.py")
     p.add_argument("--cover-model", default=os.environ.get("POPCORN_COVER_MODEL", ""),
                    help="a diffusers text-to-image model (hub id or local folder) that paints cover.png from the plan's "
                         "cover prompt (env POPCORN_COVER_MODEL); default: the clip's sharpest, most colourful frame")
@@ -233,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # a split render (--gpus N) runs the same command again under accelerate
     try:
         return args.func(args)
     except StageError as exc:

@@ -38,6 +38,7 @@ import numpy as np
 
 from popcorn import config, resident
 from popcorn.types import StageError
+from popcorn.video import parallel
 from popcorn.video.base import (
     DEFAULT_SECONDS,
     Clip,
@@ -163,6 +164,7 @@ class DiffusersGenerator:
         self._fast_failed = ""  # why the fast path could not run here (then renders stay plain)
         self._compile_artifacts: set[str] = set()  # compile-cache files loaded or saved in this process
         self.loads = 0  # how many times a pipeline was loaded (for tests and benchmarks)
+        self._split = ""  # how the loaded pipeline is split across processes (popcorn/video/parallel.py), if it is
 
     # ----------------------------------------------------------------------------------------------- where/what
 
@@ -310,6 +312,7 @@ class DiffusersGenerator:
         pipe, fast = self._pipe, self._fast
         self._pipe = self._fast = self._pipe_key = self._scheduler_config = None
         self._auto, self._mode_note, self._held, self._scheduler_changes = False, "", 0, {}
+        self._split = ""
         resident.drop(self._holder)
         if pipe is None:
             return
@@ -359,6 +362,7 @@ class DiffusersGenerator:
                                        f"({type(exc).__name__}: {str(exc)[:300]})", hint) from exc
         self._place(pipe, mode)
         pipe.set_progress_bar_config(disable=True)
+        self._split = parallel.enable(pipe) if parallel.active() else ""  # context parallel across the processes
         self.loads += 1
         if fast:
             from popcorn.video.speed import make_fast
@@ -377,7 +381,7 @@ class DiffusersGenerator:
     @staticmethod
     def _place(pipe, mode: str) -> None:
         if mode == "gpu":
-            pipe.to("cuda")
+            pipe.to(parallel.process_device())  # "cuda", or this process's own GPU in a split render
         elif mode == "model_offload":
             pipe.enable_model_cpu_offload()
         elif mode == "sequential_offload":
@@ -551,8 +555,13 @@ class DiffusersGenerator:
         req, snap_notes = self.snap(replace(req, prompt=prompt))
         with resident.exclusive():
             resident.make_room(self._holder, empty=False)  # others go before memory is read (they would at load)
-            mode, mode_notes = self.choose_memory_mode(req.memory_mode)
-            fast, speed_notes = self.choose_speed(req.speed, mode)
+            if parallel.active():  # one of N processes of a split render (--gpus N): all of it on this process's GPU
+                mode = "gpu" if resident.gpu_memory() is not None else "cpu"
+                mode_notes = [f"memory mode {mode} (a split render keeps the whole model on each process's device)"]
+                fast, speed_notes = False, ["plain path: the fast path's compiled blocks are not used in a split render"]
+            else:
+                mode, mode_notes = self.choose_memory_mode(req.memory_mode)
+                fast, speed_notes = self.choose_speed(req.speed, mode)
             notes = snap_notes + notes + mode_notes + speed_notes
             loads = self.loads
             pipe = self.pipeline(mode, progress, fast=fast, auto=check_memory_mode(req.memory_mode) == "auto",
@@ -564,7 +573,7 @@ class DiffusersGenerator:
             if not self._set_tiling(pipe, tiling) and tiling:
                 tiling_notes.append(f"{self.spec.label}'s VAE cannot tile: decoding untiled")
                 tiling = False
-            notes += tiling_notes + self._apply_scheduler(pipe, req)
+            notes += tiling_notes + self._apply_scheduler(pipe, req) + ([self._split] if self._split else [])
             return self._render_loaded(pipe, req, mode, tiling, loaded_s, started, notes, progress)
 
     def _render_loaded(self, pipe, req: RenderRequest, mode: str, tiling: bool, loaded_s: float, started: float,
