@@ -71,6 +71,7 @@ def test_generate_respects_max_tokens_and_counts_the_templated_prompt(tiny_model
     bare = tokenizer(" ".join(m["content"] for m in MESSAGES), add_special_tokens=False)["input_ids"]
     assert out.usage["prompt_tokens"] == len(templated) > len(bare)  # the template's role markers were sent
     assert out.usage["completion_tokens"] == 7  # no eos token in this model: it runs exactly to the bound
+    assert out.usage["finish_reason"] == "length"  # cut there, as the plan step must be told
     assert isinstance(out.text, str)
     assert out.model == str(tiny_model_dir)
     shorter = llm.complete(MESSAGES, max_tokens=3, temperature=0.0)

@@ -152,11 +152,14 @@ class TransformersLLM:
             output = model.generate(**inputs, **generation)
         new_tokens = output[0, inputs["input_ids"].shape[1]:]
         seconds = time.perf_counter() - started
+        # "length" as the OpenAI API says it: the answer ran to max_tokens without the model ending it
+        ended = tokenizer.eos_token_id is not None and int(tokenizer.eos_token_id) in new_tokens.tolist()
+        finish = "length" if len(new_tokens) >= max_tokens and not ended else "stop"
         return Completion(
             text=tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
             model=self.model_id or "",
             usage={"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": int(len(new_tokens)),
-                   "seconds": round(seconds, 3)},
+                   "seconds": round(seconds, 3), "finish_reason": finish},
         )
 
 
