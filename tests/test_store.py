@@ -29,7 +29,7 @@ def _record(run_id="20250101-000000-abc123", query="a cat learns to skateboard",
 def test_migrations_create_every_table_and_record_versions(tmp_path):
     s = Store(tmp_path / "popcorn.db")
     assert s.schema_version() == MIGRATIONS[-1][0]
-    assert {"schema_version", "runs", "artifacts", "studies", "votes"} <= set(s.tables())
+    assert {"schema_version", "runs", "artifacts", "studies", "study_votes"} <= set(s.tables())  # 4 replaced votes
     with sqlite3.connect(s.path) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
     assert versions == [m[0] for m in MIGRATIONS]
