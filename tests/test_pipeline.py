@@ -1,4 +1,5 @@
-"""One run of F(x): plan (re-ask on unreadable output), render, compose, score, run.json; and the CLI around it."""
+"""One run of F(x): plan (an unreadable answer drawn again with a fresh seed), render, compose, score, run.json;
+and the CLI around it."""
 
 import json
 import math
