@@ -49,14 +49,14 @@ def test_two_accelerate_processes_give_the_rows_of_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "POPCORN_LLM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "popcorn", "batch", "--prompts", str(prompts), *GRID,
                           "--out", str(tmp_path / "one")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=1200)
+                         timeout=1800)
     assert one.returncode in (0, 1), one.stderr[-3000:]
     accelerate = Path(sys.executable).parent / "accelerate"
     two = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                           str(_free_port()), "-m", "popcorn", "batch", "--prompts", str(prompts), *GRID,
                           "--out", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=1200)
+                         timeout=1800)
     assert two.returncode in (0, 1), two.stderr[-3000:]
 
     expected = {s.key for s in build_grid(read_prompts_file(prompts), ["basic", "pe"], ["smollm2"], ["storyboard"],
