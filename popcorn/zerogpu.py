@@ -121,9 +121,12 @@ def preload(llms: list[str], videos: list[str]) -> list[str]:
 
     ZeroGPU expects weights loaded (and moved to "cuda") in the main process at start-up: it maps them into each
     GPU worker. Backends that do not need a GPU, or that cannot run here, are skipped with a log line."""
+    from popcorn import resident
     from popcorn.llm import get_llm
     from popcorn.video import get_generator
 
+    # ZeroGPU maps every preloaded model into each worker: they must all stay, not evict each other (popcorn/resident)
+    resident.set_limit(0)
     loaded = []
     for kind, names, get in (("llm", llms, get_llm), ("video", videos, get_generator)):
         for name in names:

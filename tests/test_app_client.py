@@ -36,7 +36,10 @@ class StudioServer:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.log_path = ARTIFACTS / log_name
         self.env = {**os.environ, "POPCORN_HOME": str(self.home), "GRADIO_ANALYTICS_ENABLED": "False",
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+                    "PYTHONUNBUFFERED": "1",
+                    # the background warm-up (tests/test_warm.py) is off here, so each test's first click does its own
+                    # loading and the machine is not shared with a warm-up the test does not look at
+                    "POPCORN_WARM": "0", **(env or {})}
         for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "POPCORN_HOST", "POPCORN_PORT"):
             self.env.pop(name, None)
         self.proc: subprocess.Popen | None = None
@@ -95,7 +98,7 @@ def test_named_endpoints_are_public_and_nothing_else(client):
     # UI-only events are private; the batch page's two endpoints exist on a studio bound to this machine only
     assert not (named - {"/plan", "/render", "/score", "/experiments_batch", "/experiments_report"}), named
     params = [p["parameter_name"] for p in api["named_endpoints"]["/plan"]["parameters"]]
-    assert params == ["query", "mode", "k", "llm", "seed", "candidates"]
+    assert params == ["query", "mode", "k", "llm", "seed", "candidates", "video"]
 
 
 def test_plan_basic_then_render_through_the_api(client, server):
@@ -108,6 +111,7 @@ def test_plan_basic_then_render_through_the_api(client, server):
     assert stored["status"] == "planned"
     assert stored["plan"]["title"] == title
     assert stored["settings"]["llm"] == SMALL_LLM and stored["settings"]["seed"] == 2
+    assert stored["settings"]["video"] == "storyboard"  # the plan was fitted to the video model picked beside it
 
     video, cover, card, details, neighbours, files, render_id, notes = client.predict(
         run_id, title, cover_prompt, video_prompt, "storyboard", 2, api_name="/render")

@@ -96,7 +96,7 @@ def test_popcorn_studio_from_an_installed_wheel_serves_the_page_from_any_folder(
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "POPCORN_HOST", "POPCORN_PORT",
                                                              "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT")}
-    env.update({"POPCORN_HOME": str(tmp_path / "home"), "GRADIO_ANALYTICS_ENABLED": "False"})
+    env.update({"POPCORN_HOME": str(tmp_path / "home"), "GRADIO_ANALYTICS_ENABLED": "False", "POPCORN_WARM": "0"})
     where = subprocess.run(
         [python, "-c", "import popcorn, popcorn.config as c, popcorn.prompts as p; print(popcorn.__file__); "
                        "print(len(p.basic_messages('a cat'))); print((c.ASSETS_DIR / 'categories.json').is_file())"],

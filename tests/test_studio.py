@@ -93,6 +93,9 @@ def test_backend_choices_offer_every_backend_and_say_why_not(monkeypatch):
     assert labels["openai"].startswith("openai (unavailable: ") and "OPENAI_API_KEY" in labels["openai"]
     assert choices["llm_default"] == "local" and choices["video_default"] == "storyboard"
     assert "cannot run here" in studio.backend_info("video", "ltx")
+    # the video model's prompt budget is shown where it is picked (its text encoder reads 128 / 512 tokens)
+    assert "Prompt budget: ltx: its text encoder reads 128 tokens" in studio.backend_info("video", "ltx")
+    assert "reads 512 tokens" in studio.backend_info("video", "wan-1.3b")
     assert studio.backend_info("llm", "local").startswith("✅")
     typed = studio.backend_info("llm", "local:/nowhere/model.gguf")  # a name typed into the box: off by default
     assert html.unescape(typed).startswith("⚠️ custom LLM backends like 'local:/nowhere/model.gguf' are switched off")

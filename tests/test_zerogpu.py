@@ -320,3 +320,9 @@ def test_gpu_weights_load_at_start_up_and_nothing_else_does(monkeypatch):
     assert zg.preload(["preload-llm", "local", "openai"], ["preload-video", "storyboard", "sora"]) == [
         "preload-llm", "preload-video"]
     assert loaded == ["llm", ("video", "gpu")]
+    from popcorn import resident
+
+    try:  # every preloaded model stays resident: ZeroGPU maps them all into each worker
+        assert resident.limit() == 0
+    finally:
+        resident.set_limit(None)

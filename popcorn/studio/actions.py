@@ -142,11 +142,14 @@ def _in_slot(body: Callable, slot: Callable, backend_name: str, kind: str, args:
 # ------------------------------------------------------------------------------------------------------------ plan
 
 
-def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str) -> pipeline.Settings:
+def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str, video: str = "storyboard"
+                   ) -> pipeline.Settings:
     query = _checked(access.check_text, "query", query)
     llm = _checked(access.check_backend, "llm", str(llm or "local").strip())
+    # the video model the plan is written for: its text encoder's budget bounds the video prompt (popcorn/video/budget)
+    video = _checked(access.check_backend, "video", str(video or "storyboard").strip())
     try:
-        settings = pipeline.Settings(query=query, mode=_mode(mode), llm=llm, k=int(k or 10),
+        settings = pipeline.Settings(query=query, mode=_mode(mode), llm=llm, k=int(k or 10), video=video,
                                      seed=access.check_seed(seed), candidates=int(candidates or 1))
     except (TypeError, ValueError) as exc:
         raise StudioError(f"Stage input failed: {exc}. Use whole numbers for K, seed and candidates.",
@@ -166,9 +169,11 @@ def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str) -> pipel
 
 
 def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", seed: int = 0, candidates: int = 1,
-                *, progress: Sink | None = None, cancel_key: str | None = None, visitor: str = "") -> PlanOutput:
-    """retrieve (PE) -> plan, N candidates ranked by predicted popularity; the run is stored as 'planned'."""
-    settings = _plan_settings("" if query is None else query, mode, k, llm, seed, candidates, visitor)
+                video: str = "storyboard", *, progress: Sink | None = None, cancel_key: str | None = None,
+                visitor: str = "") -> PlanOutput:
+    """retrieve (PE) -> plan, N candidates ranked by predicted popularity, each fitted to the video model's prompt
+    budget; the run is stored as 'planned'."""
+    settings = _plan_settings("" if query is None else query, mode, k, llm, seed, candidates, visitor, video)
     store = get_store()
     run = pipeline.Run(settings, id=new_run_id())
     if len(settings.query) > prompts.MAX_QUERY_CHARS:

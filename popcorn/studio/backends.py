@@ -94,4 +94,9 @@ def backend_info(kind: str, name: str) -> str:
         return f"⚠️ unknown backend {html.escape(str(name))}: {html.escape(exc.message)}"
     ok, reason = _check(backend)
     text = html.escape(getattr(backend, "description", "") or str(name))
-    return f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {html.escape(str(reason))}"
+    line = f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {html.escape(str(reason))}"
+    if kind == "video":  # what the plan writes for it: the video prompt fitted to its text encoder
+        from popcorn.video.budget import describe
+
+        line += f"\n\n📏 Prompt budget: {html.escape(describe(name))}"
+    return line

@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     app = create_app()
+    from popcorn import warm
+
+    # the caches and models the first click needs, warmed in a low-priority thread while the page is already served
+    warm.start_background(llm=os.environ.get("POPCORN_LLM") or None)
     print(f"Popcorn studio on http://{args.host}:{args.port}/ "
           f"({'public' if access.public() else 'this machine only'}; backends: "
           f"{', '.join(sorted(access.enabled_names() or ['all registered']))})", flush=True)

@@ -12,11 +12,12 @@ from popcorn import studio, ui
 from popcorn.studio import EXAMPLES, K_CHOICES, MAX_CANDIDATES, MODE_CHOICES
 
 
-def on_plan(query, mode, k, llm, seed, candidates, request: gr.Request, progress=gr.Progress()):
+def on_plan(query, mode, k, llm, seed, candidates, video="storyboard", request: gr.Request = None,
+            progress=gr.Progress()):
     who = ui.requester(request)
     with ui.shown_errors():
-        return studio.plan_action(query, mode, k, llm, seed, candidates, progress=progress, cancel_key=who.session,
-                                  visitor=who.visitor)
+        return studio.plan_action(query, mode, k, llm, seed, candidates, video, progress=progress,
+                                  cancel_key=who.session, visitor=who.visitor)
 
 
 def on_render(run_id, title, cover_prompt, video_prompt, video, seed, request: gr.Request, progress=gr.Progress()):
@@ -42,6 +43,14 @@ def on_load(request: gr.Request):
             studio.backend_info("llm", choices["llm_default"]), studio.backend_info("video", choices["video_default"]))
 
 
+def on_warm_status():
+    """The background warm-up's line (popcorn/warm.py); the timer stops once it has finished."""
+    from popcorn import warm
+
+    state = warm.status()["state"]
+    return warm.status_line(), gr.Timer(active=state == "running")
+
+
 def on_backend_info(kind: str):
     return lambda name: studio.backend_info(kind, name)
 
@@ -65,6 +74,8 @@ def build_tab() -> None:
                                              elem_id="candidates", scale=2)
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="seed", scale=1)
                 llm_info = gr.Markdown()
+                warm_status = gr.Markdown(elem_id="warm-status")
+                warm_timer = gr.Timer(2.0)
                 with gr.Row():
                     plan_btn = gr.Button("Plan", variant="primary", elem_id="plan-btn")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
@@ -110,7 +121,8 @@ def build_tab() -> None:
 
     plan_outputs = [title, cover_prompt, video_prompt, references, reasoning, candidates, run_id, why]
     render_outputs = [video, cover, card, details, neighbours, files, run_id, notes]
-    plan_event = plan_btn.click(on_plan, [query, mode, k, llm, seed, n_candidates], plan_outputs, api_name="plan",
+    plan_event = plan_btn.click(on_plan, [query, mode, k, llm, seed, n_candidates, video_model], plan_outputs,
+                                api_name="plan",
                                 concurrency_limit=2, concurrency_id="llm", show_progress_on=[video_prompt, references])
     render_event = render_btn.click(on_render, [run_id, title, cover_prompt, video_prompt, video_model, seed],
                                     render_outputs, api_name="render", concurrency_limit=1, concurrency_id="gpu",
@@ -120,6 +132,7 @@ def build_tab() -> None:
     llm.change(on_backend_info("llm"), llm, llm_info, api_visibility="private")
     video_model.change(on_backend_info("video"), video_model, video_info, api_visibility="private")
     ui.page_load(on_load, [llm, video_model, llm_info, video_info])
+    warm_timer.tick(on_warm_status, None, [warm_status, warm_timer], api_visibility="private", show_progress="hidden")
     # what the History page fills when a run is opened, and the events after which it refreshes
     ui.shared["studio"] = {"query": query, "plan_outputs": plan_outputs, "render_outputs": render_outputs,
                            "events": [plan_event, render_event]}
