@@ -162,8 +162,8 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         usage = completion.usage or {}
         record = {"seed": attempt_seed, "finish_reason": usage.get("finish_reason"),
                   **({"capped_fields": usage["capped_fields"]} if usage.get("capped_fields") else {}),
-                  **{k: usage[k] for k in ("prompt_tokens", "completion_tokens", "prompt_eval_s", "generation_s",
-                                           "seconds") if k in usage}}
+                  **{k: usage[k] for k in ("prompt_tokens", "prompt_eval_tokens", "completion_tokens", "prompt_eval_s",
+                                           "generation_s", "seconds") if k in usage}}
         tries.append(record)
         last_raw = completion.text
         problem, fields = _check_answer(completion.text, usage.get("finish_reason"), fit, read_plan)
@@ -235,7 +235,7 @@ def _fit_sentences(text: str, fit) -> str:
 
 def _sum_usage(tries: list[dict]) -> dict:
     total: dict = {"attempts": len(tries)}
-    for key in ("prompt_tokens", "completion_tokens", "prompt_eval_s", "generation_s", "seconds"):
+    for key in ("prompt_tokens", "prompt_eval_tokens", "completion_tokens", "prompt_eval_s", "generation_s", "seconds"):
         values = [t[key] for t in tries if isinstance(t.get(key), (int, float))]
         if values:
             total[key] = round(sum(values), 3) if isinstance(values[0], float) else sum(values)
