@@ -56,7 +56,7 @@ def _split_render(args, argv: list[str]) -> int | None:
 
 def cmd_plan(args) -> int:
     run = pipeline.make_plans(_settings(args), progress=_stderr_progress)
-    out = run.plan.to_dict()
+    out = {**run.plan.to_dict(), **run.plan_info}  # plan_info: the video budget, the attempts, tokens and seconds
     if run.candidates:
         out["candidates"] = run.candidates
     if args.json:

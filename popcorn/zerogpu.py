@@ -90,11 +90,13 @@ def _clamp(seconds: float) -> int:
     return int(max(MIN_SECONDS, min(MAX_SECONDS, round(seconds))))
 
 
-def plan_seconds(llm: str, candidates: int = 1, max_tokens: int = 0) -> int:
-    """A plan slot: every candidate may be asked twice (one re-ask), at the model's token rate, plus 10 s.
-    max_tokens 0 means the plan's own bound (about DEFAULT_PLAN_TOKENS)."""
+def plan_seconds(llm: str, candidates: int = 1, max_tokens: int = 0, attempts: int = 3) -> int:
+    """A plan slot: every candidate may be drawn `attempts` times (pipeline.Settings.attempts: a cut-off or unusable
+    answer is drawn again), at the model's token rate, plus 10 s. max_tokens 0 means the plan's own bound (about
+    DEFAULT_PLAN_TOKENS)."""
     rate = TOKENS_PER_SECOND.get(str(llm).partition(":")[0], DEFAULT_TOKENS_PER_SECOND)
-    return _clamp(10 + max(1, int(candidates)) * 2 * (int(max_tokens) or DEFAULT_PLAN_TOKENS) / rate)
+    tries = max(1, int(candidates)) * max(1, int(attempts))
+    return _clamp(10 + tries * (int(max_tokens) or DEFAULT_PLAN_TOKENS) / rate)
 
 
 def render_seconds(video: str, steps: int | None = None, memory_mode: str = "auto") -> int:

@@ -146,3 +146,23 @@ def test_on_text_sees_the_answer_grow_and_can_stop_it(tiny_model_dir):
     with pytest.raises(Stop):
         llm.complete(MESSAGES, max_tokens=24, temperature=0.0, on_text=stop_at_first)
     assert llm.complete(MESSAGES, max_tokens=24, temperature=0.0).text == full.text  # still usable afterwards
+
+
+def test_a_loaded_model_is_one_of_the_resident_models(tiny_model_dir):
+    """Loading the transformers LLM releases a resident video model, and a later load of another releases the LLM,
+    so an LLM and a video model never hold the GPU together (popcorn/resident.py)."""
+    from popcorn import resident
+
+    released = []
+    resident.hold("video:test", lambda: (released.append("video"), resident.drop("video:test")))
+    llm = TransformersLLM("t", "tiny", str(tiny_model_dir))
+    try:
+        model, _ = llm.load()
+        assert released == ["video"] and llm._holder in resident.held() and "video:test" not in resident.held()
+        assert llm.load()[0] is model  # loaded once
+
+        resident.make_room("video:next")  # a video pipeline about to load
+        assert llm._model is None and llm._holder not in resident.held()
+        assert llm.load()[0] is not model  # loaded again on its next use
+    finally:
+        llm.release()

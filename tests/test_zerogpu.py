@@ -174,7 +174,8 @@ def test_plan_and_render_run_in_gpu_workers_and_the_rest_in_the_main_process(zer
     assert [c["fn"] for c in spaces.CALLS] == ["plan_candidates"]
     plan_call = spaces.CALLS[0]
     settings = studio.get_store().get_run(planned.run_id)["settings"]
-    assert plan_call["duration"] == zg.plan_seconds("slot-llm", 2, settings["max_tokens"]) == 103
+    # 2 candidates x 3 draws x 700 tokens at 30 tokens/s, + 10 s
+    assert plan_call["duration"] == zg.plan_seconds("slot-llm", 2, settings["max_tokens"], settings["attempts"]) == 150
     assert plan_call["exit"] == 0
     assert len(planned.references) == 10  # retrieval ran here, the LLM there
     assert len(planned.candidates) == 2  # ranked by h here, after the slot

@@ -53,6 +53,7 @@ class TransformersLLM:
         self._model = None
         self._tokenizer = None
         self._lock = threading.RLock()
+        self._holder = f"llm:{name}#{id(self)}"  # this backend's name in popcorn/resident.py
 
     def __repr__(self) -> str:
         return f"TransformersLLM(name={self.name!r}, model_id={self.model_id!r})"
@@ -85,9 +86,14 @@ class TransformersLLM:
     # --- loading -------------------------------------------------------------------------------------------------
 
     def load(self):
-        """(model, tokenizer), loaded once: 4-bit NF4 with bf16 compute on CUDA, float32 on the CPU."""
-        with self._lock:
+        """(model, tokenizer), loaded once: 4-bit NF4 with bf16 compute on CUDA, float32 on the CPU. A load is one of
+        the process's resident models (popcorn/resident.py): it releases the others first (a video pipeline, the cover
+        model), and a later video load releases it, so an LLM and a video model never hold the GPU together."""
+        from popcorn import resident
+
+        with resident.exclusive(), self._lock:
             if self._model is None:
+                resident.make_room(self._holder)
                 require_available(self)
                 import torch
                 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -112,7 +118,17 @@ class TransformersLLM:
                                      "and the GPU memory") from exc
                 model.eval()
                 self._model, self._tokenizer = model, tokenizer
+                resident.hold(self._holder, self.release)
             return self._model, self._tokenizer
+
+    def release(self) -> None:
+        """Let go of the loaded model (called by popcorn/resident.py when another model loads)."""
+        from popcorn import resident
+
+        with self._lock:
+            self._model = self._tokenizer = None
+            resident.drop(self._holder)
+        resident.free_cache()
 
     def build_prompt(self, messages: list[dict]) -> str:
         """The text the model sees: the messages through the tokenizer's chat template."""

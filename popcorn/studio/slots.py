@@ -57,7 +57,8 @@ def render_clip(settings: dict, plan: dict, out_dir: str, channel: Channel) -> d
 
 
 def _plan_seconds(settings: dict, retrieval: dict | None, channel: Channel) -> int:
-    return zerogpu.plan_seconds(settings["llm"], settings.get("candidates", 1), settings.get("max_tokens", 0))
+    return zerogpu.plan_seconds(settings["llm"], settings.get("candidates", 1), settings.get("max_tokens", 0),
+                                settings.get("attempts", 3))
 
 
 def _render_seconds(settings: dict, plan: dict, out_dir: str, channel: Channel) -> int:
