@@ -98,5 +98,6 @@ def backend_info(kind: str, name: str) -> str:
     if kind == "video":  # what the plan writes for it: the video prompt fitted to its text encoder
         from popcorn.video.budget import describe
 
-        line += f"\n\n📏 Prompt budget: {html.escape(describe(name))}"
+        # underscores escaped: the line is Markdown, and "__call__" would turn bold
+        line += f"\n\n📏 Prompt budget: {html.escape(describe(name)).replace('_', chr(92) + '_')}"
     return line
