@@ -88,7 +88,8 @@ def cookie_token(value: str | None) -> str | None:
     token, _, mac = str(value or "").partition(".")
     if not token or not mac or len(token) > 64:
         return None
-    return token if hmac.compare_digest(mac, _sign(token)) else None
+    # compared as bytes: hmac.compare_digest raises on str with non-ASCII characters (a crafted cookie -> HTTP 500)
+    return token if hmac.compare_digest(mac.encode(errors="replace"), _sign(token).encode()) else None
 
 
 def visitor_id(cookie: str | None = None, session: str | None = None, user: str | None = None) -> str:

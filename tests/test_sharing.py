@@ -78,6 +78,8 @@ def test_signed_cookie_identifies_a_visitor_and_forgeries_are_ignored(tmp_path, 
     assert access.visitor_id(value, "sess", user="alice") == "hf:alice"  # a signed-in HF user wins
     forged = token + "." + "A" * 22
     assert access.cookie_token(forged) is None and access.visitor_id(forged, "sess") == "s:sess"
+    for odd in (token + "." + "\u00e9" * 22, "\u00e9." + "A" * 22):  # non-ASCII: ignored, not an exception
+        assert access.cookie_token(odd) is None and access.visitor_id(odd, "sess") == "s:sess"
     assert access.visitor_id(None, "") == ""
     assert (tmp_path / "secret.key").stat().st_mode & 0o077 == 0  # the signing key is the server's alone
 
@@ -89,6 +91,9 @@ def test_first_response_sets_an_httponly_cookie_and_a_valid_one_is_kept(server):
     cookie = first.cookies[access.COOKIE]
     again = _get(server, "/config", cookie)
     assert again.status_code == 200 and "set-cookie" not in again.headers
+    # a cookie that decodes to non-ASCII text (octal escapes) is a cookie like any forged one: a fresh one, no error
+    odd = httpx.get(server.url + "config", headers={"cookie": f'{access.COOKIE}="abc.\\303\\251"'}, timeout=30)
+    assert odd.status_code == 200 and odd.headers.get("set-cookie", "").startswith(f"{access.COOKIE}=")
 
 
 def test_owner_secret_is_checked_and_enables_seeing_all(monkeypatch):
