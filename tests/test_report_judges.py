@@ -85,3 +85,18 @@ def test_human_base_rate_leaves_each_title_itself_out(corpus):
     base = judges.human_base_rate(ids)
     assert base["n"] == 300 and 0.0 <= base["share"] < 0.5  # a title is never its own near-copy
     assert base["median_corpus_similarity"] < judges.NEAR_COPY
+
+
+@pytest.mark.slow
+def test_second_judge_is_h_without_retrieval_loaded_once(corpus, monkeypatch):
+    from popcorn.popularity import Predictor, get_predictor
+
+    judges._SECOND_JUDGES.clear()
+    second = judges.second_judge()
+    assert list(second.info["settings"]["retrieval"]) == []  # nothing in it looks up neighbours
+    assert second.info["fingerprint"] == corpus.fingerprint
+    assert tuple(get_predictor().info["settings"]["retrieval"])  # h itself retrieves: the judges differ
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, path: pytest.fail(f"loaded {path} again")))
+    assert judges.second_judge() is second  # a second report in the process reuses it
+    labels = judges.second_judge_labels([{"title": "my cat learns to skateboard", "category": None}] * 2)
+    assert len(labels) == 2 and labels[0] == labels[1] and 0.0 <= labels[0] < 20.0

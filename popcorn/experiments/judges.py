@@ -18,6 +18,7 @@ Two checks sit beside h's tables:
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from dataclasses import replace
 
@@ -153,22 +154,32 @@ def human_base_rate(video_ids: list[int], threshold: float = NEAR_COPY) -> dict:
 # ---------------------------------------------------------------------------------------------------- judge 2
 
 
+_SECOND_JUDGES: dict = {}  # corpus fingerprint -> the second judge, once per process
+_SECOND_LOCK = threading.Lock()
+
+
 def second_judge(progress=None):
-    """h without retrieval features: trained on the configured corpus once, then loaded from the cache."""
+    """h without retrieval features: trained on the configured corpus once (its checkpoint cached beside h's), then
+    loaded from the cache once per process (each report of a long-lived studio reuses it)."""
     from popcorn.corpus import load_corpus
     from popcorn.popularity import Predictor, fit_predictor
     from popcorn.popularity.predictor import checkpoint_path, default_settings
 
     corpus = load_corpus()
-    settings = replace(default_settings(corpus), retrieval=())
-    path = checkpoint_path(corpus, settings)
-    if path.exists():
-        return Predictor.load(path)
-    if progress:
-        progress(f"training the second judge ({SECOND_JUDGE}) once -> {path}")
-    predictor = fit_predictor(corpus, settings, progress)
-    predictor.save(path)
-    return predictor
+    with _SECOND_LOCK:  # two reports at once train or load it once
+        if corpus.fingerprint in _SECOND_JUDGES:
+            return _SECOND_JUDGES[corpus.fingerprint]
+        settings = replace(default_settings(corpus), retrieval=())
+        path = checkpoint_path(corpus, settings)
+        if path.exists():
+            predictor = Predictor.load(path)
+        else:
+            if progress:
+                progress(f"training the second judge ({SECOND_JUDGE}) once -> {path}")
+            predictor = fit_predictor(corpus, settings, progress)
+            predictor.save(path)
+        _SECOND_JUDGES[corpus.fingerprint] = predictor
+        return predictor
 
 
 def second_judge_labels(items: list[dict], predictor=None) -> list[float]:
