@@ -78,6 +78,8 @@ def verified_files(bundle: Path, fingerprint: str) -> dict[str, Path]:
         manifest = json.loads((bundle / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"no readable {MANIFEST} in {bundle} ({type(exc).__name__})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST} in {bundle} is not a JSON object")
     if manifest.get("version") != VERSION:
         raise BundleError(f"manifest version {manifest.get('version')!r}, expected {VERSION}")
     if manifest.get("fingerprint") != fingerprint:
@@ -88,14 +90,18 @@ def verified_files(bundle: Path, fingerprint: str) -> dict[str, Path]:
     out = {}
     for name, entry in files.items():
         parts = PurePosixPath(name).parts
-        if PurePosixPath(name).is_absolute() or ".." in parts or not parts or parts[0] not in CACHE_PARTS:
+        if (PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name or not parts
+                or parts[0] not in CACHE_PARTS):  # a backslash is a separator on Windows: "onnx/..\\x" climbs
             raise BundleError(f"unsafe or unknown path in the manifest: {name!r}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or not isinstance(
+                entry.get("sha256"), str):
+            raise BundleError(f"{name}: the manifest entry is not {{\"size\": int, \"sha256\": str}}")
         path = bundle / Path(*parts)
         if not path.is_file():
             raise BundleError(f"{name} is listed but missing")
-        if path.stat().st_size != int(entry.get("size", -1)):
-            raise BundleError(f"{name} has {path.stat().st_size} bytes, the manifest says {entry.get('size')}")
-        if sha256_of(path) != entry.get("sha256"):
+        if path.stat().st_size != entry["size"]:
+            raise BundleError(f"{name} has {path.stat().st_size} bytes, the manifest says {entry['size']}")
+        if sha256_of(path) != entry["sha256"]:
             raise BundleError(f"{name}: sha256 does not match the manifest")
         out[name] = path
     return out
@@ -131,17 +137,30 @@ def _install(repo: str, fingerprint: str, say: Say) -> bool:
         say(f"prebuilt cache not used ({exc}): building locally")
         return False
     cache = config.cache_dir()
-    for name, source in files.items():
-        target = cache / Path(*PurePosixPath(name).parts)
-        if target.exists() and target.stat().st_size == source.stat().st_size:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        for name, source in files.items():
+            _copy_in(source, cache / Path(*PurePosixPath(name).parts))
+    except OSError as exc:  # a full disk, a read-only cache...: every file already in place is whole (renamed)
+        log.warning("prebuilt cache from %s not installed: %s", repo, exc)
+        say(f"prebuilt cache not installed ({type(exc).__name__}: {exc}): building locally")
+        return False
+    say(f"prebuilt cache for corpus {fingerprint} installed from {repo} ({len(files)} files, sha256 verified)")
+    return True
+
+
+def _copy_in(source: Path, target: Path) -> None:
+    """Copy a verified bundle file into the cache through a temporary name and a rename. A file already there is
+    kept only if it is the same bytes (a same-sized file from an interrupted or other build is replaced)."""
+    if target.is_file() and target.stat().st_size == source.stat().st_size and sha256_of(target) == sha256_of(source):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as f:
             shutil.copyfileobj(f, out, 16 << 20)
         os.replace(tmp, target)
-    say(f"prebuilt cache for corpus {fingerprint} installed from {repo} ({len(files)} files, sha256 verified)")
-    return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 _LOCK = threading.Lock()

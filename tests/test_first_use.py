@@ -218,3 +218,59 @@ def test_no_network_or_offline_means_the_local_build(small_dir, tmp_path, monkey
     assert prebuilt.install(corpus) is False and len(calls) == 1  # asked once, failed: the local build serves
     assert prebuilt.install(corpus) is False and len(calls) == 1  # and not asked again in this process
     assert not (config.cache_dir() / "popularity").exists()
+
+
+def test_malformed_manifest_entries_are_refused_not_raised_past_install(bundle, small_dir, tmp_path, monkeypatch):
+    fingerprint = load_raw_dir(small_dir).fingerprint
+    repo = _copy_repo(bundle[0], tmp_path / "repo")
+    manifest_path = repo / fingerprint / prebuilt.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    name, entry = next(iter(manifest["files"].items()))
+    for bad, why in (({name: "not an entry"}, "entry"), ({name: dict(entry, size=str(entry["size"]))}, "entry"),
+                     ({name: {"size": entry["size"]}}, "entry"),
+                     ({f"{name.split('/')[0]}/..\\..\\outside.joblib": entry}, "unsafe")):
+        manifest_path.write_text(json.dumps(dict(manifest, files=bad)))
+        with pytest.raises(prebuilt.BundleError, match=why):
+            prebuilt.verified_files(repo / fingerprint, fingerprint)
+    manifest_path.write_text(json.dumps([manifest]))
+    with pytest.raises(prebuilt.BundleError, match="not a JSON object"):
+        prebuilt.verified_files(repo / fingerprint, fingerprint)
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("POPCORN_PREBUILT_REPO", str(repo))
+    assert prebuilt.install(load_raw_dir(small_dir)) is False  # refused, and install itself does not raise
+    assert not (tmp_path / "cache" / "popularity").exists()
+
+
+def test_a_failed_copy_leaves_no_partial_file_and_falls_back(bundle, small_dir, tmp_path, monkeypatch):
+    import shutil
+
+    repo, _ = bundle
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(cache))
+    monkeypatch.setenv("POPCORN_PREBUILT_REPO", str(repo))
+
+    def disk_full(source, out, length=0):
+        out.write(source.read(100))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    said = []
+    assert prebuilt.install(load_raw_dir(small_dir), say=said.append) is False
+    assert said and "No space left" in said[-1]
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # no temporary or truncated file left behind
+
+
+def test_a_same_sized_but_different_cache_file_is_replaced_by_the_verified_one(bundle, small_dir, tmp_path,
+                                                                              monkeypatch):
+    repo, built = bundle
+    cache = tmp_path / "cache"
+    name = next(p.name for p in (built / "popularity").glob("*.joblib"))
+    good = (built / "popularity" / name).read_bytes()
+    stale = bytearray(good)
+    stale[len(stale) // 2] ^= 0x01
+    (cache / "popularity").mkdir(parents=True)
+    (cache / "popularity" / name).write_bytes(bytes(stale))
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(cache))
+    monkeypatch.setenv("POPCORN_PREBUILT_REPO", str(repo))
+    assert prebuilt.install(load_raw_dir(small_dir)) is True
+    assert (cache / "popularity" / name).read_bytes() == good
