@@ -44,6 +44,10 @@ def test_two_processes_render_the_same_video_as_one(tmp_path, monkeypatch):
     info = json.loads((tmp_path / "two.json").read_text())
 
     assert "context parallel: Ulysses attention across 2 processes (cpu)" in info["notes"]
+    # the split happened: each process' blocks saw half of the latent sequence, and Ulysses exchanged heads for it
+    split = info["split"]
+    assert split["tokens"] > 0 and split["block_tokens"] * 2 == split["tokens"], split
+    assert split["all_to_all"] > 0, split
     assert info["settings"]["speed"] == "plain"
     assert two.shape == one.frames.shape
     # the same seed and weights: the split attention gives the one-process video (uint8 frames, exact here on the CPU)
