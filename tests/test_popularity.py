@@ -290,3 +290,40 @@ def test_human_baseline_in_a_category_embeds_only_that_category(small_predictor,
     best = rows[np.argsort(-sims, kind="stable")[:2]]
     assert [v["video_id"] for v in found["videos"]] == [int(bank.video_ids[r]) for r in best]
     assert sizes == [in_category, len(bank) - in_category]  # the whole matrix reused the category's rows
+
+
+def test_split_sparse_product_gives_the_plain_products_neighbours_on_real_titles(monkeypatch):
+    """Training's every-video-against-all search splits the TF-IDF product into frequent features (dense, BLAS) and
+    rare ones (sparse); it must find the same neighbours with the same similarities as the plain sparse product."""
+    from popcorn.popularity import memory as memory_module
+    from popcorn.popularity.model import _vectorizer
+
+    table = load_raw_dir(_data_dir()).table.iloc[:3000]
+    titles = table["title"].tolist()
+    space = _vectorizer("char").fit_transform(titles).tocsr()
+    product = memory_module._SplitProduct(space)
+    assert len(product.dense_columns) and len(product.rare_columns)  # both halves are exercised
+    assert np.array_equal(np.sort(np.concatenate([product.dense_columns, product.rare_columns])),
+                          np.arange(space.shape[1]))  # every feature in exactly one half
+    queries = space[:700]
+    assert np.allclose(product.times(queries), (queries @ space.T).toarray(), atol=1e-5)
+
+    bank = memory_module.MemoryBank(table["video_id"].to_numpy(np.int64), titles, table["category"].to_numpy(object),
+                                    table["comments"].to_numpy(np.int64), popularity_label(table["comments"]),
+                                    {"char": space})
+    own = np.arange(len(titles))
+    used = []
+    real_times = memory_module._SplitProduct.times
+    monkeypatch.setattr(memory_module._SplitProduct, "times", lambda self, q: used.append(1) or real_times(self, q))
+    assert len(titles) >= memory_module.SPLIT_MIN_QUERIES
+    split_rows, split_sims = bank.search("char", space, k=20, exclude_rows=own)
+    assert used  # the split path ran
+    monkeypatch.setattr(memory_module, "SPLIT_MIN_QUERIES", 10**9)
+    plain_rows, plain_sims = bank.search("char", space, k=20, exclude_rows=own)
+    assert np.allclose(split_sims, plain_sims, atol=1e-5)
+    assert not (split_rows == own[:, None]).any()
+    # the same neighbours, apart from swaps among similarities tied to within float rounding
+    for i in range(len(titles)):
+        clear = plain_rows[i][plain_sims[i] > plain_sims[i, -1] + 1e-4]
+        assert set(clear) <= set(split_rows[i]), i
+    assert (split_rows == plain_rows).mean() > 0.95
