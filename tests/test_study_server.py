@@ -362,3 +362,26 @@ def test_cli_creates_lists_and_reports_results_as_json(home, study, tmp_path):
     out = subprocess.run([sys.executable, "-m", "popcorn", "study", "results", "nope"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "no study 'nope'" in out.stderr
+
+
+def test_video_responses_carry_nothing_that_orders_the_copies(served, home):
+    """The copies of a study are made one after another, pair by pair, "a" before "b": a header derived from the
+    file's mtime (Last-Modified, Starlette's ETag) would tell a participant which side is which. Every header of every
+    video response, less its length, must be the same."""
+    pairs = owner.collect_pairs("runs", factor="mode", a="pe", b="basic", home=home)
+    study = owner.create_study(owner.LOCAL, "headers", "Which one?", pairs, per_participant=3, home=home)
+    me = Client(served.url)
+    link = study["link"]
+    me.call("POST", f"/s/{link}/api/join", {})
+    kept = []
+    while True:
+        _, state = me.call("GET", f"/s/{link}/api/state")
+        if state["finished"]:
+            break
+        for side in ("left", "right"):
+            assert me.call("GET", state["task"][side])[0] == 200
+            kept.append({k.lower(): v for k, v in me.seen[-1]["headers"].items() if k.lower() != "content-length"})
+        me.call("POST", f"/s/{link}/api/vote", {"task": state["task"]["index"], "choice": "tie"})
+    assert len(kept) == 6
+    assert not {"last-modified", "etag"} & set(kept[0]), kept[0]
+    assert all(h == kept[0] for h in kept), kept

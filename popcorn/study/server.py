@@ -24,6 +24,7 @@ import argparse
 import html
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -143,7 +144,11 @@ def video(link: str, name: str, request: Request):
         path = _studies().media_path(link, _participant_id(request), media_id)
     except StudyError as exc:
         return _error(exc)
-    return FileResponse(path, media_type="video/mp4", headers=PRIVATE)  # no filename header: the id is all
+    response = FileResponse(path, media_type="video/mp4", headers=PRIVATE, stat_result=os.stat(path))
+    # no filename header (the id is all), and no validators: Starlette's Last-Modified and ETag come from the file's
+    # mtime, and the copies were written pair by pair, "a" before "b", so they would tell the sides apart
+    del response.headers["last-modified"], response.headers["etag"]
+    return response
 
 
 # ------------------------------------------------------------------------------------------------------------ owner
