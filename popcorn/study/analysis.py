@@ -412,12 +412,21 @@ VOTE_COLUMNS = ["vote", "participant", "task", "item", "check_of", "side", "a_on
                 "created"]
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value):
+    """A text cell a spreadsheet would run as a formula (a participant's typed reason is a stranger's text) gets a
+    leading apostrophe, so the owner's spreadsheet shows it as text."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def votes_csv(votes: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=VOTE_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for v in votes:
-        writer.writerow(v)
+        writer.writerow({k: _cell(v.get(k)) for k in VOTE_COLUMNS})
     return out.getvalue()
 
 
