@@ -298,9 +298,11 @@ def title_vectors(titles: list[str], fingerprint: str, embedder: Embedder | None
         progress(f"embedding {len(missing)} titles with {embedder.name} (once; cached in {path.name})")
     if len(missing):
         vectors[missing] = embedder.encode_many([titles[i] for i in missing])
-    for target, array in ((_keys_path(path), keys), (path, vectors)):  # the matrix last: it marks a complete pair
-        tmp = target.with_suffix(".tmp.npy")
-        np.save(tmp, array)
+    for target, write in ((_keys_path(path), lambda f: np.savez(f, keys=keys, model=np.array(embedder.name))),
+                          (path, lambda f: np.save(f, vectors))):  # the matrix last: it marks a complete pair
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as f:
+            write(f)
         tmp.replace(target)
     _TITLE_VECTORS[path] = vectors
     return vectors
@@ -315,7 +317,9 @@ def title_keys(titles: list[str]) -> np.ndarray:
 
 
 def _keys_path(path: Path) -> Path:
-    return path.with_name(path.name[: -len(".npy")] + ".keys.npy")
+    """The row keys of a title matrix, and the model that embedded them (a file name alone cannot tell: another
+    model's cache key may end in "-" + this one's, and fingerprints may hold "-")."""
+    return path.with_name(path.name[: -len(".npy")] + ".keys.npz")
 
 
 def _reuse(folder: Path, embedder: Embedder, keys: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -323,14 +327,17 @@ def _reuse(folder: Path, embedder: Embedder, keys: np.ndarray, path: Path) -> tu
     to embed). A held-out split or a subset of a corpus then costs nothing once the whole corpus was embedded."""
     vectors = np.zeros((len(keys), embedder.dim), dtype=np.float32)
     todo = np.ones(len(keys), dtype=bool)
-    for other_keys in sorted(folder.glob(f"*-{embedder.cache_key}.keys.npy")):
-        other = other_keys.with_name(other_keys.name[: -len(".keys.npy")] + ".npy")
+    for other_keys in sorted(folder.glob(f"*-{embedder.cache_key}.keys.npz")):
+        other = other_keys.with_name(other_keys.name[: -len(".keys.npz")] + ".npy")
         if other == path or not other.exists() or not todo.any():
             continue
         try:
-            known = np.load(other_keys)
+            with np.load(other_keys) as stored:
+                if str(stored["model"]) != embedder.name:  # another model's vectors, of the same width maybe
+                    continue
+                known = stored["keys"]
             matrix = np.load(other, mmap_mode="r")
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):
             continue
         if matrix.shape != (len(known), embedder.dim):
             continue

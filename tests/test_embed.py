@@ -49,4 +49,25 @@ def test_title_vectors_reuse_rows_already_embedded_under_another_fingerprint(cor
     part = embed.title_vectors(subset, "part", embedder)
     assert asked == [["a title never embedded before"]]  # only the new text was encoded
     assert np.array_equal(part[:3], whole[[7, 3, 99]])
-    assert (tmp_path / "embeddings" / f"part-{embedder.cache_key}.keys.npy").exists()
+    assert (tmp_path / "embeddings" / f"part-{embedder.cache_key}.keys.npz").exists()
+
+
+def test_title_vectors_never_reuse_rows_of_another_model_whose_file_name_looks_alike(corpus, tmp_path, monkeypatch):
+    """A fine-tune's cache key can end in "-" + this model's (org "my-sentence-transformers" vs
+    "sentence-transformers"): its files match this model's pattern and have the same width, but other vectors."""
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    titles = corpus.table["title"].tolist()[:40]
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    lookalike = folder / f"fp-my-{embedder.cache_key}.npy"
+    np.save(lookalike, np.ones((len(titles), embedder.dim), dtype=np.float32))
+    np.savez(embed._keys_path(lookalike), keys=embed.title_keys(titles), model=np.array(f"my-{embedder.name}"))
+    asked = []
+    real = embedder.encode_many
+    monkeypatch.setattr(embedder, "encode_many", lambda texts: asked.append(len(texts)) or real(texts))
+    vectors = embed.title_vectors(titles, "part", embedder)
+    assert asked == [len(titles)]  # all embedded here: none taken from the look-alike
+    assert np.allclose(vectors, embedder.encode(titles), atol=1e-5)
