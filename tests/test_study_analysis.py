@@ -156,3 +156,17 @@ def test_votes_csv_keeps_a_typed_reason_from_running_as_a_formula():
     rows = list(csv.DictReader(io.StringIO(A.votes_csv(votes))))
     assert [r["reason"] for r in rows] == ["'" + r for r in typed[:4]] + [typed[4]]
     assert [r["participant"] for r in rows] == ["p1"] * 5 and rows[0]["choice"] == "a"
+
+
+def test_the_bootstrap_interval_resamples_participants_not_votes():
+    # the same 20 wins and 20 losses of x = basic: from two people who each always pick one side, the participant
+    # bootstrap draws one person twice half the time (rate 0 or 1); from 40 people with one vote each it is narrow
+    two = [vote("p0", f"i{j}", "b") for j in range(20)] + [vote("p1", f"i{j}", "a") for j in range(20)]
+    many = [vote(f"p{j}", f"i{j}", "b" if j < 20 else "a") for j in range(40)]
+    (row_two,), (row_many,) = A.win_rates(two, bootstrap=400), A.win_rates(many, bootstrap=400)
+    assert row_two["apart"]["rate"] == row_many["apart"]["rate"] == 0.5
+    assert row_two["apart"]["bootstrap_ci95"] == [0.0, 1.0]
+    lo, hi = row_many["apart"]["bootstrap_ci95"]
+    assert 0.25 < lo < 0.5 < hi < 0.75
+    (alone,) = A.win_rates([vote("p0", "i1", "a"), vote("p0", "i2", "b"), vote("p1", "i1", "tie")], bootstrap=100)
+    assert alone["apart"]["bootstrap_ci95"] is None  # one person with decisive votes: nothing to resample between

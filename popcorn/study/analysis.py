@@ -32,6 +32,8 @@ import math
 import random
 from collections import Counter, defaultdict
 
+from popcorn.experiments import stats
+
 Z95 = 1.959963984540054
 OUTCOMES = ("a", "b", "tie", "both_bad")
 SIDE_ALPHA, CROWD_ALPHA = 0.01, 0.01
@@ -173,28 +175,13 @@ def _rate(k: float, n: float) -> dict:
 
 
 def _bootstrap_rate(votes: list[dict], x: str, draws: int, seed: int) -> list[float] | None:
-    """95% percentile interval of x's decisive win rate, resampling participants (their votes stay together)."""
-    per_person: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # participant -> [x wins, decisive votes]
-    for v in votes:
-        w = _winner(v)
-        if w is not None:
-            per_person[v["participant"]][0] += w == x
-            per_person[v["participant"]][1] += 1
-    people = sorted({v["participant"] for v in votes})
-    if len(people) < 2:
-        return None
-    counts = [per_person.get(p, [0, 0]) for p in people]
-    rng = random.Random(seed)
-    rates = []
-    for _ in range(draws):
-        drawn = rng.choices(counts, k=len(counts))
-        decisive = sum(c[1] for c in drawn)
-        if decisive:
-            rates.append(sum(c[0] for c in drawn) / decisive)
-    if not rates:
-        return None
-    rates.sort()
-    return [round(rates[int(0.025 * (len(rates) - 1))], 4), round(rates[int(0.975 * (len(rates) - 1))], 4)]
+    """95% percentile interval of x's decisive win rate, resampling participants (their votes are not independent):
+    the report's group bootstrap (popcorn/experiments/stats.py) over decisive votes, grouped by participant."""
+    decisive = [(1 if w == x else -1, v["participant"]) for v in votes if (w := _winner(v)) is not None]
+    if len({person for _, person in decisive}) < 2:
+        return None  # one participant (or none) with a decisive vote: nothing to resample between
+    outcomes, people = zip(*decisive)
+    return list(stats.bootstrap_interval(list(outcomes), list(people), n_boot=draws, seed=seed))
 
 
 def win_rates(votes: list[dict], bootstrap: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
