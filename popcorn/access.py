@@ -10,6 +10,7 @@ Visitors
     "s:<session hash>".
 Owner
     POPCORN_ADMIN_SECRET set: a visitor who gives it (compared with hmac.compare_digest, never logged) sees every run.
+    Tries are limited per visitor and per server (SECRET_TRIES).
 Backends
     POPCORN_BACKENDS: the LLM and video names remote callers may choose (comma-separated; "*" = all registered).
     Default: all registered on a studio bound to this machine only (127.0.0.1), "local,storyboard" on a public one
@@ -112,12 +113,26 @@ def owner_mode_enabled() -> bool:
     return bool(os.environ.get("POPCORN_ADMIN_SECRET", ""))
 
 
-def sign_in_owner(visitor: str, secret: str) -> bool:
-    """True (and `visitor` becomes the owner for this server's life) when `secret` is POPCORN_ADMIN_SECRET."""
+def admin_secret_ok(secret, who: str) -> bool:
+    """Is `secret` POPCORN_ADMIN_SECRET? Compared in constant time (digests, so the length is not timed either), never
+    logged. Each try counts against `who` and against the server as a whole (a visitor id is free to renew): over
+    SECRET_TRIES, StageError('input') with the wait, and the secret is not compared."""
     expected = os.environ.get("POPCORN_ADMIN_SECRET", "")
-    if not expected or not visitor:
+    if not expected:
         return False
-    if not hmac.compare_digest(str(secret or "").encode(), expected.encode()):
+    for key, limiter in (("server", _SECRET_TRIES_SERVER), (who or "anonymous", _SECRET_TRIES)):
+        wait = limiter.take(key)
+        if wait:
+            raise StageError("input", "too many admin secret tries on this studio",
+                             f"try again in {max(1, round(wait / 60))} minutes")
+    given = hashlib.sha256(str(secret or "").encode(errors="replace")).digest()
+    return hmac.compare_digest(given, hashlib.sha256(expected.encode()).digest())
+
+
+def sign_in_owner(visitor: str, secret: str) -> bool:
+    """True (and `visitor` becomes the owner for this server's life) when `secret` is POPCORN_ADMIN_SECRET
+    (admin_secret_ok: StageError when there were too many tries)."""
+    if not visitor or not admin_secret_ok(secret, visitor):
         return False
     with _OWNERS_LOCK:
         _OWNERS.add(visitor)
@@ -214,6 +229,13 @@ class RateLimiter:
             calls.append(now)
             return 0.0
 
+
+# admin secret tries (admin_secret_ok): per visitor, and for the whole server against visitors who renew their id;
+# 60 tries per 15 minutes is ~5,800 a day: nothing against a long random secret (docs/DEPLOY.md), and a lock-out of
+# the owner's web sign-in for at most 15 minutes while someone guesses
+SECRET_TRIES = {"visitor": (10, 900.0), "server": (60, 900.0)}
+_SECRET_TRIES = RateLimiter(*SECRET_TRIES["visitor"])
+_SECRET_TRIES_SERVER = RateLimiter(*SECRET_TRIES["server"])
 
 _PAID: RateLimiter | None = None
 _PAID_LOCK = threading.Lock()

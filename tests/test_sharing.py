@@ -296,6 +296,98 @@ def test_the_public_api_offers_no_endpoint_across_visitors(server, visitors):
         client.predict(api_name="/on_history")  # the History tab's events are not on the API
 
 
+def _queue_call(server, cookie: str | None, fn_index: int, data: list, event_data: dict | None = None) -> dict:
+    """One event through Gradio's queue API by fn_index, as the browser sends it (private events are callable this
+    way too); returns the process_completed message."""
+    import json
+    import uuid
+
+    session = uuid.uuid4().hex[:11]
+    with httpx.Client(base_url=server.url, cookies={access.COOKIE: cookie} if cookie else None, timeout=120) as c:
+        joined = c.post("/gradio_api/queue/join", json={"data": data, "event_data": event_data, "fn_index": fn_index,
+                                                        "trigger_id": None, "session_hash": session})
+        if joined.status_code != 200:
+            return {"success": False, "joined": joined.status_code, "output": joined.text}
+        logs = []  # gr.Info / gr.Warning messages
+        with c.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "log":
+                    logs.append(message.get("log", ""))
+                if message.get("msg") == "process_completed":
+                    return {**message, "logs": logs}
+    raise AssertionError(f"event {fn_index} did not complete")
+
+
+def test_no_event_private_or_public_hands_a_stranger_another_visitors_run(server, visitors):
+    """Every event of the page, called by fn_index by visitor b with a's run id in every text input and selection:
+    nothing that succeeds carries a's title (which b never sends) or a's hand-out folder."""
+    import uuid
+
+    secret_title = f"only a knows {uuid.uuid4().hex[:12]}"
+    out = visitors["a"][0].predict("", secret_title, *PLAN[1:], "storyboard", 0, api_name="/render")
+    run_a, folder_a = out[6], (out[0].get("video") or out[0])["url"].split("/")[-2]
+    cookie_b = visitors["b"][0].cookies[access.COOKIE]
+    config = httpx.get(server.url + "config", cookies={access.COOKIE: cookie_b}, timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+
+    def value(component_id: int):
+        component = components[component_id]
+        kind, props = component["type"], component.get("props", {})
+        if kind == "radio" and props.get("choices"):
+            return props["choices"][0][1]
+        # a's run id as every text and every backend name (so no event makes a run of b's that holds a's id as text)
+        return {"textbox": run_a, "dropdown": run_a, "number": 0, "slider": 1, "dataset": 0}.get(kind)
+
+    called, succeeded = set(), set()
+    for dependency in config["dependencies"]:
+        if not dependency.get("backend_fn"):
+            continue
+        data = [value(i) for i in dependency["inputs"]]
+        event = {"index": [0, 1], "value": run_a, "row_value": ["x", run_a], "selected": True}
+        message = _queue_call(server, cookie_b, dependency["id"], data, event)
+        called.add(dependency["id"])
+        if message.get("success"):
+            succeeded.add(dependency.get("api_name"))
+            text = str(message.get("output"))
+            assert secret_title not in text and folder_a not in text, (dependency.get("api_name"), text[:500])
+    assert len(called) >= 15  # the studio's, the History tab's and the Study tab's events were all tried
+    assert {"on_history", "on_load"} <= succeeded, succeeded  # b's own history was read, and holds nothing of a's
+
+
+def test_admin_secret_tries_are_limited_per_visitor_and_per_server(monkeypatch):
+    from popcorn.types import StageError
+
+    monkeypatch.setenv("POPCORN_ADMIN_SECRET", SECRET)
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(3, 900))
+    monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(5, 900))
+    assert not access.sign_in_owner("c:guesser", "guess-1") and not access.sign_in_owner("c:guesser", "guess-2")
+    assert not access.sign_in_owner("c:guesser", "guess-3")
+    with pytest.raises(StageError, match="too many admin secret tries"):
+        access.sign_in_owner("c:guesser", SECRET)  # over the visitor's tries: not even the right secret is compared
+    assert not access.is_owner("c:guesser")
+    assert access.sign_in_owner("c:owner", SECRET) and access.is_owner("c:owner")  # the 5th try of the server
+    access.sign_out_owner("c:owner")
+    with pytest.raises(StageError, match="too many admin secret tries"):
+        access.sign_in_owner("c:fresh-id", SECRET)  # a renewed visitor id does not renew the server's tries
+
+
+def test_admin_secret_guessing_over_the_queue_api_is_stopped(server):
+    """A stranger calling the History tab's private owner event by fn_index: refused after SECRET_TRIES, even with the
+    right secret then."""
+    cookie = httpx.get(server.url, timeout=30).cookies[access.COOKIE]
+    config = httpx.get(server.url + "config", cookies={access.COOKIE: cookie}, timeout=30).json()
+    owner = next(d["id"] for d in config["dependencies"] if d.get("api_name", "").startswith("on_owner"))
+    tries = access.SECRET_TRIES["visitor"][0]
+    for i in range(tries):
+        message = _queue_call(server, cookie, owner, [f"guess-{i}"])
+        assert message["success"] and message["output"]["data"][1]["data"] == []
+        assert message["logs"] == ["That is not the admin secret."]
+    message = _queue_call(server, cookie, owner, [SECRET])
+    assert message["success"] and message["output"]["data"][1]["data"] == []  # the history stays the visitor's own
+    assert len(message["logs"]) == 1 and message["logs"][0].startswith("too many admin secret tries on this studio")
+
+
 # ------------------------------------------------------------------------------------------------ the History tab
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from popcorn import access, studio, ui
+from popcorn.types import StageError
 
 
 def on_history(request: gr.Request):
@@ -24,10 +25,15 @@ def on_open_run(evt: gr.SelectData, request: gr.Request):
 def on_owner(secret, request: gr.Request):
     """Owner mode: the admin secret lets this visitor see every run (checked in constant time; never logged)."""
     who = ui.requester(request)
-    if access.sign_in_owner(who.visitor, str(secret or "")[: access.LIMITS["secret"]]):
-        gr.Info("Owner mode: the history shows every visitor's runs.")
+    try:
+        signed_in = access.sign_in_owner(who.visitor, str(secret or "")[: access.LIMITS["secret"]])
+    except StageError as exc:  # too many tries
+        gr.Warning(f"{exc.message}: {exc.hint}.")
     else:
-        gr.Warning("That is not the admin secret.")
+        if signed_in:
+            gr.Info("Owner mode: the history shows every visitor's runs.")
+        else:
+            gr.Warning("That is not the admin secret.")
     return "", studio.history(who.visitor)
 
 
