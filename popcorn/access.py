@@ -17,7 +17,9 @@ Backends
     (a Space, or any other address). Typed names with an argument (local:/x.gguf, transformers:<id>,
     openai-compatible:<model>) only when POPCORN_ALLOW_CUSTOM_BACKENDS=1.
 Paid backends (API keys of the owner)
-    POPCORN_PAID_LIMIT calls per POPCORN_PAID_WINDOW seconds per visitor (default 5 per 3600); the owner is exempt.
+    POPCORN_PAID_LIMIT calls per POPCORN_PAID_WINDOW seconds per visitor (default 5 per 3600), and POPCORN_PAID_TOTAL
+    for all visitors together (default 10 x the per-visitor limit: visitor ids are free to renew); the owner is
+    exempt. A plan of N candidates is N calls.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import threading
@@ -215,19 +218,28 @@ class RateLimiter:
     def __init__(self, limit: int, window: float):
         self.limit, self.window = int(limit), float(window)
         self._calls: dict[str, deque] = defaultdict(deque)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
-    def take(self, key: str, now: float | None = None) -> float:
-        """Count one call; returns 0 when allowed, else the seconds until the next call is allowed (not counted)."""
+    def wait(self, key: str, n: int = 1, now: float | None = None) -> float:
+        """Seconds until `n` more calls under `key` are allowed (0: now); counts nothing."""
         now = time.monotonic() if now is None else now
         with self._lock:
             calls = self._calls[key]
             while calls and calls[0] <= now - self.window:
                 calls.popleft()
-            if len(calls) >= self.limit:
-                return calls[0] + self.window - now
-            calls.append(now)
-            return 0.0
+            over = len(calls) + n - self.limit
+            if over <= 0:
+                return 0.0
+            return calls[over - 1] + self.window - now if n <= self.limit else float("inf")
+
+    def take(self, key: str, n: int = 1, now: float | None = None) -> float:
+        """Count `n` calls; returns 0 when allowed, else the seconds until they are allowed (nothing counted)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            wait = self.wait(key, n, now)
+            if not wait:
+                self._calls[key].extend([now] * n)
+            return wait
 
 
 # admin secret tries (admin_secret_ok): per visitor, and for the whole server against visitors who renew their id;
@@ -237,30 +249,48 @@ SECRET_TRIES = {"visitor": (10, 900.0), "server": (60, 900.0)}
 _SECRET_TRIES = RateLimiter(*SECRET_TRIES["visitor"])
 _SECRET_TRIES_SERVER = RateLimiter(*SECRET_TRIES["server"])
 
-_PAID: RateLimiter | None = None
+_PAID: dict[str, RateLimiter] = {}
 _PAID_LOCK = threading.Lock()
 
 
-def _paid_limiter() -> RateLimiter:
-    global _PAID
+def _paid_limiters() -> dict[str, RateLimiter]:
+    """{"visitor": POPCORN_PAID_LIMIT per visitor, "server": POPCORN_PAID_TOTAL for all visitors together}, each per
+    POPCORN_PAID_WINDOW seconds. The server's cap is what bounds the bill: a visitor id is free to renew (a new cookie,
+    a new session)."""
     limit = int(os.environ.get("POPCORN_PAID_LIMIT", "5"))
+    total = int(os.environ.get("POPCORN_PAID_TOTAL", "") or 10 * limit)
     window = float(os.environ.get("POPCORN_PAID_WINDOW", "3600"))
-    with _PAID_LOCK:
-        if _PAID is None or (_PAID.limit, _PAID.window) != (limit, window):
-            _PAID = RateLimiter(limit, window)
-        return _PAID
+    wanted = {"visitor": (limit, window), "server": (total, window)}
+    for key, (n, w) in wanted.items():
+        if key not in _PAID or (_PAID[key].limit, _PAID[key].window) != (n, w):
+            _PAID[key] = RateLimiter(n, w)
+    return dict(_PAID)
 
 
-def charge_paid(visitor: str, name: str) -> None:
-    """Count one call of a paid backend for `visitor`; StageError when over the limit (the owner is exempt)."""
+def charge_paid(visitor: str, name: str, calls: int = 1) -> None:
+    """Count `calls` calls of a paid backend (a plan of N candidates is N) for `visitor` and for the server;
+    StageError when either is over its limit, and then nothing is counted (the owner is exempt)."""
     if not is_paid(name) or is_owner(visitor):
         return
-    wait = _paid_limiter().take(visitor or "anonymous")
-    if wait:
-        limiter = _paid_limiter()
-        raise StageError("input", f"{name!r} uses the owner's API key and this visitor has used it {limiter.limit} "
-                         f"times in the last {limiter.window / 60:.0f} minutes",
-                         f"try again in {wait / 60:.0f} minutes, or pick the local LLM / storyboard")
+    calls = max(1, int(calls))
+    keys = {"visitor": visitor or "anonymous", "server": "all"}
+    with _PAID_LOCK:
+        limiters = _paid_limiters()
+        waits = {kind: limiters[kind].wait(keys[kind], calls) for kind in keys}
+        if not any(waits.values()):
+            for kind in keys:
+                limiters[kind].take(keys[kind], calls)
+            return
+    kind = "visitor" if waits["visitor"] else "server"
+    limiter, wait = limiters[kind], waits[kind]
+    used = len(limiter._calls[keys[kind]])
+    who = "this visitor has used it" if kind == "visitor" else "this studio's visitors have used paid backends"
+    asked = f" (this asks for {calls})" if calls > 1 else ""
+    when = (f"try again in {max(1, math.ceil(wait / 60))} minutes" if math.isfinite(wait)
+            else f"ask for at most {limiter.limit} candidate plans")
+    raise StageError("input", f"{name!r} uses the owner's API key and {who} {used} times in the last "
+                     f"{limiter.window / 60:.0f} minutes; the limit is {limiter.limit}{asked}",
+                     f"{when}, or pick the local LLM / storyboard")
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs

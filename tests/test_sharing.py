@@ -254,6 +254,29 @@ def test_paid_backends_are_rate_limited_per_visitor(monkeypatch):
     access.charge_paid("c:v2", "sora")  # another visitor has their own allowance
     limiter = access.RateLimiter(1, 10)
     assert limiter.take("k", now=0) == 0 and limiter.take("k", now=5) == 5 and limiter.take("k", now=10.5) == 0
+    limiter = access.RateLimiter(3, 10)
+    assert limiter.take("k", 2, now=0) == 0 and limiter.take("k", 2, now=1) == 9  # 2 more only when the first 2 expire
+    assert limiter.take("k", 4, now=1) == float("inf") and limiter.take("k", 1, now=1) == 0
+
+
+def test_paid_calls_are_capped_for_the_server_and_count_each_candidate(monkeypatch):
+    """A visitor id is free to renew (a new cookie or session per request): the server-wide cap bounds the bill."""
+    from popcorn.types import StageError
+
+    monkeypatch.setenv("POPCORN_PAID_LIMIT", "3")
+    monkeypatch.setenv("POPCORN_PAID_TOTAL", "7")
+    monkeypatch.setenv("POPCORN_PAID_WINDOW", "1800")
+    monkeypatch.setattr(access, "_PAID", {})
+    with pytest.raises(StageError, match=r"used it 0 times in the last 30 minutes; the limit is 3 \(this asks for 4\)"):
+        access.charge_paid("c:w0", "openai", 4)  # 4 candidate plans are 4 calls: more than a visitor's 3
+    access.charge_paid("c:w0", "openai", 3)
+    with pytest.raises(StageError, match="this visitor has used it 3 times"):
+        access.charge_paid("c:w0", "openai")
+    for i in range(1, 5):  # fresh ids, one call each: 3 + 4 = the server's 7
+        access.charge_paid(f"s:renewed-{i}", "deepseek-chat")
+    with pytest.raises(StageError, match="this studio's visitors have used paid backends 7 times in the last 30 min"):
+        access.charge_paid("s:renewed-5", "openai")
+    access.charge_paid("s:renewed-5", "local")  # not paid: never refused
 
 
 def test_public_default_and_owner_lists(monkeypatch):

@@ -164,7 +164,7 @@ def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str, video: s
         raise StudioError(f"Stage input failed: {settings.candidates} candidate plans asked. Use 1 to "
                           f"{MAX_CANDIDATES}.", "input")
     _checked(settings.check)
-    _checked(access.charge_paid, visitor, settings.llm)
+    _checked(access.charge_paid, visitor, settings.llm, settings.candidates)  # each candidate is one paid call
     return settings
 
 
