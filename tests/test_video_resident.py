@@ -106,6 +106,20 @@ def test_auto_mode_is_decided_once_per_load(gpu, saved_pipelines, monkeypatch):
     assert any("auto, chosen at load" in note for note in second.notes)
 
 
+def test_a_reload_that_keeps_the_auto_mode_says_why_once(gpu, saved_pipelines, monkeypatch, tmp_path):
+    import shutil
+
+    gen = generator(LTX, saved_pipelines, monkeypatch, tiny_ltx, gpu_gib=30, offload_gib=10)
+    gen.render(plain())
+    moved = shutil.copytree(saved_pipelines[tiny_ltx], tmp_path / "moved")
+    monkeypatch.setenv(gen.spec.env_var, str(moved))  # the weights moved: a reload, the mode chosen at load kept
+    gen.render(plain())
+    kept = [note for note in gen.render(plain()).notes if "memory mode" in note]
+    assert gen.loads == 2 and gpu.placed == ["gpu", "gpu"]
+    assert len(kept) == 1 and kept[0].count("memory mode") == 1 and kept[0].count("chosen at load") == 1, kept
+    assert kept[0].startswith("memory mode gpu (auto, chosen at load: 40 GiB usable of 80")
+
+
 def test_auto_counts_what_this_generator_already_holds(gpu, saved_pipelines, monkeypatch):
     gen = generator(LTX, saved_pipelines, monkeypatch, tiny_ltx, gpu_gib=30, offload_gib=10)
     gen.render(plain(memory_mode="gpu"))

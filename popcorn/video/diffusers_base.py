@@ -156,7 +156,7 @@ class DiffusersGenerator:
         self._pipe = None
         self._pipe_key: tuple[str, str, bool] | None = None  # (weights source, placement, fast) of the loaded pipeline
         self._auto = False  # the loaded pipeline's memory mode was chosen by "auto" (kept until the next load)
-        self._mode_note = ""  # why that mode was chosen
+        self._mode_note = ""  # the note that said which mode "auto" chose at the load, and why
         self._held = 0  # GPU bytes the loaded pipeline holds (allocated during its load)
         self._scheduler_config: dict | None = None  # the loaded scheduler's own config (size-based changes start here)
         self._scheduler_changes: dict = {}
@@ -283,7 +283,7 @@ class DiffusersGenerator:
         if requested != "auto":
             return requested, [f"memory mode {requested} (asked for)"]
         if self._pipe is not None and self._auto:
-            return self._pipe_key[1], [f"memory mode {self._pipe_key[1]} (auto, chosen at load: {self._mode_note})"]
+            return self._pipe_key[1], [self._mode_note.replace("(auto: ", "(auto, chosen at load: ", 1)]
         free, total = reading
         usable_gib = (free + self._held) / GIB
         if usable_gib >= self.spec.gpu_gib:
@@ -565,7 +565,7 @@ class DiffusersGenerator:
             notes = snap_notes + notes + mode_notes + speed_notes
             loads = self.loads
             pipe = self.pipeline(mode, progress, fast=fast, auto=check_memory_mode(req.memory_mode) == "auto",
-                                 mode_note=mode_notes[0].split("(auto: ", 1)[-1].rstrip(")") if mode_notes else "")
+                                 mode_note=mode_notes[0] if mode_notes else "")
             loaded_s = round(time.perf_counter() - started, 3) if self.loads != loads else 0.0
             if req.steps is None:
                 req = replace(req, steps=default_steps(self.spec))
