@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -33,8 +32,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from starlette.concurrency import run_in_threadpool
 
 from popcorn.study import StudyError, analysis, owner
-
-log = logging.getLogger("popcorn.study.server")
 
 COOKIE = "sp"
 SIDES = {"A": "left", "B": "right", "tie": "tie", "both_bad": "both_bad"}
@@ -74,7 +71,7 @@ def _state(link: str, pid: str) -> dict:
              "finished": len(answered) >= total, "task": None}
     nxt = next((i for i in range(total) if i not in answered), None)
     if nxt is not None:
-        shown = _studies().shown(link, pid, nxt)
+        shown = _studies().shown(me, nxt)
         state["task"] = {"index": nxt, "number": len(answered) + 1,
                          "left": f"/s/{link}/v/{shown['left']}.mp4?p={me['id']}",
                          "right": f"/s/{link}/v/{shown['right']}.mp4?p={me['id']}"}

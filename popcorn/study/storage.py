@@ -79,13 +79,15 @@ class StudyStore:
         items = []
         try:
             for i, pair in enumerate(pairs):
+                sides = []
                 for key in ("a", "b"):
                     src = str(Path(pair[key]["video"]).resolve())
                     if src not in copies:
                         copies[src] = media.anonymise(src, folder)[0]
-                if copies[str(Path(pair["a"]["video"]).resolve())] == copies[str(Path(pair["b"]["video"]).resolve())]:
+                    sides.append(copies[src])
+                if sides[0] == sides[1]:
                     raise StudyError(f"pair {i + 1} compares a video with itself")
-                items.append((f"p{i:04d}", pair))
+                items.append((f"p{i:04d}", pair, *sides))
             codes = [_token(6) for _ in range(invites)]
             settings = {"source": source, "pairs": len(pairs)}
             with self._write() as conn:
@@ -96,12 +98,10 @@ class StudyStore:
                 for src, media_id in copies.items():
                     conn.execute("INSERT INTO study_media (id, study_id, source) VALUES (?, ?, ?)",
                                  (media_id, study_id, src))
-                for position, (item, pair) in enumerate(items):
+                for position, (item, pair, media_a, media_b) in enumerate(items):
                     conn.execute("INSERT INTO study_items (study_id, item, position, pair, media_a, media_b)"
                                  " VALUES (?, ?, ?, ?, ?, ?)",
-                                 (study_id, item, position, json.dumps(pair, ensure_ascii=False),
-                                  copies[str(Path(pair["a"]["video"]).resolve())],
-                                  copies[str(Path(pair["b"]["video"]).resolve())]))
+                                 (study_id, item, position, json.dumps(pair, ensure_ascii=False), media_a, media_b))
                 conn.executemany("INSERT INTO study_invites (study_id, code) VALUES (?, ?)",
                                  [(study_id, c) for c in codes])
         except BaseException:
@@ -205,9 +205,8 @@ class StudyStore:
         with self._connect() as conn:
             return self._participant(conn, study, pid)
 
-    def shown(self, link: str, pid: str, task: int) -> dict:
-        """What a participant's task shows: the two media ids in their left/right order."""
-        me = self.participant(link, pid)
+    def shown(self, me: dict, task: int) -> dict:
+        """What task `task` of participant `me` (as participant() returns) shows: the two media ids, left and right."""
         if not 0 <= int(task) < len(me["tasks"]):
             raise StudyError("no such task for this participant", 404)
         t = me["tasks"][int(task)]
