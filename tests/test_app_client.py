@@ -91,6 +91,22 @@ def _store(server):
     return Store(server.home / "popcorn.db")
 
 
+def test_a_studio_for_this_machine_answers_only_requests_addressed_to_it(server):
+    """Bound to 127.0.0.1 (every backend, the Experiments page): a request naming another host (a DNS-rebinding page,
+    a proxy passing its public Host) is refused, HTTP and the queue API alike; this machine's names are served."""
+    import httpx
+
+    from popcorn.ui.guard import loopback_host
+
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "localhost"):
+        assert httpx.get(server.url + "config", headers={"host": host}, timeout=30).status_code == 200, host
+    for host in (f"evil.example:{server.port}", "127.0.0.1.evil.example", f"192.168.1.5:{server.port}"):
+        for method, path in (("GET", "config"), ("GET", ""), ("POST", "gradio_api/queue/join")):
+            response = httpx.request(method, server.url + path, headers={"host": host}, json={}, timeout=30)
+            assert response.status_code == 403 and "this machine only" in response.text, (host, path)
+    assert loopback_host("[::1]:7860") and loopback_host("::1") and not loopback_host("[::2]:7860")
+
+
 def test_named_endpoints_are_public_and_nothing_else(client):
     api = client.view_api(print_info=False, return_format="dict")
     named = set(api["named_endpoints"])

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     from popcorn.studio import apply_space_defaults
 
     apply_space_defaults()
-    os.environ.setdefault("POPCORN_BIND_HOST", args.host)  # access.public(): bound beyond loopback = public
+    os.environ["POPCORN_BIND_HOST"] = args.host  # access.public(): bound beyond loopback = public (a fact)
     if zerogpu.active():
         from popcorn.studio.backends import rows
 

@@ -9,6 +9,10 @@
   SQLite store and its -wal/-shm, every run's files) and POPCORN_CACHE_DIR (GGUF, indexes) are never inside it.
 - Routes the studio does not use and that reach other sessions or the network are refused: deep links (another
   session's state), the proxy, media streams, monitoring, run history, vibe editing, dev reload.
+- A studio that is not public (popcorn.access.public: bound to 127.0.0.1) offers every backend and the Experiments
+  page, which reads and writes server folders. It answers only requests addressed to this machine by name (Host
+  localhost, 127.0.0.1 or [::1]): a web page that re-points its own name at 127.0.0.1 (DNS rebinding) or a reverse
+  proxy that passes on its public Host is refused, instead of driving that page from outside.
 """
 
 from __future__ import annotations
@@ -58,6 +62,19 @@ def file_verdict(raw: str, cache_dir: Path, visitor: str) -> str:
     return ""
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def loopback_host(host: str) -> bool:
+    """Is an HTTP Host header this machine by name ('' too: a request without one is not from a browser)?"""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:7860
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host in LOOPBACK_HOSTS or host == ""
+
+
 def _cookie_header(value: str, secure: bool) -> bytes:
     attrs = f"{access.COOKIE}={value}; Path=/; Max-Age={access.COOKIE_MAX_AGE}; HttpOnly"
     attrs += "; SameSite=None; Secure" if secure else "; SameSite=Lax"
@@ -71,9 +88,16 @@ class Guard:
         self.app, self.cache_dir = app, Path(cache_dir)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if not access.public() and not loopback_host(headers.get("host", "")):
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await _refuse(send, "this studio serves this machine only (its owner sets POPCORN_PUBLIC=1 to "
+                                       "serve others, with the public defaults of docs/DEPLOY.md)")
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         jar = SimpleCookie()
         try:
             jar.load(headers.get("cookie", ""))
