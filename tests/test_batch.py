@@ -156,6 +156,14 @@ def _statuses(db):
         return dict(conn.execute("SELECT id, status FROM runs").fetchall())
 
 
+def _stages(db) -> dict[str, tuple[str, str, bool]]:
+    """run id -> (status, batch stage, has a plan), read as another process would while the batch writes."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, status, settings, plan FROM runs").fetchall()
+    return {i: (status, json.loads(settings)["batch"].get("stage"), plan is not None and plan != "null")
+            for i, status, settings, plan in rows}
+
+
 @pytest.mark.llm
 @pytest.mark.slow
 def test_resume_skips_finished_runs(tmp_path):
@@ -181,31 +189,40 @@ def test_resume_skips_finished_runs(tmp_path):
 @pytest.mark.llm
 @pytest.mark.slow
 def test_interrupted_batch_counts_right(tmp_path):
-    prompts, out = _write_prompts(tmp_path / "p.txt", 4), tmp_path / "batch"
+    """The batch process is killed (SIGKILL) in its render stage, once every plan is stored and one run is rendered;
+    a second batch plans nothing again, renders only what was not rendered and counts every run once."""
+    prompts, out = _write_prompts(tmp_path / "p.txt", 2), tmp_path / "batch"
     cmd = [sys.executable, "-m", "popcorn", "batch", "--prompts", str(prompts), "--modes", "basic,pe", "--llms",
            "smollm2", "--videos", "storyboard", "--out", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 600
-    while time.time() < deadline:  # kill it once some runs are stored and before all are done
-        statuses = _statuses(out / "popcorn.db") if (out / "popcorn.db").exists() else {}
-        if len(statuses) >= 3:
+    deadline = time.time() + 900
+    before: dict = {}
+    while time.time() < deadline:  # kill it once a run is rendered: the others are rendering or waiting for it
+        before = _stages(out / "popcorn.db") if (out / "popcorn.db").exists() else {}
+        if any(stage == "rendered" for _, stage, _ in before.values()):
             break
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = _statuses(out / "popcorn.db")
-    assert 0 < len(before) and list(before.values()).count("done") < 8, before
-    for run_id, status in before.items():  # nothing counted done without its files
-        if status == "done":
-            assert (out / "runs" / run_id / "video.mp4").is_file() and (out / "runs" / run_id / "run.json").is_file()
+    before = _stages(out / "popcorn.db")  # what the killed process had committed
+    assert len(before) == 4 and list(s for s, _, _ in before.values()).count("done") < 4, before
+    rendered = {run_id: (out / "runs" / run_id / "video.mp4").stat().st_mtime_ns
+                for run_id, (status, stage, _) in before.items() if stage == "rendered" or status == "done"}
+    assert rendered, before
+    for run_id in rendered:  # nothing counted rendered or done without its files
+        assert (out / "runs" / run_id / "video.mp4").is_file() and (out / "runs" / run_id / "run.json").is_file()
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     summary = json.loads(again.stdout)
     after = _statuses(out / "popcorn.db")
-    assert len(after) == 8 == summary["grid"]
-    assert summary["already_done"] == list(before.values()).count("done")
-    assert summary["already_done"] + summary["done"] + summary["failed"] == 8
+    assert len(after) == 4 == summary["grid"]
+    assert summary["already_done"] == [s for s, _, _ in before.values()].count("done")
+    assert summary["already_done"] + summary["done"] + summary["failed"] == 4
+    failed_plans = sum(f["stage"] in ("plan", "llm", "retrieve") for f in summary["failures"])
+    assert summary["plans"] + failed_plans == sum(not has_plan for _, _, has_plan in before.values())  # no re-plan
+    for run_id, mtime in rendered.items():  # a rendered run is scored, not rendered again
+        assert (out / "runs" / run_id / "video.mp4").stat().st_mtime_ns == mtime
     for run_id, status in after.items():
         if status == "done":
             assert (out / "runs" / run_id / "video.mp4").is_file()

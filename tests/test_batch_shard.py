@@ -17,8 +17,8 @@ from popcorn.experiments.grid import build_grid
 from popcorn.experiments.prompts_file import read_prompts_file
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = ["a cat learns to skateboard in the park", "street food night market tour",
-           "a grandmother reacts to modern music"]
+# 2 prompts x (basic, pe): 4 runs, 2 a process (each process plans, renders and scores in both modes)
+PROMPTS = ["a cat learns to skateboard in the park", "street food night market tour"]
 GRID = ["--modes", "basic,pe", "--llms", "smollm2", "--videos", "storyboard", "--no-progress"]
 
 
