@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from popcorn import access
 from popcorn.study import StudyError, media, owner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +100,13 @@ class Client:
         self.seen.append({"path": path, "status": status, "headers": hdrs, "body": raw})
         parsed = json.loads(raw) if raw[:1] in (b"{", b"[") else raw
         return status, parsed
+
+
+@pytest.fixture(autouse=True)
+def fresh_secret_tries(monkeypatch):
+    """The admin secret's try limits (popcorn.access) are per process: each test starts with its own."""
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["visitor"]))
+    monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(*access.SECRET_TRIES["server"]))
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +398,23 @@ def test_video_responses_carry_nothing_that_orders_the_copies(served, home):
     assert len(kept) == 6
     assert not {"last-modified", "etag"} & set(kept[0]), kept[0]
     assert all(h == kept[0] for h in kept), kept
+
+
+def test_guessing_the_admin_secret_over_http_stops_and_one_request_is_one_try(served, study, monkeypatch):
+    monkeypatch.setenv("POPCORN_ADMIN_SECRET", "s3cret-value")
+    good = {"Authorization": "Bearer s3cret-value"}
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(2, 900))  # per client address
+    c = Client(served.url)
+    assert c.call("GET", f"/study-admin/{study['id']}/chart.png", headers=good)[0] == 200  # results + chart: 1 try
+    assert c.call("GET", f"/study-admin/{study['id']}/results.json", headers=good)[0] == 200
+    status, refused = c.call("GET", f"/study-admin/{study['id']}/results.json", headers=good)
+    assert status == 429 and "too many" in refused["error"]  # over the limit even the right secret is not compared
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(100, 900))
+    monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(3, 900))  # the whole server
+    for guess in ("a", "b", "c"):
+        assert c.call("GET", f"/study-admin/{study['id']}/votes.csv",
+                      headers={"Authorization": f"Bearer {guess}"})[0] == 403
+    assert c.call("GET", f"/study-admin/{study['id']}/votes.csv", headers=good)[0] == 429
+    with pytest.raises(StudyError) as over:
+        owner.results("s3cret-value", study["id"], home=served.home, who="c:someone-else")
+    assert over.value.status == 429  # a fresh visitor id does not renew the server's tries

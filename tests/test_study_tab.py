@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 gr = pytest.importorskip("gradio")
 
+from popcorn import access  # noqa: E402
 from popcorn.study import media, owner  # noqa: E402
 from popcorn.ui import study as tab  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh_secret_tries(monkeypatch):
+    """The admin secret's try limits (popcorn.access) are per process: each test starts with its own."""
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["visitor"]))
+    monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(*access.SECRET_TRIES["server"]))
 
 
 @pytest.fixture
@@ -65,3 +74,21 @@ def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypat
     assert "4 votes from 2 participants" in summary
     assert rows[0][0] == "ltx vs wan" and rows[0][1] == 4
     assert Path(chart).read_bytes()[:4] == b"\x89PNG" and len(files) == 2
+
+
+def test_the_owner_signed_in_on_the_studio_needs_no_secret_here(pair_file, monkeypatch):
+    monkeypatch.setenv("POPCORN_ADMIN_SECRET", "owner-secret")
+    owner_request = SimpleNamespace(session_hash="owner-tab", cookies={}, username=None)
+    stranger = SimpleNamespace(session_hash="stranger-tab", cookies={}, username=None)
+    assert access.sign_in_owner("s:owner-tab", "owner-secret")
+    try:
+        form = ("signed in", "Which one?", "file", "video", "", "", str(pair_file), "", 2, 0, 0)
+        text, dropdown = tab.on_create("", *form, request=owner_request)
+        assert "2 pairs" in text and len(dropdown.choices) == 1
+        assert tab.on_list("", request=owner_request).choices == dropdown.choices
+        with pytest.raises(gr.Error, match="wrong admin secret"):
+            tab.on_list("", request=stranger)
+    finally:
+        access.sign_out_owner("s:owner-tab")
+    with pytest.raises(gr.Error, match="wrong admin secret"):
+        tab.on_list("", request=owner_request)  # signed out: the secret again

@@ -1,26 +1,29 @@
 """What a study's owner does, as plain functions (the CLI, the Study tab and the admin routes call these).
 
-    authorise(secret)                      StudyError 403 unless it matches POPCORN_ADMIN_SECRET (or it is LOCAL)
+    authorise(secret, who)                 StudyError 403 unless LOCAL, `who` is the signed-in owner, or the secret
+                                           matches POPCORN_ADMIN_SECRET (popcorn.access: constant time, tries limited)
     collect_pairs(source, ...)             pairs from stored runs / a pair file / a batch folder (pairs.py)
     create_study(secret, name, question, pairs, ...) -> the study, its participant link and invite codes
     list_studies(secret), results(secret, study_id), export(secret, study_id, folder)
 
 Results and exports show everything (run ids, conditions, h): they are for the owner only. The CLI runs on the
-machine that holds the store and passes LOCAL; anything served over the network must pass the secret it was given.
+machine that holds the store and passes LOCAL; anything served over the network passes the secret it was given and
+who gave it (a visitor id, a client address): each public function here checks it once, so one owner action is one
+try against popcorn.access's limits.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import threading
 from pathlib import Path
 
-from popcorn import config
+from popcorn import access, config
 from popcorn.store import Store
 from popcorn.study import StudyError, analysis, pairs as pairing
 from popcorn.study.storage import StudyStore
+from popcorn.types import StageError
 
 SECRET_ENV = "POPCORN_ADMIN_SECRET"
 LOCAL = object()  # the owner at the machine's own terminal (the CLI)
@@ -39,13 +42,19 @@ def get_studies(home: str | Path | None = None) -> StudyStore:
         return _STORES[home]
 
 
-def authorise(secret) -> None:
-    if secret is LOCAL:
+def authorise(secret, who: str = "") -> None:
+    """The owner, or StudyError: LOCAL (the terminal), a visitor signed in as the owner on this studio (History's owner
+    mode), or the admin secret, checked by popcorn.access.admin_secret_ok (constant time, never logged, tries limited
+    per `who` and per server: 429 when over them)."""
+    if secret is LOCAL or access.is_owner(who):
         return
-    expected = os.environ.get(SECRET_ENV, "")
-    if not expected:
+    if not access.owner_mode_enabled():
         raise StudyError(f"study results are off: set {SECRET_ENV} on the server to use them", 403)
-    if not isinstance(secret, str) or not hmac.compare_digest(secret.encode("utf-8"), expected.encode("utf-8")):
+    try:
+        ok = access.admin_secret_ok(secret if isinstance(secret, str) else "", who)
+    except StageError as exc:  # too many tries
+        raise StudyError(f"{exc.message}; {exc.hint}", 429) from None
+    if not ok:
         raise StudyError("wrong admin secret", 403)
 
 
@@ -101,20 +110,21 @@ def blindness_warnings(pairs: list[dict]) -> list[str]:
 
 def create_study(secret, name: str, question: str, pairs: list[dict], *, per_participant: int = 10,
                  attention_checks: int = 0, invites: int = 0, seed: str | None = None, source: str = "",
-                 home: str | Path | None = None) -> dict:
-    authorise(secret)
+                 home: str | Path | None = None, who: str = "") -> dict:
+    authorise(secret, who)
     study = get_studies(home).create(name, question, pairs, per_participant=per_participant,
                                      attention_checks=attention_checks, seed=seed, invites=invites, source=source)
     return {**study, "url": participant_url(study["link"]), "warnings": blindness_warnings(pairs)}
 
 
-def list_studies(secret, home: str | Path | None = None) -> list[dict]:
-    authorise(secret)
+def list_studies(secret, home: str | Path | None = None, who: str = "") -> list[dict]:
+    authorise(secret, who)
     return [{**s, "url": participant_url(s["link"])} for s in get_studies(home).studies()]
 
 
-def results(secret, study_id: str, bootstrap: int = analysis.BOOTSTRAP, home: str | Path | None = None) -> dict:
-    authorise(secret)
+def results(secret, study_id: str, bootstrap: int = analysis.BOOTSTRAP, home: str | Path | None = None,
+            who: str = "") -> dict:
+    authorise(secret, who)
     studies = get_studies(home)
     study = studies.study(study_id)
     votes = studies.votes(study_id)
@@ -124,13 +134,13 @@ def results(secret, study_id: str, bootstrap: int = analysis.BOOTSTRAP, home: st
 
 
 def export(secret, study_id: str, folder: str | Path, bootstrap: int = analysis.BOOTSTRAP,
-           home: str | Path | None = None) -> dict[str, str]:
+           home: str | Path | None = None, who: str = "") -> dict[str, str]:
     """votes.csv, results.json and win_rates.png of a study into `folder`; returns their paths."""
-    authorise(secret)
+    authorise(secret, who)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     votes = get_studies(home).votes(study_id)
-    result = results(secret, study_id, bootstrap=bootstrap, home=home)
+    result = results(LOCAL, study_id, bootstrap=bootstrap, home=home)  # authorised above: one try per action
     paths = {"csv": folder / f"study-{study_id}-votes.csv", "json": folder / f"study-{study_id}-results.json",
              "png": folder / f"study-{study_id}-win-rates.png"}
     paths["csv"].write_text(analysis.votes_csv(votes), encoding="utf-8")
@@ -147,12 +157,12 @@ RESULT_COLUMNS = ["comparison", "votes", "first wins", "second wins", "ties", "b
 
 def create_view(secret, name: str, question: str, source: str, factor: str, a: str, b: str, pair_file: str,
                 batch_dir: str, per_participant: int, attention_checks: int, invites: int,
-                home: str | Path | None = None) -> str:
+                home: str | Path | None = None, who: str = "") -> str:
     """Create a study from the tab's form; returns Markdown with the participant link and invite codes."""
-    authorise(secret)
+    authorise(secret, who)
     found = collect_pairs(source, factor=factor, a=a or None, b=b or None, pair_file=pair_file or None,
                           batch_dir=batch_dir or None, home=home)
-    study = create_study(secret, name, question, found, per_participant=int(per_participant or 10),
+    study = create_study(LOCAL, name, question, found, per_participant=int(per_participant or 10),
                          attention_checks=int(attention_checks or 0), invites=int(invites or 0), source=source,
                          home=home)
     lines = [f"**Study `{study['id']}` created** with {len(found)} pairs ({study['per_participant']} per participant, "
@@ -163,17 +173,17 @@ def create_view(secret, name: str, question: str, source: str, factor: str, a: s
     return "\n".join(lines)
 
 
-def study_choices(secret, home: str | Path | None = None) -> list[tuple[str, str]]:
+def study_choices(secret, home: str | Path | None = None, who: str = "") -> list[tuple[str, str]]:
     return [(f"{s['name']} ({s['participants']} people, {s['votes']} votes) · {s['id']}", s["id"])
-            for s in list_studies(secret, home)]
+            for s in list_studies(secret, home, who)]
 
 
-def results_view(secret, study_id: str, folder: str | Path, home: str | Path | None = None
+def results_view(secret, study_id: str, folder: str | Path, home: str | Path | None = None, who: str = ""
                  ) -> tuple[str, list[list], str, list[str]]:
     """(summary Markdown, the win-rate table's rows, the chart PNG, [CSV, JSON]) of a study, written to `folder`."""
     if not study_id:
         raise StudyError("pick a study first")
-    paths = export(secret, study_id, folder, home=home)
+    paths = export(secret, study_id, folder, home=home, who=who)
     result = json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
     rows = []
     for r in result["win_rates"]:

@@ -11,7 +11,8 @@ link resumes) or the cookie. A vote is answered 200 only after it is committed; 
 409 and stores nothing. What goes out names no system, model, run, mode or file: media ids are random, the files are
 stripped copies (media.py), the study's name stays with the owner.
 
-Owner routes (the admin secret in `Authorization: Bearer <secret>`; refused when POPCORN_ADMIN_SECRET is unset):
+Owner routes (the admin secret in `Authorization: Bearer <secret>`; refused when POPCORN_ADMIN_SECRET is unset;
+each request one try against popcorn.access's limits, per client address and per server: 429 when over them):
     GET /study-admin/<study id>/results.json | votes.csv | chart.png
 
 `router` is included into the studio's FastAPI app; `create_app()` serves it alone (bench/study_load.py, tests):
@@ -158,12 +159,11 @@ def _admin_secret(request: Request) -> str:
 
 @router.get("/study-admin/{study_id}/{what}")
 def admin(study_id: str, what: str, request: Request):
-    secret = _admin_secret(request)
     home = _HOME[0] if _HOME else None
     try:
-        owner.authorise(secret)
-        if what == "results.json":
-            return JSONResponse(owner.results(secret, study_id, home=home), headers=PRIVATE)
+        owner.authorise(_admin_secret(request), f"study-admin:{request.client.host if request.client else ''}")
+        if what == "results.json":  # authorised above (LOCAL below): one request is one try
+            return JSONResponse(owner.results(owner.LOCAL, study_id, home=home), headers=PRIVATE)
         if what == "votes.csv":
             studies = owner.get_studies(home)
             studies.study(study_id)  # 404 for an unknown study
@@ -171,7 +171,7 @@ def admin(study_id: str, what: str, request: Request):
                                      headers=PRIVATE)
         if what == "chart.png":
             with tempfile.TemporaryDirectory() as tmp:
-                path = analysis.chart_png(owner.results(secret, study_id, home=home), Path(tmp) / "chart.png")
+                path = analysis.chart_png(owner.results(owner.LOCAL, study_id, home=home), Path(tmp) / "chart.png")
                 return Response(Path(path).read_bytes(), media_type="image/png", headers=PRIVATE)
         raise StudyError("no such export", 404)
     except StudyError as exc:

@@ -1,6 +1,7 @@
 """The Study tab (owner side): create a blind A/B study from stored runs, a pair file or a batch folder, then see
 its results and chart. Layout and wiring only; the work is in popcorn/study/owner.py. Everything here asks for the
-admin secret (POPCORN_ADMIN_SECRET; without it set, the tab refuses). Participants use /s/<link>/, not this tab.
+admin secret (POPCORN_ADMIN_SECRET; without it set, the tab refuses), or a visitor signed in as the owner in the History
+tab; each action is one try against popcorn.access's limits. Participants use /s/<link>/, not this tab.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Iterator
 
 import gradio as gr
 
+from popcorn import ui
 from popcorn.study import StudyError, owner
 from popcorn.study.pairs import FACTORS
 
@@ -24,22 +26,23 @@ def _shown() -> Iterator[None]:
 
 
 def on_create(secret, name, question, source, factor, a, b, pair_file, batch_dir, per_participant, checks,
-              invites):
+              invites, request: gr.Request = None):
     with _shown():
         path = pair_file if isinstance(pair_file, str) or pair_file is None else getattr(pair_file, "name", "")
         done = owner.create_view(secret, name, question, source, factor, a, b, path, batch_dir, per_participant,
-                                 checks, invites)
-        return done, gr.Dropdown(choices=owner.study_choices(secret))
+                                 checks, invites, who=ui.requester(request).visitor)
+        return done, gr.Dropdown(choices=owner.study_choices(owner.LOCAL))  # authorised by create_view
 
 
-def on_list(secret):
+def on_list(secret, request: gr.Request = None):
     with _shown():
-        return gr.Dropdown(choices=owner.study_choices(secret))
+        return gr.Dropdown(choices=owner.study_choices(secret, who=ui.requester(request).visitor))
 
 
-def on_results(secret, study_id):
+def on_results(secret, study_id, request: gr.Request = None):
     with _shown():
-        return owner.results_view(secret, study_id, tempfile.mkdtemp(prefix="study-results-"))
+        return owner.results_view(secret, study_id, tempfile.mkdtemp(prefix="study-results-"),
+                                  who=ui.requester(request).visitor)
 
 
 def build_tab() -> None:
