@@ -3,13 +3,15 @@
 The studio never hands the web server a path inside POPCORN_HOME (where the SQLite store, its WAL and every visitor's
 runs live) or the cache (GGUF, indexes). `publish(record)` copies the run's visitor-facing files into
 <serve root>/<128 random bits>/, remembers who they were handed to (`holder_of`), and returns those paths; the web
-layer serves only those, to that holder. The public run.json names files, not the server's folders. Folders older
-than a day are removed as new ones are made.
+layer serves only those, to that holder. The public run.json names files, not the server's folders. The same holder
+asking for the same version of a run again (a History click, over and over) gets the same folder, not a new copy.
+Folders older than a day are removed as new ones are made.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import tempfile
@@ -24,6 +26,7 @@ FILES = {"video": "video.mp4", "cover": "cover.png"}
 
 _ROOT: list[Path] = []
 _HOLDERS: dict[str, str] = {}  # folder token -> who may fetch it (this process's hand-outs)
+_FOLDERS: dict[tuple, str] = {}  # (holder, run id, the record's last update) -> folder token
 _LOCK = threading.Lock()
 
 
@@ -57,6 +60,8 @@ def _sweep(root: Path, now: float) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
                 with _LOCK:
                     _HOLDERS.pop(folder.name, None)
+                    for key in [k for k, token in _FOLDERS.items() if token == folder.name]:
+                        del _FOLDERS[key]
         except OSError:
             pass
 
@@ -82,11 +87,18 @@ def publish(record: dict, holder: str) -> dict[str, str]:
     root = serve_root()
     now = time.time()
     _sweep(root, now)
+    key = (str(holder or ""), str(record.get("id", "")), record.get("updated"))
+    with _LOCK:
+        token = _FOLDERS.get(key) if key[1] and key[2] is not None else None
+    if token and (root / token / "run.json").is_file():  # handed to this holder already: the same copies
+        os.utime(root / token)  # kept a day from the last hand-out
+        names = {"run_json": "run.json", **FILES}
+        return {kind: str(root / token / name) for kind, name in names.items() if (root / token / name).is_file()}
     token = secrets.token_hex(16)
     folder = root / token
     folder.mkdir(mode=0o700)
     with _LOCK:
-        _HOLDERS[token] = str(holder or "")
+        _HOLDERS[token] = key[0]
     out = {}
     video = record.get("video") or {}
     for kind, name in FILES.items():
@@ -95,4 +107,6 @@ def publish(record: dict, holder: str) -> dict[str, str]:
             out[kind] = str(shutil.copyfile(source, folder / name))
     (folder / "run.json").write_text(json.dumps(public_record(record), indent=2, ensure_ascii=False), encoding="utf-8")
     out["run_json"] = str(folder / "run.json")
+    with _LOCK:
+        _FOLDERS[key] = token
     return out

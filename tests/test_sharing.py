@@ -191,6 +191,25 @@ def test_handed_out_run_json_names_no_server_folder(server, visitors):
     assert '"video": "video.mp4"' in text
 
 
+def test_a_holder_asking_again_for_the_same_run_gets_the_same_copies(tmp_path, monkeypatch):
+    """A History click (or its event called over the queue API in a loop) does not copy the video again each time."""
+    from popcorn import serving
+
+    monkeypatch.setattr(serving, "_ROOT", [tmp_path / "serve"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "video.mp4").write_bytes(b"\0\0\0\x18ftypisom" + b"v" * 1000)
+    record = {"id": "20260101-" + "a" * 32, "updated": 1.0, "video": {"video": str(tmp_path / "run" / "video.mp4")}}
+    first = serving.publish(record, "c:a")
+    assert set(first) == {"video", "run_json"} and serving.holder_of(first["video"]) == "c:a"
+    for _ in range(20):
+        assert serving.publish(record, "c:a") == first
+    assert len(list((tmp_path / "serve").iterdir())) == 1
+    other = serving.publish(record, "c:b")  # another holder: a folder of their own
+    newer = serving.publish({**record, "updated": 2.0}, "c:a")  # the run changed: fresh copies
+    folders = {Path(x["video"]).parent for x in (first, other, newer)}
+    assert len(folders) == 3 and serving.holder_of(other["video"]) == "c:b"
+
+
 def test_routes_that_reach_other_sessions_or_the_network_are_refused(server, visitors):
     cookie = visitors["a"][0].cookies[access.COOKIE]
     for path in ("/gradio_api/deep_link?session_hash=x", "/gradio_api/proxy=https://huggingface.co/x",
