@@ -116,6 +116,21 @@ def test_the_real_decoder_enforces_min_and_max_length(qwen_path):
     assert out.usage["prompt_eval_tokens"] > 0 and out.usage["generation_s"] > 0  # where the time went
 
 
+@pytest.mark.llm
+def test_the_local_writer_ends_a_title_where_the_model_closes_it(qwen_path):
+    """Qwen closes a JSON string with a merged token (`",`, `"}`): the value grammar accepts it, so a title ends where
+    the model ends it, whole, instead of running on to its token cap and being cut (every title did before)."""
+    from popcorn import prompts
+    from popcorn.llm import get_llm
+
+    schema = plan_schema("basic", 330)
+    messages = prompts.basic_messages("a cat learns to skateboard in the park", (25, 45))
+    out = get_llm("local").complete(messages, json_schema=schema, max_tokens=400, temperature=0.7, seed=1)
+    assert out.usage["finish_reason"] == "stop", out.text
+    assert "title" not in out.usage["capped_fields"], out.text
+    assert len(json.loads(out.text)["title"]) <= TITLE_LIMIT
+
+
 # --- the budget ------------------------------------------------------------------------------------------------------
 
 
