@@ -418,3 +418,16 @@ def test_guessing_the_admin_secret_over_http_stops_and_one_request_is_one_try(se
     with pytest.raises(StudyError) as over:
         owner.results("s3cret-value", study["id"], home=served.home, who="c:someone-else")
     assert over.value.status == 429  # a fresh visitor id does not renew the server's tries
+
+
+def test_an_oversized_body_is_refused_and_stores_nothing(served, study):
+    link = study["link"]
+    me = Client(served.url)
+    pid = me.call("POST", f"/s/{link}/api/join", {})[1]["participant"]
+    status, refused = me.call("POST", f"/s/{link}/api/vote", {"task": 0, "choice": "A", "reason": "x" * 100_000})
+    assert status == 413 and "too large" in refused["error"]
+    assert me.call("POST", f"/s/{link}/api/join", {"invite": "y" * 100_000})[0] == 413
+    assert owner.get_studies(served.home).participant(link, pid)["answered"] == {}
+    long_reason = "why " * 1000  # within the limit: stored, cut to 500 characters
+    assert me.call("POST", f"/s/{link}/api/vote", {"task": 0, "choice": "A", "reason": long_reason})[0] == 200
+    assert len(owner.get_studies(served.home).participant(link, pid)["answered"]) == 1

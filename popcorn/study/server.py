@@ -36,6 +36,7 @@ from popcorn.study import StudyError, analysis, owner
 
 COOKIE = "sp"
 SIDES = {"A": "left", "B": "right", "tie": "tie", "both_bad": "both_bad"}
+MAX_BODY = 16_384  # a vote is ~100 bytes, its reason at most 500 characters (up to 4 bytes each, JSON-escaped)
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 router = APIRouter()
@@ -56,8 +57,13 @@ def _participant_id(request: Request, body: dict | None = None) -> str:
 
 
 async def _body(request: Request) -> dict:
+    raw = bytearray()
+    async for chunk in request.stream():  # read no further than MAX_BODY: a stranger's body is not held whole
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise StudyError(f"the request is too large (at most {MAX_BODY} bytes)", 413)
     try:
-        data = json.loads(await request.body() or b"{}")
+        data = json.loads(bytes(raw) or b"{}")
     except ValueError:
         raise StudyError("send JSON") from None
     if not isinstance(data, dict):
