@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 
 import pytest
@@ -58,3 +59,28 @@ def test_other_codecs_are_reencoded_and_cleaned(tmp_path):
     _, copy = media.anonymise(src, tmp_path / "out")
     assert media.video_codec(copy) == "h264"
     assert media.check_clean(copy, ["secret-system-name", "qwen-x"]) == []
+
+
+def test_the_copy_carries_no_creation_or_modification_time(tmp_path):
+    """mvhd / tkhd / mdhd hold creation and modification times: a source's time (or the copy's) would date the run
+    and order the copies. They are zero in the copy even when the source carries them."""
+    src = tmp_path / "dated.mp4"
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=8:duration=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-metadata", "creation_time=2026-12-01T10:11:12Z",
+                    str(src)], check=True, timeout=60)
+
+    def times(path):
+        data = path.read_bytes()
+        out = {}
+        for name, kind, start, header, _ in media._walk(data):
+            if kind in (b"mvhd", b"tkhd", b"mdhd"):
+                body = data[start + header:]
+                fmt, width = (">II", 8) if body[0] == 0 else (">QQ", 16)
+                out[name] = struct.unpack(fmt, body[4:4 + width])
+        return out
+
+    assert any(t != (0, 0) for t in times(src).values())  # the source is dated (else this checks nothing)
+    _, copy = media.anonymise(src, tmp_path / "out")
+    found = times(copy)
+    assert set(found) == {"moov/mvhd", "moov/trak/tkhd", "moov/trak/mdia/mdhd"}
+    assert all(t == (0, 0) for t in found.values()), found
