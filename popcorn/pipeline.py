@@ -131,7 +131,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
     progress(fraction, message) hears how far the answer has grown (at most twice a second); an exception it raises
     (Cancel) stops the LLM mid-answer."""
     from popcorn.llm import get_llm
-    from popcorn.llm.parse import TITLE_LIMIT, max_chars, plan_schema, read_plan, shorten_title
+    from popcorn.llm.parse import TITLE_LIMIT, max_chars, plan_schema, shorten_title
     from popcorn.video.budget import budget as video_budget
     from popcorn.video.budget import estimate_tokens
 
@@ -155,7 +155,8 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
     base_seed = seed if seed is not None else int.from_bytes(os.urandom(3), "little")
     tries: list[dict] = []
     last_raw, last_problem = "", ""
-    for attempt in range(max(1, attempts)):
+    attempts = max(1, attempts)
+    for attempt in range(attempts):
         attempt_seed = base_seed + 1000 * attempt  # a fresh sample, reproducible from the run's seed
         completion = backend.complete(messages, json_schema=schema, max_tokens=limit, temperature=temperature,
                                       seed=attempt_seed, on_text=on_text)
@@ -166,9 +167,10 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
                                            "generation_s", "seconds") if k in usage}}
         tries.append(record)
         last_raw = completion.text
-        problem, fields = _check_answer(completion.text, usage.get("finish_reason"), fit, read_plan)
-        if problem and attempt + 1 == max(1, attempts) and fields and problem.startswith("the video prompt"):
-            # the last draw only overran the budget: keep its whole sentences that fit rather than fail
+        problem, fields = _check_answer(completion.text, usage.get("finish_reason"), fit)
+        if problem and fields and attempt + 1 == attempts:
+            # the last draw only overran the budget (the one problem that comes with fields): keep its whole
+            # sentences that fit rather than fail
             fields["video_prompt"] = _fit_sentences(fields["video_prompt"], fit)
             record["trimmed_to_budget"] = True
             problem = "" if fields["video_prompt"] else problem
@@ -204,8 +206,11 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
     )
 
 
-def _check_answer(text: str, finish_reason: str | None, fit, read_plan) -> tuple[str, dict]:
-    """(what is wrong with an answer, or "", and the fields read from it)."""
+def _check_answer(text: str, finish_reason: str | None, fit) -> tuple[str, dict]:
+    """(what is wrong with an answer, or "", and the fields read from it). Fields come with a problem only when the
+    video prompt is over the budget: every other problem leaves nothing to keep."""
+    from popcorn.llm.parse import read_plan
+
     if finish_reason == "length":
         return "the answer was cut off at max_tokens (finish_reason 'length')", {}
     try:
