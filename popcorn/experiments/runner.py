@@ -236,7 +236,7 @@ class BatchRunner:
                            plan=Plan.from_dict(row["plan"]) if row.get("plan") else None,
                            candidates=list(row.get("candidates") or []), video=dict(row.get("video") or {}),
                            timings=dict(row.get("timings") or {}), notes=list(row.get("notes") or []))
-        if run.plan is not None and hasattr(run, "plan_info"):  # what run.json keeps beside the plan's own fields
+        if run.plan is not None:  # what run.json keeps beside the plan's own fields (budget, attempts, usage)
             run.plan_info = {k: v for k, v in row["plan"].items() if k not in run.plan.to_dict()}
         return run
 
