@@ -166,3 +166,41 @@ def test_a_loaded_model_is_one_of_the_resident_models(tiny_model_dir):
         assert llm.load()[0] is not model  # loaded again on its next use
     finally:
         llm.release()
+
+
+def test_a_video_load_waits_for_the_llm_to_finish_writing(tiny_model_dir):
+    """From the moment complete() has its model until the answer is written, a video model cannot load (and release
+    the LLM under it): make_room waits for the answer. The window probed is right after the model is taken."""
+    import threading
+    import time
+
+    from popcorn import resident
+
+    llm = TransformersLLM("t", "tiny", str(tiny_model_dir))
+    llm.load()
+    has_model, times = threading.Event(), {}
+    build_prompt = llm.build_prompt
+
+    def slow_build_prompt(messages):  # complete() holds its model here: let a video load try now
+        has_model.set()
+        time.sleep(0.5)
+        return build_prompt(messages)
+
+    llm.build_prompt = slow_build_prompt
+
+    def video_load():
+        has_model.wait(30)
+        resident.make_room("video:next")
+        times["room"] = time.perf_counter()
+
+    other = threading.Thread(target=video_load)
+    other.start()
+    try:
+        llm.complete(MESSAGES, max_tokens=16, temperature=0.0)
+        times["answered"] = time.perf_counter()
+        other.join(30)
+        assert has_model.is_set() and times["room"] >= times["answered"]  # the load came after the answer
+        assert llm._model is None  # and then released the LLM
+    finally:
+        other.join(30)
+        llm.release()

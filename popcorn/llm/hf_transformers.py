@@ -148,6 +148,15 @@ class TransformersLLM:
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
+        from popcorn import resident
+
+        # loaded and run as one of the resident GPU models: a video model cannot load (and release this one) while it
+        # generates, so the two never hold the GPU together (the lock is re-entrant: load() takes it too)
+        with resident.exclusive():
+            return self._complete(messages, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                  on_text=on_text)
+
+    def _complete(self, messages, *, max_tokens, temperature, seed, on_text) -> Completion:
         import torch
 
         model, tokenizer = self.load()
