@@ -5,7 +5,6 @@ one process unless MPI is set up: accelerate 1.15's simple launcher.)"""
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_server import free_port  # tests/: one helper for a free loopback port
 from popcorn.experiments.grid import build_grid
 from popcorn.experiments.prompts_file import read_prompts_file
 
@@ -20,12 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # 2 prompts x (basic, pe): 4 runs, 2 a process (each process plans, renders and scores in both modes)
 PROMPTS = ["a cat learns to skateboard in the park", "street food night market tour"]
 GRID = ["--modes", "basic,pe", "--llms", "smollm2", "--videos", "storyboard", "--no-progress"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rows(folder: Path) -> dict[str, dict]:
@@ -54,7 +48,7 @@ def test_two_accelerate_processes_give_the_rows_of_one(tmp_path):
     accelerate = Path(sys.executable).parent / "accelerate"
     two = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-                          str(_free_port()), "-m", "popcorn", "batch", "--prompts", str(prompts), *GRID,
+                          str(free_port()), "-m", "popcorn", "batch", "--prompts", str(prompts), *GRID,
                           "--out", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=1800)
     assert two.returncode in (0, 1), two.stderr[-3000:]

@@ -57,9 +57,9 @@ class Served:
         self.home = home
         from popcorn.study.server import create_app
 
-        with __import__("socket").socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        from llm_server import free_port
+
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(home), host="127.0.0.1", port=self.port,
                                                     log_level="warning", server_header=False, date_header=False))

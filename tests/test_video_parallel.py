@@ -83,3 +83,16 @@ def test_cli_refuses_gpus_on_this_machine_before_any_work(tmp_path):
     assert done.returncode != 0
     assert "asks for 2 GPUs, but this machine has 0" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_each_split_render_gets_its_own_port(monkeypatch):
+    """Two split renders at once must not meet on accelerate's default port (29500): each launch binds a free one."""
+    import subprocess as sp
+
+    seen = []
+    monkeypatch.setattr(sp, "call", lambda command, env: seen.append((command, env)) or 0)
+    assert parallel.relaunch(["render", "--gpus", "2"], 2) == 0
+    assert parallel.relaunch(["render", "--gpus", "2"], 2) == 0
+    ports = [c[c.index("--main_process_port") + 1] for c, _ in seen]
+    assert len(ports) == 2 and all(1024 < int(p) < 65536 and int(p) != 29500 for p in ports)
+    assert all(env[parallel.ENV_GPUS] == "2" and c[-2:] == ["--gpus", "2"] for c, env in seen)

@@ -94,10 +94,18 @@ def relaunch(argv: list[str], gpus: int) -> int:
     """Run the command under accelerate with one process per GPU; returns its exit code."""
     import subprocess
 
-    command = launch_command(argv, gpus)
+    command = launch_command(argv, gpus, port=_free_port())  # two split renders at once must not share a port
     env = dict(os.environ, **{ENV_GPUS: str(int(gpus))})
     print("[render] " + shlex.join(command[1:]), file=sys.stderr, flush=True)
     return subprocess.call(command, env=env)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def active() -> bool:
