@@ -126,17 +126,9 @@ def _llm(name: str | None) -> str:
     if not ok:
         return f"skipped: {backend.name} cannot run here ({reason})"
     warm = getattr(backend, "warm", None)
-    if callable(warm):  # a backend that knows how to get ready
-        warm()
-        return backend.name
-    model_path = getattr(backend, "model_path", None)
-    if not callable(model_path):  # an API backend: nothing to load
+    if not callable(warm):  # an API backend: nothing to load
         return f"skipped: {backend.name} has nothing to load"
-    from popcorn.llm.local import load_model
-
-    path = model_path()  # the packaged GGUF is assembled and verified here, once
-    load_model(path)
-    return f"{backend.name}: {path.name} loaded"
+    return warm() or backend.name  # the backend's own first steps (llama.cpp: the GGUF assembled, verified, loaded)
 
 
 def _predictor() -> str:

