@@ -162,7 +162,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
                                       seed=attempt_seed, on_text=on_text)
         usage = completion.usage or {}
         record = {"seed": attempt_seed, "finish_reason": usage.get("finish_reason"),
-                  **({"capped_fields": usage["capped_fields"]} if usage.get("capped_fields") else {}),
+                  **{k: usage[k] for k in ("capped_fields", "redrawn_fields") if usage.get(k)},
                   **{k: usage[k] for k in ("prompt_tokens", "prompt_eval_tokens", "completion_tokens", "prompt_eval_s",
                                            "generation_s", "seconds") if k in usage}}
         tries.append(record)

@@ -119,7 +119,7 @@ def test_openai_asks_for_the_json_schema(monkeypatch, scripted_server):
     assert list(sent["properties"]) == list(PLAN_SCHEMA["properties"]) and sent["required"] == PLAN_SCHEMA["required"]
     # OpenAI's strict subset has no string lengths: they travel as descriptions (checked on the answer)
     title = sent["properties"]["title"]
-    assert "maxLength" not in title and title["description"] == "4 to 64 characters"
+    assert "maxLength" not in title and title["description"] == "4 to 50 characters"
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])

@@ -7,7 +7,7 @@
 
 Output is constrained to the JSON schema by llama.cpp's grammar sampler (response_format json_object + schema), so a
 plan comes back as parseable JSON even from a 1.5B model; an object of bounded strings (a plan) is written field by
-field under small grammars instead (see below), so it is bounded too. One model is kept loaded per process
+field under a small token mask instead (see below), so it is bounded too. One model is kept loaded per process
 (POPCORN_LLM_MAX_LOADED, default 1): loading another frees the least recently used, since each holds its weights and
 a KV cache of n_ctx tokens. It is shared by every backend that points at that file;
 loading and generating are serialised with locks (a llama.cpp context is not thread-safe).
@@ -174,7 +174,8 @@ class LlamaCppLLM:
         """Get ready before the first plan (popcorn/warm.py): the GGUF assembled and verified, and loaded; exactly what
         complete() does first, so a plan after it (or during it: the same locks) loads nothing again."""
         path = self.model_path()
-        load_model(path)
+        model, _ = load_model(path)
+        _value_tokens(model)  # the vocabulary's value mask (~1 s), else paid by the first plan
         return f"{self.name}: {path.name} loaded"
 
     def complete(
@@ -234,7 +235,7 @@ class LlamaCppLLM:
 # at the lengths of a plan (60-900 characters) its sampler slowed generation from about 0.45 s to over 4 s a token
 # on this 2-core machine (bench/RESULTS.md). So an object of bounded strings is written field by field instead: the
 # JSON around the values (keys, quotes, commas) is appended to the prompt, where llama.cpp evaluates it in one batch
-# with the KV cache of everything before it kept, and only the values are generated, each under a small grammar
+# with the KV cache of everything before it kept, and only the values are generated, each under a token mask
 # (at least minLength characters, no quote, backslash or control character, then the closing quote) and a token cap
 # of maxLength / CHARS_PER_TOKEN. A value that reaches its cap is cut back to its last sentence or word within
 # maxLength.
@@ -255,18 +256,63 @@ def bounded_fields(schema: dict | None) -> list[tuple[str, int, int]] | None:
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _string_grammar(min_chars: int):
-    """At least min_chars characters (no quote, backslash or control character), the closing quote, and optionally
-    what a model writes right after a JSON string's quote in the same token: a BPE such as Qwen's closes a value with
-    one merged token (`",` before the next key, `"}` at the end, `".",` after a sentence). Allowed only a bare `"`, a
-    model kept writing to the field's token cap instead (every title of a Qwen plan ran to its 19-token cap and was
-    cut; with these, 7-11 tokens and whole). The stop string cuts the value at the quote."""
-    from llama_cpp import LlamaGrammar
+_VALUE_TOKEN = re.compile(rb'[^"\\\x00-\x1f\x7f]*("[,}]?[ \n]?)?')
 
-    first = " ".join(["c"] * min_chars)
-    return LlamaGrammar.from_string(f'root ::= {first} c* "\\"" [,}}]? [ \\n]?\nc ::= [^"\\\\\\x00-\\x1F\\x7F]',
-                                    verbose=False)
+
+def _value_tokens(model) -> tuple:
+    """What each token of `model`'s vocabulary may do inside a JSON string value, computed once per loaded model:
+    (banned, closing, chars). A value is made of characters other than a quote, a backslash or a control character
+    and ends at its closing quote, optionally with what a model writes right after a JSON string's quote in the same
+    token: a BPE such as Qwen's closes a value with one merged token (`",` before the next key, `"}` at the end,
+    `.",` after a sentence). Allowed only a bare `"`, a model kept writing to the field's token cap instead (every
+    title of a Qwen plan ran to its 19-token cap and was cut; with these, 7-11 tokens and whole). Special and empty
+    tokens (end of turn, ...) are banned: a value ends only at its quote. `chars` counts each token's characters
+    (UTF-8 lead bytes), for the minimum length."""
+    cached = getattr(model, "_popcorn_value_tokens", None)
+    if cached is not None:
+        return cached
+    import numpy as np
+
+    n = int(model.n_vocab())
+    banned = np.zeros(n, dtype=bool)
+    closing = np.zeros(n, dtype=bool)
+    chars = np.zeros(n, dtype=np.int32)
+    for token in range(n):
+        piece = model.detokenize([token])
+        if not piece or not _VALUE_TOKEN.fullmatch(piece):
+            banned[token] = True
+            continue
+        closing[token] = b'"' in piece
+        chars[token] = sum(1 for byte in piece.split(b'"')[0] if byte < 0x80 or byte >= 0xC0)
+    cached = (banned, closing, chars)
+    model._popcorn_value_tokens = cached
+    return cached
+
+
+def _value_mask(model, min_chars: int):
+    """A llama.cpp logits processor that keeps generation inside one JSON string value of at least min_chars
+    characters (see _value_tokens): the same language as a grammar `c{min_chars} c* "` but applied as one vector
+    mask per token. llama-cpp-python runs a grammar sampler over the whole vocabulary before top-k (152k entries
+    for Qwen): ~47 ms a token on this 2-core machine, a third of the generation time of a plan; the mask costs
+    well under 1 ms and gives the same text for the same seed (bench/RESULTS.md)."""
+    import numpy as np
+
+    banned, closing, chars = _value_tokens(model)
+    start: list[int] = []
+
+    def process(input_ids, scores):
+        if not start:
+            start.append(len(input_ids))
+        written = int(chars[np.asarray(input_ids[start[0]:], dtype=np.int64)].sum()) if len(input_ids) > start[0] else 0
+        out = np.array(scores, dtype=np.float32, copy=True)
+        if out.shape[0] != banned.shape[0]:  # not the id-ordered full vocabulary: leave it to the stop string
+            return out
+        out[banned] = -np.inf
+        if written < min_chars:
+            out[closing & (chars + written < min_chars)] = -np.inf
+        return out
+
+    return process
 
 
 def _chat_prompt(model, messages: list[dict]) -> str:
@@ -283,7 +329,10 @@ def _chat_prompt(model, messages: list[dict]) -> str:
 
 
 def bound_text(text: str, max_chars: int) -> str:
-    """`text` within max_chars, cut at its last sentence end when that keeps 60% of it, else at a word."""
+    """`text` within max_chars, cut at its last sentence end when that keeps 60% of it, else where a phrase ends
+    (parse.shorten_title: a phrase break, else a word, never on a dangling word such as "of" or "the")."""
+    from popcorn.llm.parse import shorten_title
+
     text = " ".join(text.split())
     if len(text) <= max_chars:
         return text
@@ -291,8 +340,14 @@ def bound_text(text: str, max_chars: int) -> str:
     ends = [m.end() for m in re.finditer(r"[.!?。！？](?=\s|$)", head)]
     if ends and ends[-1] >= 0.6 * max_chars:
         return head[: ends[-1]].strip()
-    space = head.rfind(" ")
-    return (head[:space] if space > 0 else head[:max_chars]).rstrip(" ,;:-–—")
+    return shorten_title(text, max_chars)
+
+
+# A value no longer than a title (a name, a headline) that runs past its maxLength is drawn again with another seed,
+# up to REDRAWS times, before it is cut: a cut phrase reads badly, and another draw of ~15 tokens costs about a
+# second. Longer values (notes, prompts) are cut at a sentence instead: a draw costs more and a sentence cut reads well.
+PHRASE_CHARS = 50
+REDRAWS = 2
 
 
 def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_text):
@@ -303,6 +358,7 @@ def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_
     generated = 0
     finish = "stop"
     capped = []
+    redrawn: dict[str, int] = {}
     head = "{"
     for i, (key, low, high) in enumerate(fields):
         head = (json.dumps(values, ensure_ascii=False)[:-1] + ", " if values else "{") + json.dumps(key) + ': "'
@@ -311,15 +367,21 @@ def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_
             finish = "length"
             break
         cap = min(left, max(8, math.ceil(high / CHARS_PER_TOKEN)))
-        raw, field_finish = _one_value(model, prompt + head, cap, temperature, None if seed is None else seed + i,
-                                       _string_grammar(min(low, 200)),
-                                       None if on_text is None else (lambda part, h=head: on_text(h + part)))
-        generated += _tokens(model, raw) + 1  # + the closing quote
-        if field_finish == "length":
+        draws = 1 + (REDRAWS if high <= PHRASE_CHARS else 0)
+        for draw in range(draws):
+            draw_seed = None if seed is None else seed + i + 7919 * draw
+            raw, field_finish = _one_value(model, prompt + head, cap, temperature, draw_seed, min(low, 200),
+                                           None if on_text is None else (lambda part, h=head: on_text(h + part)))
+            generated += _tokens(model, raw) + 1  # + the closing quote
+            over = field_finish == "length" or len(" ".join(raw.split())) > high
+            if not over or generated >= max_tokens or draw == draws - 1:
+                break
+            redrawn[key] = draw + 1
+        if over:  # cut to its bound (at its token cap, or closed past maxLength)
             capped.append(key)
-            if generated >= max_tokens:
-                finish = "length"
-        values[key] = bound_text(raw, high)  # the grammar allows no quote or backslash in it
+        if generated >= max_tokens and field_finish == "length":
+            finish = "length"
+        values[key] = bound_text(raw, high)  # the mask allows no quote or backslash in it
         if finish == "length":
             break
     text = json.dumps(values, ensure_ascii=False)
@@ -330,7 +392,8 @@ def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_
     # read, not written: the chat prompt and the JSON around the values. (The values, appended to the next field's
     # prompt and found in the KV cache there, are the completion's tokens, so each token is counted once.)
     prompt_tokens = _tokens(model, prompt) + _tokens(model, json.dumps(dict.fromkeys(values, "")))
-    return text, finish, {"completion_tokens": generated, "prompt_tokens": prompt_tokens, "capped_fields": capped}
+    return text, finish, {"completion_tokens": generated, "prompt_tokens": prompt_tokens, "capped_fields": capped,
+                          **({"redrawn_fields": redrawn} if redrawn else {})}
 
 
 def _tokens(model, text: str) -> int:
@@ -338,9 +401,14 @@ def _tokens(model, text: str) -> int:
     return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
-def _one_value(model, prompt: str, cap: int, temperature: float, seed, grammar, on_part) -> tuple[str, str | None]:
-    """One string value after `prompt`, up to its closing quote (not included) or `cap` tokens: (text, finish)."""
-    kwargs = {"max_tokens": cap, "temperature": temperature, "seed": seed, "stop": ['"'], "grammar": grammar}
+def _one_value(model, prompt: str, cap: int, temperature: float, seed, min_chars: int, on_part
+               ) -> tuple[str, str | None]:
+    """One string value after `prompt`, of at least min_chars characters, up to its closing quote (not included)
+    or `cap` tokens: (text, finish)."""
+    from llama_cpp import LogitsProcessorList
+
+    kwargs = {"max_tokens": cap, "temperature": temperature, "seed": seed, "stop": ['"'],
+              "logits_processor": LogitsProcessorList([_value_mask(model, min_chars)])}
     if on_part is None:
         choice = model.create_completion(prompt, **kwargs)["choices"][0]
         return choice["text"], choice.get("finish_reason")

@@ -26,15 +26,16 @@ FIELDS = ("title", "cover_prompt", "video_prompt")
 REASONING_FIELDS = {"pe": ("popular_traits", "unpopular_flaws", "angle"), "basic": ("angle",)}
 REASONING_LABELS = {"popular_traits": "Popular", "unpopular_flaws": "Unpopular", "angle": "Angle"}
 
-# Every string is bounded (minLength: nothing empty; maxLength: nothing runs on), and llama.cpp's JSON-schema grammar
-# enforces both, so an answer of this schema always ends within a known number of characters. The title may run a
-# little past TITLE_LIMIT so that a model that overshoots still ends its word (then cut at a phrase, see
-# shorten_title); the video prompt's cap comes from the video model's text encoder (popcorn/video/budget.py).
+# Every string is bounded (minLength: nothing empty; maxLength: nothing runs on), and a constrained decoder enforces
+# both (the local backend writes each value under a token mask and draws a title that runs past its maxLength again;
+# a server's JSON-schema grammar stops it at maxLength), so an answer of this schema always ends within a known number
+# of characters. The title's bound is TITLE_LIMIT itself: the title is to be written within it, not cut to it. The
+# video prompt's cap comes from the video model's text encoder (popcorn/video/budget.py).
 BOUNDS = {
     "popular_traits": (12, 90),  # ~15 words each: the prompt asks for one short sentence
     "unpopular_flaws": (12, 80),
     "angle": (12, 90),
-    "title": (4, TITLE_LIMIT + 14),
+    "title": (4, TITLE_LIMIT),
     "cover_prompt": (20, 160),
     "video_prompt": (80, 900),
 }
