@@ -19,7 +19,11 @@ one: the prompts, schema (no string bounds, free "reasoning" first), max_tokens=
 commit e0aa6bc (templates read from git), and prints the new/old ratios of p50 and p90.
 
 Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/plans.py [--prompts FILE] [--llm NAME] [--video NAME]
-       [--limit N] [--modes pe,basic] [--reference N] [--json OUT]
+       [--limit N] [--modes pe,basic] [--order mode|prompt] [--reference N] [--json OUT]
+
+--order mode (default) makes every PE plan, then every Basic one, as `popcorn batch` plans: a mode's prompt starts with
+its fixed instructions, which then stay in llama.cpp's KV cache from plan to plan. --order prompt alternates the modes
+prompt by prompt, so each plan evaluates its mode's instructions again (a user switching modes).
 """
 
 from __future__ import annotations
@@ -214,6 +218,9 @@ def main() -> None:
     ap.add_argument("--modes", default="pe,basic")
     ap.add_argument("--reference", type=int, default=0, metavar="N",
                     help="also run the previous plan step (commit %s) on the first N prompts" % LEGACY_COMMIT)
+    ap.add_argument("--order", choices=("mode", "prompt"), default="mode",
+                    help="mode: every PE plan, then every Basic one (as `popcorn batch` plans, so each mode's fixed "
+                         "instructions stay in the KV cache); prompt: both modes prompt by prompt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write every plan's row here")
     args = ap.parse_args()
@@ -234,19 +241,23 @@ def main() -> None:
 
     results: dict[str, list[dict]] = {m: [] for m in modes}
     reference: dict[str, list[dict]] = {m: [] for m in modes}
-    for i, (kind, category, query) in enumerate(rows_in):
-        for mode in modes:
-            row = new_plan(query, mode, args.llm, args.video, args.seed + i)
-            results[mode].append({**row, "query": query, "type": kind, "category": category})
-            if args.reference and i < args.reference:
-                old = legacy_plan(query, mode, args.llm, args.video, args.seed + i, templates)
-                reference[mode].append({**old, "query": query, "type": kind, "category": category})
-                print(f"  old {mode:<5} {old['seconds']:6.1f}s valid={old['valid']} whole={old.get('whole_title')} "
-                      f"budget={old.get('in_budget')} words={old.get('video_words')} {old.get('title', '')!r}",
-                      flush=True)
-            print(f"{i + 1:3d} {mode:<5} {row['seconds']:6.1f}s valid={row['valid']} whole={row.get('whole_title')} "
-                  f"budget={row.get('in_budget')} words={row.get('video_words')} tries={row.get('attempts')} "
-                  f"{row.get('title', row.get('error', ''))!r} | {query[:50]}", flush=True)
+    if args.order == "mode":  # all PE plans, then all Basic ones: the order of `popcorn batch`'s plan stage
+        order = [(i, mode) for mode in modes for i in range(len(rows_in))]
+    else:  # prompt by prompt, both modes each: a user switching modes between plans
+        order = [(i, mode) for i in range(len(rows_in)) for mode in modes]
+    for i, mode in order:
+        kind, category, query = rows_in[i]
+        row = new_plan(query, mode, args.llm, args.video, args.seed + i)
+        results[mode].append({**row, "query": query, "type": kind, "category": category})
+        if args.reference and i < args.reference:
+            old = legacy_plan(query, mode, args.llm, args.video, args.seed + i, templates)
+            reference[mode].append({**old, "query": query, "type": kind, "category": category})
+            print(f"  old {mode:<5} {old['seconds']:6.1f}s valid={old['valid']} whole={old.get('whole_title')} "
+                  f"budget={old.get('in_budget')} words={old.get('video_words')} {old.get('title', '')!r}",
+                  flush=True)
+        print(f"{i + 1:3d} {mode:<5} {row['seconds']:6.1f}s valid={row['valid']} whole={row.get('whole_title')} "
+              f"budget={row.get('in_budget')} words={row.get('video_words')} tries={row.get('attempts')} "
+              f"{row.get('title', row.get('error', ''))!r} | {query[:50]}", flush=True)
 
     print()
     cats = [c for _, c, _ in rows_in]

@@ -117,6 +117,29 @@ def test_failed_plan_keeps_the_raw_answer_and_is_asked_again_on_retry(tmp_path):
     assert _meta(store, specs[0].key)["attempts"] == 2
 
 
+class _ModeRecorder(_BadAnswers):
+    """Records which mode's prompt each call got (a PE prompt carries the references), then answers with prose."""
+
+    name, modes = "mode-recorder", []
+
+    def complete(self, messages, **kwargs):
+        type(self).modes.append("pe" if "Popular videos" in messages[-1]["content"] else "basic")
+        return super().complete(messages, **kwargs)
+
+
+def test_the_batch_plans_mode_by_mode_so_each_modes_instructions_stay_cached(tmp_path):
+    from popcorn.llm import register
+
+    register("mode-recorder", _ModeRecorder)
+    prompts = [prompts_file.Prompt(q) for q in PROMPTS[:2]]
+    specs = grid.build_grid(prompts, ["pe", "basic"], ["mode-recorder"], ["storyboard"], [0])
+    assert [s.mode for s in specs] == ["pe", "basic", "pe", "basic"]  # the grid goes prompt by prompt
+    _ModeRecorder.modes = []
+    assert _batch(specs, tmp_path).failed == 4
+    seen = _ModeRecorder.modes
+    assert set(seen) == {"pe", "basic"} and seen == sorted(seen, key=["pe", "basic"].index), seen
+
+
 def test_a_planned_run_resumes_at_render_and_crash_leftovers_are_replaced(tmp_path):
     """A run killed after its plan was stored (and after an earlier render was renamed into place, before its row)."""
     from popcorn import pipeline
