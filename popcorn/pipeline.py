@@ -228,10 +228,12 @@ def _check_answer(text: str, finish_reason: str | None, fit) -> tuple[str, dict]
 
 def _fit_sentences(text: str, fit) -> str:
     """The longest run of `text`'s whole sentences that fits the budget ("" if not even the first does)."""
-    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    # a sentence ends at . ! ? before a space, or at a CJK full stop, which needs none (a Chinese paragraph has no
+    # spaces: split on ". " alone it was one sentence, and nothing was kept)
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|(?<=[。！？])", text.strip()) if s.strip()]
     kept = ""
     for sentence in sentences:
-        candidate = f"{kept} {sentence}".strip()
+        candidate = kept + sentence if kept.endswith(("。", "！", "？")) else f"{kept} {sentence}".strip()
         if not fit.fits(candidate):
             break
         kept = candidate

@@ -330,6 +330,16 @@ def test_the_last_draw_over_budget_keeps_its_whole_sentences(scripted_llm):
     assert sentences.startswith(the_plan.video_prompt) and info["attempts"][0]["trimmed_to_budget"]
 
 
+def test_the_last_draw_over_budget_keeps_whole_chinese_sentences(scripted_llm):
+    """A Chinese video prompt has no spaces: its sentences end at 。 (one plan of the bench failed on this)."""
+    sentences = "".join(f"第{i}个镜头：镜头缓缓推近，霓虹灯下热气腾腾的炒锅。" for i in range(12))
+    scripted_llm.play(chat_reply(plan_json(video_prompt=sentences)))
+    the_plan, info = pipeline.write_plan("夜市炒面", "basic", "openai-compatible", seed=1, video="ltx", attempts=1)
+    assert the_plan.video_prompt and vb.budget("ltx").fits(the_plan.video_prompt)
+    assert sentences.startswith(the_plan.video_prompt) and the_plan.video_prompt.endswith("。")
+    assert info["attempts"][0]["trimmed_to_budget"]
+
+
 def test_run_json_records_the_budget_and_the_attempts(scripted_llm, tmp_path):
     scripted_llm.play(chat_reply("no plan here"), chat_reply(plan_json()))
     settings = pipeline.Settings(query="street noodles at night", mode="basic", llm="openai-compatible", video="ltx")
