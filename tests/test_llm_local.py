@@ -313,7 +313,14 @@ def test_a_plan_written_field_by_field_counts_each_token_once():
     if not ok:
         pytest.skip(why)
     schema = plan_schema("basic", video_chars=200)
-    out = llm.complete(MESSAGES, json_schema=schema, max_tokens=300, temperature=0.7, seed=3)
+    # a value cut to its bound or drawn again leaves generated tokens out of the answer: take a draw with neither
+    # (which seed gives one depends on llama.cpp's build: its numerics differ between instruction sets)
+    for seed in range(3, 13):
+        out = llm.complete(MESSAGES, json_schema=schema, max_tokens=300, temperature=0.7, seed=seed)
+        if not out.usage.get("capped_fields") and not out.usage.get("redrawn_fields"):
+            break
+    else:
+        pytest.fail("ten draws in a row had a value cut or drawn again")
     assert out.usage["finish_reason"] == "stop", out.text
     model, _ = load_model(llm.model_path())
     count = lambda text: len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # noqa: E731
@@ -369,7 +376,12 @@ def test_streamed_answer_is_reported_as_it_grows_and_stops_when_told(qwen_path):
     assert out.usage["completion_tokens"] == plain.usage["completion_tokens"]
     # a CJK + emoji answer: several tokens may arrive as one chunk, and the count is still the tokens'
     cjk = [{"role": "user", "content": "用中文写一句关于街头小吃的话，加上表情符号🍜🔥。"}]
+    # each from an empty KV cache: a prompt found whole in the cache has only its last token evaluated again, alone,
+    # and llama.cpp's one-token kernels round differently from its batch kernels (enough to flip a greedy near-tie)
+    model, _ = load_model(llm.model_path())
+    model.reset()
     streamed = llm.complete(cjk, max_tokens=30, temperature=0.0, seed=1, on_text=lambda t: None)
+    model.reset()
     whole = llm.complete(cjk, max_tokens=30, temperature=0.0, seed=1)
     assert streamed.text == whole.text
     assert streamed.usage["completion_tokens"] == whole.usage["completion_tokens"]

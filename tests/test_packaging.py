@@ -62,6 +62,32 @@ def test_space_requirements_build_llama_cpp_portably_and_the_package_reads_the_s
     assert not any(" " in r or r.startswith("-") for r in requires)
 
 
+SAPPHIRE_RAPIDS = ("flags\t\t: fpu sse2 avx avx2 fma f16c avx512f avx512dq avx512cd avx512bw avx512vl avx512vbmi "
+                   "avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8\nflags\t\t: other cpus repeat\n")
+
+
+def _build_args(cpuinfo: str) -> list[str]:
+    import runpy
+
+    module = runpy.run_path(str(ROOT / "scripts" / "llama_build_args.py"))
+    return module["build_args"](module["cpu_flags"](cpuinfo))
+
+
+def test_setup_builds_llama_cpp_for_the_cpus_instruction_sets_and_never_amx():
+    assert _build_args(SAPPHIRE_RAPIDS) == [
+        "-DGGML_NATIVE=OFF", "-DGGML_AVX512=ON", "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON",
+        "-DGGML_AVX512_VBMI=ON", "-DGGML_AVX_VNNI=ON"]
+    # AVX2 only (no AVX-512 foundation: avx512bw missing): llama.cpp's defaults, nothing added
+    assert _build_args("flags : sse2 avx avx2 fma f16c avx512f avx512cd avx512vl avx512dq avx512_vnni") == [
+        "-DGGML_NATIVE=OFF"]
+    # an old x86 without AVX2/FMA/F16C: those defaults turned off, or the build would not run there
+    assert _build_args("flags : sse2 sse4_2 avx") == [
+        "-DGGML_NATIVE=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF"]
+    assert _build_args("Features : fp asimd sve\n") == ["-DGGML_NATIVE=OFF"]  # not x86: portable
+    setup = (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
+    assert "scripts/llama_build_args.py" in setup and "AMX" not in " ".join(_build_args(SAPPHIRE_RAPIDS))
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
