@@ -16,7 +16,9 @@ Last line: plans valid=<float> whole_titles=<float> in_budget=<float> p50_s=<flo
 
 --reference N also runs the previous plan step on the first N prompts, in the same process, interleaved with the new
 one: the prompts, schema (no string bounds, free "reasoning" first), max_tokens=700 and the one re-ask for repair of
-commit e0aa6bc (templates read from git), and prints the new/old ratios of p50 and p90.
+commit e0aa6bc (templates read from git), and prints the new/old ratios of p50 and p90. Interleaved, each old plan
+evicts the mode's instructions from llama.cpp's KV cache, so under --order mode the new plans it measures evaluate
+them again: those ratios understate the new step (its own p50 / p90 above, from a run without --reference, do not).
 
 Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/plans.py [--prompts FILE] [--llm NAME] [--video NAME]
        [--limit N] [--modes pe,basic] [--order mode|prompt] [--reference N] [--json OUT]
@@ -47,6 +49,9 @@ from popcorn.types import StageError  # noqa: E402
 from popcorn.video.budget import budget as video_budget  # noqa: E402
 from popcorn.video.budget import estimate_tokens  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from predictor import machine  # noqa: E402  (bench/predictor.py: CPU model, cores, load)
+
 DEFAULT_PROMPTS = ROOT / "tests" / "data" / "plan_prompts.tsv"
 LEGACY_COMMIT = "e0aa6bc"  # the plan step before issue 10
 LEGACY_SCHEMA = {
@@ -55,6 +60,17 @@ LEGACY_SCHEMA = {
     "required": ["reasoning", "title", "cover_prompt", "video_prompt"],
     "additionalProperties": False,
 }
+
+
+def llama_build() -> str:
+    """The instruction sets llama.cpp was compiled with (scripts/setup.sh builds for the CPU it runs on)."""
+    try:
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode()
+    except Exception as exc:  # not installed: the local LLM cannot run, and the bench says why later
+        return f"unavailable ({type(exc).__name__})"
+    return " ".join(part.split("=")[0].split(":")[-1].strip() for part in info.split("|") if part.strip().endswith("= 1"))
 
 
 def read_prompts(path: Path) -> list[tuple[str, str, str]]:
@@ -232,6 +248,7 @@ def main() -> None:
     fit = video_budget(args.video)
     print(f"{len(rows_in)} prompts from {args.prompts}; llm {args.llm}; video {args.video}: {fit.tokens} tokens "
           f"({fit.source}), {fit.words_min}-{fit.words_max} words, cap {fit.max_chars} characters", flush=True)
+    print(f"machine: {machine()}; llama.cpp: {llama_build()}", flush=True)
     templates = _legacy_templates() if args.reference else None
 
     warm = time.perf_counter()

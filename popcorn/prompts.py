@@ -15,10 +15,14 @@ import functools
 from string import Template
 
 from popcorn import config
+from popcorn.llm.parse import shorten_title
 from popcorn.types import Reference, Retrieval
 
 MAX_QUERY_CHARS = 2000  # a longer idea is cut (and the cut is reported by the pipeline), never rejected
-MAX_REFERENCE_TITLE_CHARS = 100  # a reference is an example of a title: 100 characters show its hook
+# a reference is an example of a title: its opening phrases show the hook (MicroLens titles average 115 characters,
+# mostly hashtags after the hook). Each reference costs prompt evaluation on every plan: 64 instead of 100 characters
+# is ~9 tokens less per reference, ~2 s less per PE plan of K=10 on a 2-core CPU (bench/RESULTS.md).
+MAX_REFERENCE_TITLE_CHARS = 64
 DEFAULT_WORDS = (25, 70)  # the video prompt's word range when no budget is given
 
 
@@ -39,7 +43,7 @@ def _reference_lines(refs: list[Reference]) -> str:
         return "(none)"
     lines = []
     for r in refs:
-        title = " ".join(r.title.split())[:MAX_REFERENCE_TITLE_CHARS] or "(untitled)"
+        title = shorten_title(r.title, MAX_REFERENCE_TITLE_CHARS) or "(untitled)"  # ends where a phrase ends
         lines.append(f"- {title} | {r.comments}")
     return "\n".join(lines)
 

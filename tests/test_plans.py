@@ -177,6 +177,37 @@ def test_the_value_mask_allows_exactly_what_a_json_string_value_can_hold():
     assert np.isfinite(second[names[b'.",']]) and np.isinf(second[names[b'"']])
     third = mask(prompt + [names[b"ab"], names[b"Neon"]], scores)
     assert np.isfinite(third[closing]).all() and np.isinf(third[banned]).all()
+    # with a bound of 8 characters: free up to it, and once past it only a closing token may follow
+    bounded = _value_mask(vocab, 3, max_chars=8)
+    bounded(prompt, scores)
+    within = bounded(prompt + [names[b"ab"], names[b"Neon"]], scores)  # 6 characters
+    assert np.isfinite(within[~banned]).all() and not bounded.state["closed_at_bound"]
+    past = bounded(prompt + [names[b"ab"], names[b"Neon"], names[b" night"]], scores)  # 12 characters
+    assert np.isfinite(past[closing]).all() and np.isinf(past[~closing]).all() and bounded.state["closed_at_bound"]
+
+
+def test_a_value_past_its_bound_is_closed_there_and_reported_as_cut_not_written_on_to_its_token_cap():
+    """A value that ran past maxLength is cut (or drawn again) whatever comes next, so nothing more is generated: the
+    tokens up to the cap (~20 of a video prompt) were a tenth of a plan's generation time."""
+    from popcorn.llm import get_llm
+    from popcorn.llm.local import _chat_prompt, _one_value, load_model
+
+    llm = get_llm("smollm2")
+    ok, why = llm.available()
+    if not ok:
+        pytest.skip(why)
+    model, lock = load_model(llm.model_path())
+    prompt = _chat_prompt(model, [{"role": "user", "content": "Describe a long video of a busy city street, in "
+                                                              "detail, as JSON with the key video_prompt."}])
+    prompt += '{"video_prompt": "'
+    with lock:  # each from an empty KV cache (a prompt found whole in it is evaluated differently at its end)
+        model.reset()
+        free, _ = _one_value(model, prompt, 60, 0.0, 5, 10, 10_000, None)
+        model.reset()
+        closed, closed_finish = _one_value(model, prompt, 60, 0.0, 5, 10, 40, None)
+    assert len(free) > 60  # unbounded, it writes on
+    assert closed_finish == "length" and 40 < len(closed) <= 40 + 16  # closed by the first token past the bound
+    assert free.startswith(closed.rstrip()[:40])  # the same draw up to the bound
 
 
 @pytest.mark.llm

@@ -289,29 +289,40 @@ def _value_tokens(model) -> tuple:
     return cached
 
 
-def _value_mask(model, min_chars: int):
+def _value_mask(model, min_chars: int, max_chars: int | None = None):
     """A llama.cpp logits processor that keeps generation inside one JSON string value of at least min_chars
     characters (see _value_tokens): the same language as a grammar `c{min_chars} c* "` but applied as one vector
     mask per token. llama-cpp-python runs a grammar sampler over the whole vocabulary before top-k (152k entries
     for Qwen): ~47 ms a token on this 2-core machine, a third of the generation time of a plan; the mask costs
-    well under 1 ms and gives the same text for the same seed (bench/RESULTS.md)."""
+    well under 1 ms and gives the same text for the same seed (bench/RESULTS.md).
+
+    Once a value has run past max_chars it will be cut (or drawn again) whatever follows, so only a closing token
+    may come next: the tokens it would have written up to its token cap (up to ~20 of a video prompt) are not
+    generated. `process.state["closed_at_bound"]` says whether that happened."""
     import numpy as np
 
     banned, closing, chars = _value_tokens(model)
-    start: list[int] = []
+    state = {"seen": -1, "written": 0, "closed_at_bound": False}  # tokens counted so far; characters they wrote
 
     def process(input_ids, scores):
-        if not start:
-            start.append(len(input_ids))
-        written = int(chars[np.asarray(input_ids[start[0]:], dtype=np.int64)].sum()) if len(input_ids) > start[0] else 0
+        if state["seen"] < 0:  # the first call: everything so far is the prompt
+            state["seen"] = len(input_ids)
+        if len(input_ids) > state["seen"]:  # count only the tokens generated since the last call
+            state["written"] += int(chars[np.asarray(input_ids[state["seen"]:], dtype=np.int64)].sum())
+            state["seen"] = len(input_ids)
+        written = state["written"]
         out = np.array(scores, dtype=np.float32, copy=True)
         if out.shape[0] != banned.shape[0]:  # not the id-ordered full vocabulary: leave it to the stop string
             return out
         out[banned] = -np.inf
         if written < min_chars:
             out[closing & (chars + written < min_chars)] = -np.inf
+        elif max_chars is not None and written > max_chars:
+            out[~closing] = -np.inf
+            state["closed_at_bound"] = True
         return out
 
+    process.state = state
     return process
 
 
@@ -331,15 +342,14 @@ def _chat_prompt(model, messages: list[dict]) -> str:
 def bound_text(text: str, max_chars: int) -> str:
     """`text` within max_chars, cut at its last sentence end when that keeps 60% of it, else where a phrase ends
     (parse.shorten_title: a phrase break, else a word, never on a dangling word such as "of" or "the")."""
-    from popcorn.llm.parse import shorten_title
+    from popcorn.llm.parse import longest_sentences, shorten_title
 
     text = " ".join(text.split())
     if len(text) <= max_chars:
         return text
-    head = text[: max_chars + 1]
-    ends = [m.end() for m in re.finditer(r"[.!?。！？](?=\s|$)", head)]
-    if ends and ends[-1] >= 0.6 * max_chars:
-        return head[: ends[-1]].strip()
+    kept = longest_sentences(text, lambda candidate: len(candidate) <= max_chars)
+    if len(kept) >= 0.6 * max_chars:
+        return kept
     return shorten_title(text, max_chars)
 
 
@@ -370,7 +380,7 @@ def _complete_fields(model, messages, fields, max_tokens, temperature, seed, on_
         draws = 1 + (REDRAWS if high <= PHRASE_CHARS else 0)
         for draw in range(draws):
             draw_seed = None if seed is None else seed + i + 7919 * draw
-            raw, field_finish = _one_value(model, prompt + head, cap, temperature, draw_seed, min(low, 200),
+            raw, field_finish = _one_value(model, prompt + head, cap, temperature, draw_seed, min(low, 200), high,
                                            None if on_text is None else (lambda part, h=head: on_text(h + part)))
             generated += _tokens(model, raw) + 1  # + the closing quote
             over = field_finish == "length" or len(" ".join(raw.split())) > high
@@ -401,17 +411,18 @@ def _tokens(model, text: str) -> int:
     return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
-def _one_value(model, prompt: str, cap: int, temperature: float, seed, min_chars: int, on_part
+def _one_value(model, prompt: str, cap: int, temperature: float, seed, min_chars: int, max_chars: int, on_part
                ) -> tuple[str, str | None]:
-    """One string value after `prompt`, of at least min_chars characters, up to its closing quote (not included)
-    or `cap` tokens: (text, finish)."""
+    """One string value after `prompt`, of at least min_chars characters, up to its closing quote (not included),
+    `cap` tokens, or soon after max_chars characters (closed there: finish "length", as at the cap): (text, finish)."""
     from llama_cpp import LogitsProcessorList
 
+    mask = _value_mask(model, min_chars, max_chars)
     kwargs = {"max_tokens": cap, "temperature": temperature, "seed": seed, "stop": ['"'],
-              "logits_processor": LogitsProcessorList([_value_mask(model, min_chars)])}
+              "logits_processor": LogitsProcessorList([mask])}
     if on_part is None:
         choice = model.create_completion(prompt, **kwargs)["choices"][0]
-        return choice["text"], choice.get("finish_reason")
+        return choice["text"], "length" if mask.state["closed_at_bound"] else choice.get("finish_reason")
     parts: list[str] = []
     finish = None
     chunks = model.create_completion(prompt, stream=True, **kwargs)
@@ -424,7 +435,7 @@ def _one_value(model, prompt: str, cap: int, temperature: float, seed, min_chars
                 on_part("".join(parts))
     finally:
         chunks.close()
-    return "".join(parts), finish
+    return "".join(parts), "length" if mask.state["closed_at_bound"] else finish
 
 
 def _perf_reset(model) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from popcorn.types import StageError
 
@@ -32,9 +32,9 @@ REASONING_LABELS = {"popular_traits": "Popular", "unpopular_flaws": "Unpopular",
 # of characters. The title's bound is TITLE_LIMIT itself: the title is to be written within it, not cut to it. The
 # video prompt's cap comes from the video model's text encoder (popcorn/video/budget.py).
 BOUNDS = {
-    "popular_traits": (12, 90),  # ~15 words each: the prompt asks for one short sentence
-    "unpopular_flaws": (12, 80),
-    "angle": (12, 90),
+    "popular_traits": (12, 70),  # ~10 words each: the prompt asks for a short note
+    "unpopular_flaws": (12, 70),
+    "angle": (12, 70),
     "title": (4, TITLE_LIMIT),
     "cover_prompt": (20, 160),
     "video_prompt": (80, 900),
@@ -164,6 +164,29 @@ unlock get make find inside behind ultimate
 _PHRASE_END = re.compile(r"(?:\s[-–—|/]\s|[:：;；,，、]\s?|[.!?。！？…]+\s?)")
 _CLOSER = {"(": ")", "[": "]", "{": "}", "“": "”", "«": "»"}
 _TRAILING = " \t,.;:-–—/&|+([{\"'“”‘’«#@：；，、"
+
+
+# a sentence ends at . ! ? before whitespace, or at a CJK full stop, which needs none (a Chinese paragraph has no
+# spaces: split on ". " alone it is one sentence)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_CJK_STOPS = ("。", "！", "？")
+
+
+def sentences(text: str) -> list[str]:
+    """`text`'s sentences, in order, stripped."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def longest_sentences(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest run of `text`'s whole sentences, from its start, that `fits` ("" if not even the first does).
+    Sentences are joined by a space, except after a CJK full stop."""
+    kept = ""
+    for sentence in sentences(text):
+        candidate = kept + sentence if kept.endswith(_CJK_STOPS) else f"{kept} {sentence}".strip()
+        if not fits(candidate):
+            break
+        kept = candidate
+    return kept
 
 
 def shorten_title(title: str, limit: int = TITLE_LIMIT) -> str:
