@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -131,7 +131,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
     progress(fraction, message) hears how far the answer has grown (at most twice a second); an exception it raises
     (Cancel) stops the LLM mid-answer."""
     from popcorn.llm import get_llm
-    from popcorn.llm.parse import TITLE_LIMIT, max_chars, plan_schema, shorten_title
+    from popcorn.llm.parse import TITLE_LIMIT, longest_sentences, max_chars, plan_schema, shorten_title
     from popcorn.video.budget import budget as video_budget
     from popcorn.video.budget import estimate_tokens
 
@@ -171,7 +171,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         if problem and fields and attempt + 1 == attempts:
             # the last draw only overran the budget (the one problem that comes with fields): keep its whole
             # sentences that fit rather than fail
-            fields["video_prompt"] = _fit_sentences(fields["video_prompt"], fit)
+            fields["video_prompt"] = longest_sentences(fields["video_prompt"], fit.fits)
             record["trimmed_to_budget"] = True
             problem = "" if fields["video_prompt"] else problem
         record["problem"] = problem
@@ -224,20 +224,6 @@ def _check_answer(text: str, finish_reason: str | None, fit) -> tuple[str, dict]
         return (f"the video prompt is over the {fit.video} budget ({len(fields['video_prompt'].split())} words, "
                 f"{fit.tokens or fit.words_max} {'tokens' if fit.tokens else 'words'})"), fields
     return "", fields
-
-
-def _fit_sentences(text: str, fit) -> str:
-    """The longest run of `text`'s whole sentences that fits the budget ("" if not even the first does)."""
-    # a sentence ends at . ! ? before a space, or at a CJK full stop, which needs none (a Chinese paragraph has no
-    # spaces: split on ". " alone it was one sentence, and nothing was kept)
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+|(?<=[。！？])", text.strip()) if s.strip()]
-    kept = ""
-    for sentence in sentences:
-        candidate = kept + sentence if kept.endswith(("。", "！", "？")) else f"{kept} {sentence}".strip()
-        if not fit.fits(candidate):
-            break
-        kept = candidate
-    return kept
 
 
 def _sum_usage(tries: list[dict]) -> dict:
@@ -325,6 +311,32 @@ class _Timer:
         return False
 
 
+def _prepare_llm_meanwhile(name: str) -> threading.Thread | None:
+    """Start the LLM's own preparation (a local model's GGUF assembled, verified and loaded: mostly disk and a hash)
+    on a thread while retrieval works beside it (on a new cache, embedding the corpus), instead of after it. The
+    plan step takes the same locks, so it waits for this or finds the model ready; a failure here is left to the plan
+    step, which does the same work again and reports it with its stage. Only backends with a `warm` step (local
+    models) have anything to prepare."""
+    from popcorn.llm import get_llm
+
+    try:
+        warm = getattr(get_llm(name), "warm", None)
+    except StageError:
+        return None
+    if warm is None:
+        return None
+
+    def prepare():
+        try:
+            warm()
+        except Exception:  # reported by the plan step
+            pass
+
+    thread = threading.Thread(target=prepare, name="popcorn-llm-prepare", daemon=True)
+    thread.start()
+    return thread
+
+
 def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None) -> Run:
     """retrieve -> plan (x N candidates, ranked by h when N > 1). Fills and returns a Run."""
     settings.check()
@@ -332,6 +344,7 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
     if len(settings.query) > prompts.MAX_QUERY_CHARS:
         run.notes.append(f"the query was cut to {prompts.MAX_QUERY_CHARS} characters")
     if settings.mode == "pe":
+        _prepare_llm_meanwhile(settings.llm)
         with _Timer(run, "retrieve", progress):
             run.retrieval = retrieve(settings.query, settings.k, settings.router)
     with _Timer(run, "plan", progress):

@@ -71,8 +71,10 @@ class ReferenceIndex:
     # ---------------------------------------------------------------------------------------------- build / persist
 
     @classmethod
-    def build(cls, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO) -> "ReferenceIndex":
-        vectors = corpus_embeddings(corpus, embedder)
+    def build(cls, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO,
+              vectors: np.ndarray | None = None) -> "ReferenceIndex":
+        """The split and indexes over `vectors` (the corpus' title embeddings; default: the cached ones)."""
+        vectors = corpus_embeddings(corpus, embedder) if vectors is None else vectors
         table = corpus.table
         categories = table["category"].to_numpy()
         comments = table["comments"].to_numpy(np.int64)

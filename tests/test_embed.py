@@ -25,6 +25,7 @@ def test_corpus_batches_through_onnx_match_pytorch_and_keep_the_order(corpus, tm
     import numpy as np
 
     monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp32")
     embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
     titles = corpus.table["title"].tolist()[:300]  # >= ONNX_MIN_TEXTS: the batched ONNX path; lengths vary
     fast = embedder.encode_many(titles)
@@ -71,3 +72,43 @@ def test_title_vectors_never_reuse_rows_of_another_model_whose_file_name_looks_a
     vectors = embed.title_vectors(titles, "part", embedder)
     assert asked == [len(titles)]  # all embedded here: none taken from the look-alike
     assert np.allclose(vectors, embedder.encode(titles), atol=1e-5)
+
+
+def test_corpus_precision_takes_bf16_only_where_the_cpu_multiplies_it_and_names_a_bad_setting(monkeypatch):
+    import pytest
+
+    from popcorn.types import StageError
+
+    monkeypatch.delenv("POPCORN_CORPUS_PRECISION", raising=False)
+    monkeypatch.setattr(embed, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_tile", "amx_bf16"}))
+    assert embed.corpus_precision() == "bf16"
+    monkeypatch.setattr(embed, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert embed.corpus_precision() == "fp32"  # bf16 instructions without AMX tiles: no faster than ONNX fp32
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "BF16")
+    assert embed.corpus_precision() == "bf16"
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp16")
+    with pytest.raises(StageError) as err:
+        embed.corpus_precision()
+    assert err.value.stage == "embed" and "fp16" in str(err.value)
+
+
+def test_a_corpus_in_bf16_keeps_the_order_and_the_neighbours_of_fp32(corpus, monkeypatch):
+    """bf16 moves a vector by ~1e-4: the order of the texts is kept, and each title's nearest titles (what the
+    references and the router's vote are) stay the same but for near-ties."""
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "bf16")
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    titles = corpus.table["title"].tolist()[1000:1600]  # lengths vary, so batches are reordered
+    half = embedder.encode_many(titles)
+    full = embedder.encode(titles)  # PyTorch float32, in the given order
+    assert half.shape == full.shape == (600, embedder.dim) and half.dtype == np.float32
+    assert np.allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(half * full, axis=1)
+    assert cosine.min() > 0.9995 and np.median(cosine) > 0.9999
+    near_full = np.argsort(-(full @ full.T), axis=1)[:, 1:11]
+    near_half = np.argsort(-(half @ half.T), axis=1)[:, 1:11]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(near_full, near_half)])
+    assert overlap > 0.97 and np.mean(near_full[:, 0] == near_half[:, 0]) > 0.95
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp32")  # and fp32 stays the exact path
+    assert np.sum(embedder.encode_many(titles) * full, axis=1).min() > 0.9999

@@ -178,3 +178,45 @@ def test_cli_score_json_has_the_score_and_the_human_baseline():
     assert 0 <= data["percentile_category"] <= 100 and data["neighbours"]
     videos = data["human_baseline"]["videos"]
     assert videos and all(isinstance(v["comments"], int) and "predicted_comments" in v for v in videos)
+
+
+def test_a_pe_plan_prepares_the_llm_while_retrieval_runs_and_a_failed_preparation_is_left_to_the_plan(monkeypatch):
+    """The local model's preparation (GGUF assembled, verified, loaded) runs beside retrieval, not after it: on a new
+    cache retrieval embeds the corpus, and the two together set how long a first plan takes."""
+    import threading
+
+    import popcorn.llm as llm_module
+
+    def stop(stage):  # ends make_plans right after the step under test (a StageError passes _Timer unchanged)
+        raise StageError(stage, "stopped by the test")
+
+    prepared = threading.Event()
+    threads = []
+
+    class Prepared:
+        def __init__(self, fails: bool):
+            self.fails = fails
+
+        def warm(self):
+            threads.append(threading.current_thread().name)
+            prepared.set()
+            if self.fails:
+                raise StageError("llm", "the GGUF is incomplete")
+            return "loaded"
+
+    def retrieve(query, k, router):
+        assert prepared.wait(10), "the LLM was not being prepared while retrieval ran"
+        stop("retrieve")
+
+    monkeypatch.setattr(pipeline, "retrieve", retrieve)
+    for fails in (False, True):
+        prepared.clear()
+        monkeypatch.setattr(llm_module, "get_llm", lambda name=None, fails=fails: Prepared(fails))
+        with pytest.raises(StageError, match="stopped by the test"):  # a failed preparation does not stop retrieval
+            pipeline.make_plans(pipeline.Settings(query="a cat afraid of cucumbers", mode="pe", llm="local"))
+    assert threads == ["popcorn-llm-prepare"] * 2
+    # Basic has no retrieval to overlap: nothing is started
+    monkeypatch.setattr(pipeline, "write_plan", lambda *a, **k: stop("plan"))
+    with pytest.raises(StageError, match="stopped by the test"):
+        pipeline.make_plans(pipeline.Settings(query="a cat afraid of cucumbers", mode="basic", llm="local"))
+    assert len(threads) == 2
