@@ -431,3 +431,19 @@ def test_an_oversized_body_is_refused_and_stores_nothing(served, study):
     long_reason = "why " * 1000  # within the limit: stored, cut to 500 characters
     assert me.call("POST", f"/s/{link}/api/vote", {"task": 0, "choice": "A", "reason": long_reason})[0] == 200
     assert len(owner.get_studies(served.home).participant(link, pid)["answered"]) == 1
+
+
+def test_the_participant_cookie_is_secure_behind_https_and_still_works_on_plain_http(served, study):
+    """A Space serves the study through a TLS proxy (X-Forwarded-Proto: https): the cookie that names a participant
+    must then never travel over plain HTTP. Locally (http://127.0.0.1) it cannot be Secure, or no browser keeps it."""
+    link = study["link"]
+    cookies = {}
+    for proto in ("https", None):
+        me = Client(served.url)
+        status, _ = me.call("POST", f"/s/{link}/api/join", {}, headers={"X-Forwarded-Proto": proto} if proto else {})
+        assert status == 200
+        cookies[proto] = {k.lower(): v for k, v in me.seen[-1]["headers"].items()}["set-cookie"]
+    secure = [part.strip().lower() for part in cookies["https"].split(";")]
+    plain = [part.strip().lower() for part in cookies[None].split(";")]
+    assert "secure" in secure and "httponly" in secure and "samesite=lax" in secure
+    assert "secure" not in plain and "httponly" in plain

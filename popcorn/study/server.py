@@ -113,8 +113,17 @@ async def join(link: str, request: Request):
     except StudyError as exc:
         return _error(exc)
     response = JSONResponse({"participant": me["id"], "total": len(me["tasks"])}, headers=PRIVATE)
-    response.set_cookie(COOKIE, me["id"], path=f"/s/{link}/", httponly=True, samesite="lax", max_age=90 * 86400)
+    response.set_cookie(COOKIE, me["id"], path=f"/s/{link}/", httponly=True, samesite="lax", max_age=90 * 86400,
+                        secure=_over_https(request))
     return response
+
+
+def _over_https(request: Request) -> bool:
+    """Whether the participant reached the study over HTTPS: directly, or through the TLS proxy in front of a Space
+    (X-Forwarded-Proto). Then the participant's cookie is Secure, never sent over plain HTTP. (A client that claims
+    https over plain HTTP only loses its own cookie: the browser will not send it back.)"""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
 
 
 @router.get("/s/{link}/api/state")
