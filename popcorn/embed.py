@@ -107,8 +107,9 @@ def _cpu_flags() -> frozenset:
 def corpus_precision() -> str:
     """How a corpus is embedded (POPCORN_CORPUS_PRECISION): 'fp32' (ONNX Runtime), or 'bf16' (PyTorch autocast
     to bfloat16, which this class of CPU multiplies in hardware: AMX). 'auto' (default) takes bf16 where the CPU
-    has AMX-BF16, else fp32. bf16 embeds a corpus ~2.5x faster here with nearly the same vectors (cosine >= 0.9999
-    with fp32, the same top-10 neighbours for ~99% of titles: bench/RESULTS.md); queries stay fp32 either way."""
+    has AMX-BF16, else fp32. bf16 embedded MicroLens 1.7x faster here (bench/corpus_precision.py) with nearly the
+    same vectors (cosine >= 0.9999 with fp32, the same top-10 neighbours for ~99% of titles; references at near-ties
+    may swap order: bench/RESULTS.md); queries stay fp32 either way."""
     asked = (os.environ.get("POPCORN_CORPUS_PRECISION", "") or "auto").strip().lower()
     if asked not in PRECISIONS:
         raise StageError("embed", f"POPCORN_CORPUS_PRECISION={asked!r} is not one of {', '.join(PRECISIONS)}",

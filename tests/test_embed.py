@@ -106,6 +106,7 @@ def test_a_corpus_in_bf16_keeps_the_order_and_the_neighbours_of_fp32(corpus, mon
     assert np.allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(half * full, axis=1)
     assert cosine.min() > 0.9995 and np.median(cosine) > 0.9999
+    assert np.abs(half - full).max() > 1e-5  # really bfloat16: an fp32 path gives the same vectors to ~1e-6
     near_full = np.argsort(-(full @ full.T), axis=1)[:, 1:11]
     near_half = np.argsort(-(half @ half.T), axis=1)[:, 1:11]
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(near_full, near_half)])
