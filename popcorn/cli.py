@@ -55,8 +55,14 @@ def _split_render(args, argv: list[str]) -> int | None:
 
 
 def cmd_plan(args) -> int:
-    run = pipeline.make_plans(_settings(args), progress=_stderr_progress)
+    run = pipeline.make_plans(_settings(args), progress=_stderr_progress, quick=True)
     out = {**run.plan.to_dict(), **run.plan_info}  # plan_info: the video budget, the attempts, tokens and seconds
+    if run.retrieval is not None:
+        out["retrieval_index"] = run.retrieval.index
+    if run.notes:
+        out["notes"] = list(run.notes)
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
     if run.candidates:
         out["candidates"] = run.candidates
     if args.json:
@@ -99,7 +105,7 @@ def cmd_run(args) -> int:
         from popcorn.video import parallel
 
         parallel.check(args.video, args.gpus)
-        planned = pipeline.make_plans(_settings(args), progress=_stderr_progress)
+        planned = pipeline.make_plans(_settings(args), progress=_stderr_progress, quick=True)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         pipeline.write_run_json(planned, out)
@@ -108,7 +114,7 @@ def cmd_run(args) -> int:
         return parallel.relaunch(["render", "--plan", str(plan_file), "--video", args.video, "--out", str(out),
                                   "--seed", str(args.seed), "--memory-mode", args.memory_mode, "--speed", args.speed,
                                   "--gpus", str(args.gpus)], args.gpus)
-    run = pipeline.run(_settings(args), Path(args.out), progress=_stderr_progress)
+    run = pipeline.run(_settings(args), Path(args.out), progress=_stderr_progress, quick=True)
     _print_json({"out": str(args.out), "title": run.plan.title, "video": run.video.get("video"),
                  "score": run.score, "baseline": run.baseline, "timings": run.to_dict()["timings"]})
     return 0

@@ -74,5 +74,20 @@ def prebuilt_repo() -> str:
     return os.environ.get("POPCORN_PREBUILT_REPO", "").strip()
 
 
+FIRST_PLANS = ("quick", "full")
+
+
+def first_plan() -> str:
+    """How a PE plan retrieves while the whole index is not built yet (popcorn.retrieval.QuickRetriever): 'quick'
+    (default) routes on a sample and embeds only the routed categories; 'full' waits for every title."""
+    value = os.environ.get("POPCORN_FIRST_PLAN", "").strip().lower() or "quick"
+    if value not in FIRST_PLANS:
+        from popcorn.types import StageError
+
+        raise StageError("retrieve", f"POPCORN_FIRST_PLAN={value!r} is not one of {', '.join(FIRST_PLANS)}",
+                         "unset it, or set quick or full")
+    return value
+
+
 def warm_enabled() -> bool:
     return os.environ.get("POPCORN_WARM", "1").strip().lower() not in ("0", "off", "false", "no")

@@ -7,6 +7,7 @@ Every vector is L2-normalised float32, so inner product = cosine similarity.
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.util
 import os
 import threading
@@ -367,12 +368,52 @@ def title_vectors(titles: list[str], fingerprint: str, embedder: Embedder | None
         vectors[missing] = embedder.encode_many([titles[i] for i in missing])
     for target, write in ((_keys_path(path), lambda f: np.savez(f, keys=keys, model=np.array(embedder.name))),
                           (path, lambda f: np.save(f, vectors))):  # the matrix last: it marks a complete pair
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # writers never share one
         with open(tmp, "wb") as f:
             write(f)
         tmp.replace(target)
     _TITLE_VECTORS[path] = vectors
     return vectors
+
+
+PART = "-part-"  # a cache file of some rows of a corpus: "<fingerprint>-part-<digest of the rows>-<model>.npy"
+
+
+def part_vectors(corpus, rows: np.ndarray, embedder: Embedder | None = None) -> np.ndarray:
+    """Embeddings of some rows of a corpus (in the order given), cached like `title_vectors` so that the whole
+    corpus' matrix later reuses them (and any row already embedded elsewhere costs nothing here)."""
+    import hashlib
+
+    rows = np.asarray(rows, dtype=np.int64)
+    titles = corpus.table["title"].tolist()
+    digest = hashlib.blake2b(rows.tobytes(), digest_size=6).hexdigest()
+    return title_vectors([titles[i] for i in rows], f"{corpus.fingerprint}{PART}{digest}", embedder)
+
+
+def known_titles(corpus, embedder: Embedder | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix of every corpus row, mask of the rows whose title this model has embedded already, in any cache
+    file); rows not known are zeros."""
+    embedder = embedder or get_embedder()
+    folder = config.cache_dir() / "embeddings"
+    path = folder / f"{corpus.fingerprint}-{embedder.cache_key}.npy"
+    if not folder.is_dir():
+        return np.zeros((len(corpus), embedder.dim), dtype=np.float32), np.zeros(len(corpus), dtype=bool)
+    vectors, missing = _reuse(folder, embedder, title_keys(corpus.table["title"].tolist()), path)
+    if path.exists():
+        full = np.load(path, mmap_mode="r")
+        if full.shape == vectors.shape:
+            return np.array(full), np.ones(len(corpus), dtype=bool)
+    known = np.ones(len(corpus), dtype=bool)
+    known[missing] = False
+    return vectors, known
+
+
+def drop_parts(fingerprint: str, embedder: Embedder) -> None:
+    """Remove the part files of a corpus once its whole matrix is cached (they hold nothing it lacks)."""
+    folder = config.cache_dir() / "embeddings"
+    for path in folder.glob(f"{glob.escape(fingerprint)}{PART}*-{glob.escape(embedder.cache_key)}.*"):
+        _TITLE_VECTORS.pop(path, None)
+        path.unlink(missing_ok=True)
 
 
 def title_keys(titles: list[str]) -> np.ndarray:

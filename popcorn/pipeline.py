@@ -104,10 +104,20 @@ class Run:
 # ------------------------------------------------------------------------------------------------------------ steps
 
 
-def retrieve(query: str, k: int = 10, router: str = "ours") -> Retrieval:
+def retrieve(query: str, k: int = 10, router: str = "ours", *, quick: bool = False) -> Retrieval:
+    """PE references for one query. `quick`: one interactive plan, which may route on a sample while the whole index
+    is not built yet (popcorn.retrieval.QuickRetriever); a batch never does."""
     from popcorn.retrieval import get_retriever
 
-    return get_retriever().retrieve(query, k, router=router)
+    return get_retriever(quick=quick).retrieve(query, k, router=router)
+
+
+def quick_note(retrieval: Retrieval | None) -> str:
+    """What a run's notes say when its references came from a quick retrieval, else ""."""
+    if retrieval is None or retrieval.index == "full":
+        return ""
+    return (f"retrieval {retrieval.index} (the whole index was not built yet; `python -m popcorn index` builds it, "
+            "and later plans use it)")
 
 
 def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
@@ -337,8 +347,9 @@ def _prepare_llm_meanwhile(name: str) -> threading.Thread | None:
     return thread
 
 
-def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None) -> Run:
-    """retrieve -> plan (x N candidates, ranked by h when N > 1). Fills and returns a Run."""
+def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None, *,
+               quick: bool = False) -> Run:
+    """retrieve -> plan (x N candidates, ranked by h when N > 1). Fills and returns a Run. `quick`: see retrieve."""
     settings.check()
     run = run or Run(settings)
     if len(settings.query) > prompts.MAX_QUERY_CHARS:
@@ -346,7 +357,9 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
     if settings.mode == "pe":
         _prepare_llm_meanwhile(settings.llm)
         with _Timer(run, "retrieve", progress):
-            run.retrieval = retrieve(settings.query, settings.k, settings.router)
+            run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick)
+        if quick_note(run.retrieval):
+            run.notes.append(quick_note(run.retrieval))
     with _Timer(run, "plan", progress):
         plans, infos = [], []
         for i in range(settings.candidates):
@@ -394,9 +407,9 @@ def score_run(run: Run, progress: Progress = _quiet) -> Run:
     return run
 
 
-def run(settings: Settings, out_dir: Path, progress: Progress = _quiet) -> Run:
-    """The whole of F(x) for one query."""
-    the_run = make_plans(settings, progress)
+def run(settings: Settings, out_dir: Path, progress: Progress = _quiet, *, quick: bool = False) -> Run:
+    """The whole of F(x) for one query (`quick`: see retrieve)."""
+    the_run = make_plans(settings, progress, quick=quick)
     return render_run(the_run, out_dir, progress)
 
 

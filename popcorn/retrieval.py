@@ -24,7 +24,7 @@ import numpy as np
 
 from popcorn import config
 from popcorn.corpus import Corpus, load_corpus
-from popcorn.embed import Embedder, corpus_embeddings, get_embedder
+from popcorn.embed import Embedder, corpus_embeddings, drop_parts, get_embedder, known_titles, part_vectors
 from popcorn.types import Reference, Retrieval, StageError
 
 K_CHOICES = (10, 50, 100)
@@ -72,9 +72,13 @@ class ReferenceIndex:
 
     @classmethod
     def build(cls, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO,
-              vectors: np.ndarray | None = None) -> "ReferenceIndex":
-        """The split and indexes over `vectors` (the corpus' title embeddings; default: the cached ones)."""
-        vectors = corpus_embeddings(corpus, embedder) if vectors is None else vectors
+              vectors: np.ndarray | None = None, only: list[str] | None = None) -> "ReferenceIndex":
+        """The split and indexes over `vectors` (the corpus' title embeddings; default: the cached ones, and then the
+        parts a quick retrieval left are dropped). `only`: FAISS indexes for these categories alone (whose rows of
+        `vectors` must be filled); the split is made for every category either way."""
+        if vectors is None:
+            vectors = corpus_embeddings(corpus, embedder)
+            drop_parts(corpus.fingerprint, embedder)
         table = corpus.table
         categories = table["category"].to_numpy()
         comments = table["comments"].to_numpy(np.int64)
@@ -83,6 +87,8 @@ class ReferenceIndex:
             members = np.flatnonzero(categories == category)
             cut = unpopular_cut(comments[members], ratio)
             cuts[category] = cut
+            if only is not None and category not in only:
+                continue
             for label, mask in (("popular", comments[members] >= cut), ("unpopular", comments[members] < cut)):
                 chosen = members[mask]
                 index = faiss.IndexFlatIP(vectors.shape[1])
@@ -175,13 +181,7 @@ class Retriever:
         embedder.encode_one("")  # the query encoder is built (ONNX export, once) here, not inside the first query
 
     def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None) -> Retrieval:
-        query = (query or "").strip()
-        if not query:
-            raise StageError("retrieve", "the query is empty", "type a one-line idea for the video")
-        if k < 1 or k > 500:
-            raise StageError("retrieve", f"K={k} is out of range", f"use one of {K_CHOICES}")
-        if router not in self.routers:
-            raise StageError("retrieve", f"unknown router {router!r}", f"use one of {sorted(self.routers)}")
+        query = _checked(query, k, router)
         q = self.embedder.encode_one(query)
         route = self.routers[router].route(q, top_t=top_t, text=query)
         references = self.index.search(q, route.categories, k)
@@ -189,12 +189,161 @@ class Retriever:
                          references=references, router=router)
 
 
+ROUTERS = ("paper", "ours")
+
+
+def _checked(query: str, k: int, router: str) -> str:
+    query = (query or "").strip()
+    if not query:
+        raise StageError("retrieve", "the query is empty", "type a one-line idea for the video")
+    if k < 1 or k > 500:
+        raise StageError("retrieve", f"K={k} is out of range", f"use one of {K_CHOICES}")
+    if router not in ROUTERS:
+        raise StageError("retrieve", f"unknown router {router!r}", f"use one of {sorted(ROUTERS)}")
+    return query
+
+
+# -------------------------------------------------------------------------------------------------- a quick first plan
+
+QUICK_SAMPLE = 3000  # titles a quick retrieval routes on at least: a stratified sample of the corpus
+QUICK_FLOOR = 50  # ... with at least this many titles of each category (or all it has)
+QUICK_ENOUGH = 3000  # when no more titles than this are left to embed, the whole index is built instead
+_QUICK_LOCK = threading.Lock()
+
+
+def quick_sample(corpus: Corpus, size: int = QUICK_SAMPLE, floor: int = QUICK_FLOOR) -> np.ndarray:
+    """Corpus rows of a stratified sample: each category keeps its share of `size` titles (at least `floor`, or all
+    it has), picked by a digest of the video id, so every process and every run draws the same sample."""
+    import hashlib
+
+    table = corpus.table
+    labels = table["category"].to_numpy()
+    rank = np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+                     for v in table["video_id"].tolist()], dtype=np.uint64)
+    chosen = []
+    for category in sorted(set(labels)):
+        members = np.flatnonzero(labels == category)
+        n = min(len(members), max(floor, int(round(size * len(members) / len(table)))))
+        chosen.append(members[np.argsort(rank[members], kind="stable")[:n]])
+    return np.sort(np.concatenate(chosen))
+
+
+class QuickRetriever:
+    """PE retrieval before the whole index exists: a first plan on a fresh cache (the CLI), or one made while the
+    studio's warm-up is still embedding titles. Embedding all titles takes ~40 s on a 2-core CPU; this embeds about
+    a fifth of them.
+
+    It routes on the titles embedded so far, which always include a stratified sample of QUICK_SAMPLE titles (the
+    `ours` router's centroids are the sample's means, its nearest-title vote is weighted by how many titles each
+    sampled one stands for). Then it embeds every title of the routed categories and searches them exactly as the
+    whole index would. Only the route can differ from the whole index's: on the sample alone the top category is the
+    same for 0.96 of the labelled routing queries and 0.94 of the plan prompts (bench/routing.py). The Retrieval
+    says so (`index`). What it embeds stays in the cache, so the whole index later reuses it; `python -m popcorn
+    index` or the studio's warm-up builds it."""
+
+    def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
+        self.corpus, self.embedder, self.ratio = corpus, embedder, ratio
+
+    def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None) -> Retrieval:
+        query = _checked(query, k, router)
+        with _QUICK_LOCK:  # two first plans at once embed (and write) each part once, one after the other
+            return self._retrieve(query, k, router, top_t)
+
+    def _retrieve(self, query: str, k: int, router: str, top_t: int | None) -> Retrieval:
+        from popcorn.routing import BlendRouter, NameRouter
+
+        corpus, embedder = self.corpus, self.embedder
+        part_vectors(corpus, quick_sample(corpus), embedder)
+        vectors, known = known_titles(corpus, embedder)
+        rows = np.flatnonzero(known)
+        q = embedder.encode([query])[0]  # PyTorch, loaded already: the ONNX encoder's export waits for the full index
+        chooser = (BlendRouter(corpus, embedder, vectors[rows], rows=rows) if router == "ours"
+                   else NameRouter(corpus.categories(), embedder))
+        route = chooser.route(q, top_t=top_t, text=query)
+        members = np.flatnonzero(corpus.table["category"].isin(route.categories).to_numpy())
+        vectors[members] = part_vectors(corpus, members, embedder)
+        index = ReferenceIndex.build(corpus, embedder, self.ratio, vectors=vectors, only=route.categories)
+        return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
+                         references=index.search(q, route.categories, k), router=router,
+                         index=f"quick: routed on {len(rows):,} of {len(corpus):,} titles")
+
+
+# ------------------------------------------------------------------------- the whole index, filled behind plans
+
+FILL_CHUNK = 1000  # titles the background fill embeds between two looks at whether a plan is being made
+_FOREGROUND = threading.Condition()
+_PLANS_NOW = 0
+
+
+class foreground:
+    """`with retrieval.foreground():` around an interactive plan. While one is held, `fill_index` (the studio's
+    warm-up) embeds nothing more after its current chunk, so a first plan has the CPU to itself."""
+
+    def __enter__(self):
+        global _PLANS_NOW
+        with _FOREGROUND:
+            _PLANS_NOW += 1
+        return self
+
+    def __exit__(self, *exc):
+        global _PLANS_NOW
+        with _FOREGROUND:
+            _PLANS_NOW -= 1
+            _FOREGROUND.notify_all()
+        return False
+
+
+def _wait_for_no_plan() -> None:
+    with _FOREGROUND:
+        _FOREGROUND.wait_for(lambda: _PLANS_NOW == 0)
+
+
+def fill_index(corpus: Corpus, embedder: Embedder, chunk: int | None = None) -> int:
+    """Embed every title not embedded yet, the quick sample first, `chunk` titles at a time, each chunk cached as a
+    part, stepping aside (between chunks) while an interactive plan is being made. Holds no lock, so a quick plan can
+    run meanwhile; the whole index is then built from the parts without embedding anything. Returns the titles
+    embedded."""
+    chunk = chunk or FILL_CHUNK
+    sample = quick_sample(corpus)
+    _, known = known_titles(corpus, embedder)
+    missing = np.flatnonzero(~known)
+    first = np.isin(missing, sample)
+    order = np.concatenate([missing[first], missing[~first]])
+    done = 0
+    for start in range(0, len(order), chunk):
+        _wait_for_no_plan()
+        rows = order[start:start + chunk]
+        with _QUICK_LOCK:  # one embedding at a time in this process, never two writers of the cache's parts
+            part_vectors(corpus, rows, embedder)
+        done += len(rows)
+    return done
+
+
+def _quick(corpus: Corpus, embedder: Embedder, ratio: float) -> QuickRetriever | None:
+    """A QuickRetriever when the whole index would take long to build: not on disk, no prebuilt one, and more than
+    QUICK_ENOUGH titles left to embed. None otherwise (then the whole index is loaded or built)."""
+    if config.first_plan() != "quick" or (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():
+        return None
+    from popcorn import prebuilt
+
+    if prebuilt.install(corpus):
+        return None
+    _, known = known_titles(corpus, embedder)
+    return QuickRetriever(corpus, embedder, ratio) if (~known).sum() > QUICK_ENOUGH else None
+
+
 def get_retriever(data_dir: str | None = None, embed_model: str | None = None,
-                  ratio: float = DEFAULT_RATIO) -> Retriever:
-    """The process-wide retriever for a corpus + model (built or loaded once)."""
+                  ratio: float = DEFAULT_RATIO, *, quick: bool = False) -> "Retriever | QuickRetriever":
+    """The process-wide retriever for a corpus + model (built or loaded once). `quick` (one interactive plan): a
+    QuickRetriever instead when the whole index is not built yet and no build is under way in this process (the
+    studio's warm-up), so a first plan does not wait for every title to be embedded (POPCORN_FIRST_PLAN=full: never)."""
     corpus = load_corpus(data_dir)
     embedder = get_embedder(embed_model)
     key = (corpus.source, corpus.fingerprint, embedder.name, ratio)
+    if quick and key not in _RETRIEVERS and not _LOCK.locked():
+        quick_one = _quick(corpus, embedder, ratio)
+        if quick_one is not None:
+            return quick_one
     with _LOCK:
         if key not in _RETRIEVERS:
             if not (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():  # online, a
@@ -207,5 +356,5 @@ def get_retriever(data_dir: str | None = None, embed_model: str | None = None,
 
 
 def retrieve(query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
-             data_dir: str | None = None) -> Retrieval:
-    return get_retriever(data_dir).retrieve(query, k, router=router, top_t=top_t)
+             data_dir: str | None = None, quick: bool = False) -> Retrieval:
+    return get_retriever(data_dir, quick=quick).retrieve(query, k, router=router, top_t=top_t)

@@ -10,6 +10,9 @@ Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can 
   Categories with fewer than `min_size` videos are not candidates (too few references to learn from). When the best
   candidates are close (within a relative `margin` of the best score), up to `max_categories` are kept: an ambiguous query keeps
   several categories instead of betting on one.
+  Built on a sample of the titles (a first plan before the whole index exists, popcorn.retrieval.QuickRetriever),
+  the centroids are the sample's means and each sampled title's vote counts for the titles of its category it stands
+  for, among proportionally fewer neighbours.
 
 The blend weights were picked by a small grid search on tests/data/routing_queries.tsv; picking them on one half and
 scoring the other half gives 0.86 and 0.91 (2-fold), see bench/RESULTS.md. Labels that name a format rather than a topic
@@ -31,6 +34,13 @@ from popcorn.embed import Embedder
 from popcorn.types import CategoryScore
 
 SHOWN_SCORES = 5  # how many candidates a Route reports, for "why this category"
+NEIGHBOURS_MIN = 10  # a router built on a sample of the titles still asks this many nearest titles to vote
+
+
+def label_counts(labels: np.ndarray) -> dict:
+    """label -> how many times it occurs."""
+    values, counts = np.unique(labels, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
 
 
 @dataclass
@@ -99,7 +109,11 @@ class BlendRouter:
 
     name = "ours"
 
-    def __init__(self, corpus: Corpus, embedder: Embedder, vectors: np.ndarray, weights: BlendWeights | None = None):
+    def __init__(self, corpus: Corpus, embedder: Embedder, vectors: np.ndarray, weights: BlendWeights | None = None,
+                 rows: np.ndarray | None = None):
+        """`vectors`: the title embeddings of every corpus row, or, with `rows`, of those rows only (a sample: the
+        centroids are the sample's means, and each sampled title votes for as many titles of its category as it
+        stands for, among proportionally fewer neighbours)."""
         self.w = weights or BlendWeights()
         table = corpus.table
         labels = table["category"].to_numpy()
@@ -120,21 +134,29 @@ class BlendRouter:
         self.example_vectors = embedder.encode_cached(examples)
         self.name_patterns = [info[c].name_pattern() if c in info else None for c in self.categories]
         self.example_starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
-        centroids = np.stack([vectors[labels == c].mean(axis=0) for c in self.categories])
-        self.centroids = (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).astype(np.float32)
+        rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
+        labels = labels[rows]
+        centroids = np.stack([vectors[labels == c].mean(axis=0) if (labels == c).any() else np.zeros(vectors.shape[1])
+                              for c in self.categories])  # a category no sampled title stands for scores 0 here
+        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+        self.centroids = (centroids / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         # every title votes for its category; titles of non-candidate categories vote for nothing (-1)
         self.row_category = np.array([column.get(c, -1) for c in labels], dtype=np.int64)
+        held = label_counts(labels)
+        self.row_weight = np.array([counts[c] / held[c] for c in labels], dtype=np.float64)
+        self.neighbours = max(NEIGHBOURS_MIN, round(self.w.neighbours * len(rows) / len(table)))
+        self.sampled = len(rows) < len(table)
         self.all_titles = faiss.IndexFlatIP(vectors.shape[1])
         self.all_titles.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def signals(self, q: np.ndarray, text: str = "") -> dict[str, np.ndarray]:
         """The per-category signals for one query vector (each an array over self.categories)."""
-        sims, rows = self.all_titles.search(q.reshape(1, -1).astype(np.float32), self.w.neighbours)
+        sims, rows = self.all_titles.search(q.reshape(1, -1).astype(np.float32), self.neighbours)
         vote = np.zeros(len(self.categories), dtype=np.float64)
         for sim, row in zip(sims[0], rows[0]):
             c = self.row_category[row] if row >= 0 else -1
             if c >= 0:
-                vote[c] += max(float(sim), 0.0)
+                vote[c] += max(float(sim), 0.0) * self.row_weight[row]
         total = vote.sum()
         if total > 0:
             vote /= total

@@ -57,6 +57,7 @@ class Retrieval:
     category_scores: list[CategoryScore]  # the top candidates and their scores: why a category was chosen
     references: list[Reference]
     router: str = "ours"
+    index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.QuickRetriever)
 
     @property
     def popular(self) -> list[Reference]:
@@ -70,12 +71,14 @@ class Retrieval:
     def from_dict(cls, d: dict[str, Any]) -> "Retrieval":
         return cls(query=str(d.get("query", "")), matched_categories=list(d.get("matched_categories") or []),
                    category_scores=[CategoryScore(**c) for c in d.get("category_scores") or []],
-                   references=[Reference(**r) for r in d.get("references") or []], router=d.get("router", "ours"))
+                   references=[Reference(**r) for r in d.get("references") or []], router=d.get("router", "ours"),
+                   index=str(d.get("index", "full")))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "router": self.router,
+            "index": self.index,
             "matched_categories": list(self.matched_categories),
             "category_scores": [c.to_dict() for c in self.category_scores],
             "references": [r.to_dict() for r in self.references],

@@ -9,7 +9,9 @@ The steps, in the order a first visitor needs them (a PE plan first, then a scor
     corpus      the MicroLens table
     prebuilt    the prebuilt cache of this corpus from POPCORN_PREBUILT_REPO, verified (popcorn/prebuilt.py); skipped
                 offline or when none is set
-    index       title embeddings, FAISS indexes, routers, the ONNX query encoder (popcorn.retrieval.get_retriever)
+    index       title embeddings (popcorn.retrieval.fill_index: in chunks, pausing while a plan is being made, which
+                meanwhile takes the quick path), then FAISS indexes, routers, the ONNX query encoder
+                (popcorn.retrieval.get_retriever)
     llm         the default LLM's model file (the GGUF assembled and verified) and the model loaded (llama.cpp)
     predictor   the popularity predictor, loaded or trained, and one score (popcorn.popularity.get_predictor); this
                 step runs at a lower CPU priority so that a plan being written meanwhile keeps the cores
@@ -112,9 +114,15 @@ def _prebuilt() -> str:
 
 
 def _index() -> str:
-    from popcorn.retrieval import get_retriever
+    from popcorn import retrieval
+    from popcorn.corpus import load_corpus
+    from popcorn.embed import get_embedder
 
-    retriever = get_retriever()
+    corpus, embedder = load_corpus(), get_embedder()
+    whole = retrieval.ReferenceIndex.folder_for(corpus, embedder, retrieval.DEFAULT_RATIO) / "meta.json"
+    if config.first_plan() == "quick" and not whole.exists():
+        retrieval.fill_index(corpus, embedder)  # in chunks, stepping aside while a first plan is being made
+    retriever = retrieval.get_retriever()
     return f"{len(retriever.index.cuts)} categories, {retriever.embedder.name}"
 
 

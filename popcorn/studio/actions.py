@@ -184,11 +184,15 @@ def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", s
                         "plan": f"first use: loading the LLM {settings.llm}",
                         "score": "first use: loading the popularity predictor"})
     store.save_run(run.to_dict(), status="planning", visitor=visitor)
-    with cancellable(cancel_key) as channel, _errors(store, run):
+    from popcorn.retrieval import foreground  # the warm-up's embedding steps aside while this plan is made
+
+    with cancellable(cancel_key) as channel, _errors(store, run), foreground():
         reporter = StageProgress(progress, stages, channel, notes)
         if settings.mode == "pe":
             with _timed(run, "retrieve", reporter):
-                run.retrieval = pipeline.retrieve(settings.query, settings.k, settings.router)
+                run.retrieval = pipeline.retrieve(settings.query, settings.k, settings.router, quick=True)
+            if pipeline.quick_note(run.retrieval):
+                run.notes.append(pipeline.quick_note(run.retrieval))
         with _timed(run, "plan", reporter):
             out = _in_slot(slots.plan_candidates, slots.plan_in_slot, settings.llm, "llm",
                            (dataclasses.asdict(settings), run.retrieval.to_dict() if run.retrieval else None),
