@@ -7,9 +7,13 @@ to the page's first HTTP 200), as a user meets it.
     python bench/first_use.py --skip-plan      # score and page only (no LLM)
 
 Cold: the score and the plan each get their own empty POPCORN_CACHE_DIR (the plan cannot borrow what the score
-built). Warm: the same commands again on the caches the cold runs left. `prep` is the cold plan's work before
-generation (corpus, embeddings, indexes, routers, query encoder, GGUF assembly and verification, model load), timed
-step by step in one more fresh process through popcorn.warm. The page is timed cold while the studio warms (when the
+built). A first plan routes on a sample and embeds only the routed categories (popcorn.retrieval.QuickRetriever), so
+it is timed twice: for the bench's query (Animal) and for one routed to the largest category (Game, 5,259 videos),
+each from an empty cache. Warm: the same commands again on the caches the cold runs left (for the plan: the part of
+the index the first one embedded). `prep` is the studio's warm-up of the whole index and the LLM (corpus, every
+title's embedding, indexes, routers, query encoder, GGUF assembly and verification, model load), timed step by step
+in one more fresh process through popcorn.warm. `studio_plan`: the studio launched on an empty cache and a PE plan
+asked through its /plan API the moment the page answers (its warm-up steps aside for the plan). The page is timed cold while the studio warms (when the
 studio starts popcorn.warm on launch). The last line is
 
     first_use score_s=<float> plan_s=<float> warm_score_s=<float> warm_plan_s=<float>
@@ -18,6 +22,7 @@ studio starts popcorn.warm on launch). The last line is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +42,7 @@ from predictor import machine  # noqa: E402  (bench/predictor.py: CPU model, cor
 PY = sys.executable
 TITLE = "Street food at night in Bangkok: 5 dishes under 1 dollar #food #travel"
 QUERY = "a golden retriever puppy sees the sea for the first time"
+LARGEST = "my best clutch moment in a ranked shooter match"  # routed to Game, the largest category (5,259 videos)
 
 
 def loadavg() -> str:
@@ -70,12 +76,12 @@ def score(cache: Path, home: Path, label: str) -> float:
     return seconds
 
 
-def plan(cache: Path, home: Path, label: str) -> float:
-    seconds, out = timed([PY, "-m", "popcorn", "plan", QUERY, "--mode", "pe", "--llm", "local", "--json"],
+def plan(cache: Path, home: Path, label: str, query: str = QUERY) -> tuple[float, dict]:
+    seconds, out = timed([PY, "-m", "popcorn", "plan", query, "--mode", "pe", "--llm", "local", "--json"],
                          env_with(cache, home), label)
     result = json.loads(out)
     assert result["title"] and result["references"], "the plan came without a title or references"
-    return seconds
+    return seconds, {"categories": result["matched_categories"], "index": result.get("retrieval_index", "full")}
 
 
 PREP = """
@@ -102,33 +108,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def page(cache: Path, home: Path, label: str, limit_s: float = 120.0) -> float:
-    """`python app.py` until GET / answers 200 (then stopped)."""
+@contextlib.contextmanager
+def served_studio(cache: Path, home: Path, label: str, limit_s: float = 120.0):
+    """`python app.py` until GET / answers 200: yields (its port, seconds from the launch to the page, the launch's
+    perf_counter); stopped on leaving."""
     port = free_port()
-    env = env_with(cache, home)
     started = time.perf_counter()
-    proc = subprocess.Popen([PY, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([PY, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                            env=env_with(cache, home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        while time.perf_counter() - started < limit_s:
+        while True:
+            if time.perf_counter() - started > limit_s:
+                raise SystemExit(f"{label}: no page within {limit_s:.0f} s")
             if proc.poll() is not None:
                 raise SystemExit(f"{label}: the studio exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
                     if response.status == 200:
-                        seconds = time.perf_counter() - started
-                        print(f"  {label}: {seconds:.1f} s", flush=True)
-                        return seconds
+                        break
             except OSError:
                 pass
             time.sleep(0.1)
-        raise SystemExit(f"{label}: no page within {limit_s:.0f} s")
+        yield port, time.perf_counter() - started, started
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def page(cache: Path, home: Path, label: str) -> float:
+    """Seconds from `python app.py` to the page's first HTTP 200."""
+    with served_studio(cache, home, label) as (_, seconds, _):
+        print(f"  {label}: {seconds:.1f} s", flush=True)
+        return seconds
+
+
+def studio_plan(cache: Path, home: Path, label: str) -> dict:
+    """`python app.py` on an empty cache; a PE plan asked through its /plan API as soon as the page answers (the
+    warm-up has just started): seconds from the click to the plan, and from the launch."""
+    from gradio_client import Client
+
+    with served_studio(cache, home, label) as (port, _, started):
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        clicked = time.perf_counter()
+        out = client.predict(QUERY, "pe", 10, "local", 0, 1, "storyboard", api_name="/plan")
+        done = time.perf_counter()
+    assert out[0], "the studio's plan came without a title"
+    result = {"click_to_plan_s": round(done - clicked, 2), "launch_to_plan_s": round(done - started, 2),
+              "quick": "routed on" in str(out[-1])}
+    print(f"  {label}: {result}", flush=True)
+    return result
 
 
 def main() -> None:
@@ -148,8 +179,19 @@ def main() -> None:
         if not args.skip_plan:
             report["prep"] = prep(prep_cache, home, "plan prep (corpus, index, LLM), empty cache")
             shutil.rmtree(prep_cache, ignore_errors=True)
-            report["plan_s"] = round(plan(plan_cache, home, "first PE plan, empty cache"), 2)
-            report["warm_plan_s"] = round(plan(plan_cache, home, "PE plan, warm cache"), 2)
+            seconds, report["plan_route"] = plan(plan_cache, home, "first PE plan, empty cache")
+            report["plan_s"] = round(seconds, 2)
+            seconds, report["warm_plan_route"] = plan(plan_cache, home, "PE plan, the cache the first one left")
+            report["warm_plan_s"] = round(seconds, 2)
+            largest = root / "largest"
+            seconds, report["plan_largest_route"] = plan(largest, home, "first PE plan routed to the largest "
+                                                         "category, empty cache", LARGEST)
+            report["plan_largest_s"] = round(seconds, 2)
+            shutil.rmtree(largest, ignore_errors=True)
+            studio = root / "studio"
+            report["studio_plan"] = studio_plan(studio, root / "studio-home", "studio: a PE plan asked as the page "
+                                                "answers, empty cache")
+            shutil.rmtree(studio, ignore_errors=True)
         report["warm_page_s"] = round(page(plan_cache if not args.skip_plan else score_cache, home,
                                            "studio page, warm cache"), 2)
     finally:

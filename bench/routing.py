@@ -22,6 +22,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 
 from popcorn.retrieval import get_retriever  # noqa: E402
 
@@ -72,7 +75,33 @@ def main() -> None:
         print(f"{router:>5}: accuracy={r['accuracy']:.3f} in_matched={r['in_matched']:.3f} "
               f"ref_sim={r['ref_sim']:.3f} ref_on_topic={r['ref_on_topic']:.3f}")
         print(f"       most common misses: {r['misses'].most_common(6)}")
+    quick_rows = [(c, q) for _, c, q in read_prompts(DEFAULT_PROMPTS)]
+    for name, labelled in ((args.queries.name, rows), (DEFAULT_PROMPTS.name, quick_rows)):
+        q = compare_quick(retriever, labelled)
+        print(f"ours on the quick sample ({q['titles']:,} titles), {name} (n={len(labelled)}): "
+              f"accuracy={q['accuracy']:.3f} (whole: {q['whole_accuracy']:.3f}) same_top1={q['same_top1']:.3f} "
+              f"same_categories={q['same_categories']:.3f}")
     print(f"routing paper={results['paper']['accuracy']:.4f} ours={results['ours']['accuracy']:.4f} n={len(rows)}")
+
+
+def compare_quick(retriever, rows) -> dict:
+    """The `ours` router as a first plan builds it (popcorn.retrieval.QuickRetriever: on the stratified sample
+    alone, the least a quick retrieval routes on) against the whole index's, on labelled queries. A quick retrieval
+    then searches the routed categories exactly, so its references are the whole index's wherever the categories
+    are the same."""
+    from popcorn.retrieval import quick_sample
+    from popcorn.routing import BlendRouter
+
+    sample = quick_sample(retriever.corpus)
+    quick = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors[sample], rows=sample)
+    whole = retriever.routers["ours"]
+    vectors = retriever.embedder.encode([q for _, q in rows])
+    routes = [(quick.route(v, text=q).categories, whole.route(v, text=q).categories) for v, (_, q) in zip(vectors, rows)]
+    return {"titles": len(sample),
+            "accuracy": float(np.mean([a[0] == c for (a, _), (c, _) in zip(routes, rows)])),
+            "whole_accuracy": float(np.mean([b[0] == c for (_, b), (c, _) in zip(routes, rows)])),
+            "same_top1": float(np.mean([a[0] == b[0] for a, b in routes])),
+            "same_categories": float(np.mean([a == b for a, b in routes]))}
 
 
 if __name__ == "__main__":
