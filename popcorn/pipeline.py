@@ -321,7 +321,7 @@ class _Timer:
         return False
 
 
-def _prepare_llm_meanwhile(name: str) -> threading.Thread | None:
+def _prepare_llm_meanwhile(name: str) -> None:
     """Start the LLM's own preparation (a local model's GGUF assembled, verified and loaded: mostly disk and a hash)
     on a thread while retrieval works beside it (on a new cache, embedding the corpus), instead of after it. The
     plan step takes the same locks, so it waits for this or finds the model ready; a failure here is left to the plan
@@ -332,9 +332,9 @@ def _prepare_llm_meanwhile(name: str) -> threading.Thread | None:
     try:
         warm = getattr(get_llm(name), "warm", None)
     except StageError:
-        return None
+        return
     if warm is None:
-        return None
+        return
 
     def prepare():
         try:
@@ -344,7 +344,6 @@ def _prepare_llm_meanwhile(name: str) -> threading.Thread | None:
 
     thread = threading.Thread(target=prepare, name="popcorn-llm-prepare", daemon=True)
     thread.start()
-    return thread
 
 
 def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None, *,

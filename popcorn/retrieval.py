@@ -253,24 +253,35 @@ class QuickRetriever:
         from popcorn.routing import BlendRouter, NameRouter
 
         corpus, embedder = self.corpus, self.embedder
-        part_vectors(corpus, quick_sample(corpus), embedder)
         vectors, known = known_titles(corpus, embedder)
+        _embed_missing(corpus, embedder, quick_sample(corpus), vectors, known)
         rows = np.flatnonzero(known)
         q = embedder.encode([query])[0]  # PyTorch, loaded already: the ONNX encoder's export waits for the full index
         chooser = (BlendRouter(corpus, embedder, vectors[rows], rows=rows) if router == "ours"
                    else NameRouter(corpus.categories(), embedder))
         route = chooser.route(q, top_t=top_t, text=query)
         members = np.flatnonzero(corpus.table["category"].isin(route.categories).to_numpy())
-        vectors[members] = part_vectors(corpus, members, embedder)
+        _embed_missing(corpus, embedder, members, vectors, known)
         index = ReferenceIndex.build(corpus, embedder, self.ratio, vectors=vectors, only=route.categories)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
                          references=index.search(q, route.categories, k), router=router,
                          index=f"quick: routed on {len(rows):,} of {len(corpus):,} titles")
 
 
+def _embed_missing(corpus: Corpus, embedder: Embedder, rows: np.ndarray, vectors: np.ndarray,
+                   known: np.ndarray) -> None:
+    """Embed those of `rows` not known yet, cached as one part of just them (so the parts of a cache never hold more
+    than one corpus' worth of vectors, whatever routes visitors ask for); fills `vectors` and `known` in place."""
+    missing = rows[~known[rows]]
+    if len(missing):
+        vectors[missing] = part_vectors(corpus, missing, embedder)
+        known[missing] = True
+
+
 # ------------------------------------------------------------------------- the whole index, filled behind plans
 
 FILL_CHUNK = 1000  # titles the background fill embeds between two looks at whether a plan is being made
+FILL_PATIENCE_S = 60.0  # the longest the fill steps aside before its next chunk: plans in a row cannot starve it
 _FOREGROUND = threading.Condition()
 _PLANS_NOW = 0
 
@@ -294,15 +305,17 @@ class foreground:
 
 
 def _wait_for_no_plan() -> None:
+    """Until no interactive plan is being made, or FILL_PATIENCE_S have passed (a busy public instance, with one plan
+    after another, still gets its whole index: at least a chunk a minute)."""
     with _FOREGROUND:
-        _FOREGROUND.wait_for(lambda: _PLANS_NOW == 0)
+        _FOREGROUND.wait_for(lambda: _PLANS_NOW == 0, timeout=FILL_PATIENCE_S)
 
 
 def fill_index(corpus: Corpus, embedder: Embedder, chunk: int | None = None) -> int:
     """Embed every title not embedded yet, the quick sample first, `chunk` titles at a time, each chunk cached as a
-    part, stepping aside (between chunks) while an interactive plan is being made. Holds no lock, so a quick plan can
-    run meanwhile; the whole index is then built from the parts without embedding anything. Returns the titles
-    embedded."""
+    part, stepping aside (between chunks, up to FILL_PATIENCE_S each) while an interactive plan is being made. Holds
+    no lock, so a quick plan can run meanwhile; the whole index is then built from the parts without embedding
+    anything. Returns the titles embedded."""
     chunk = chunk or FILL_CHUNK
     sample = quick_sample(corpus)
     _, known = known_titles(corpus, embedder)
