@@ -398,11 +398,11 @@ def known_titles(corpus, embedder: Embedder | None = None) -> tuple[np.ndarray, 
     path = folder / f"{corpus.fingerprint}-{embedder.cache_key}.npy"
     if not folder.is_dir():
         return np.zeros((len(corpus), embedder.dim), dtype=np.float32), np.zeros(len(corpus), dtype=bool)
+    if path.exists():  # the whole matrix: no part needs reading
+        full = np.load(path)
+        if full.shape == (len(corpus), embedder.dim):
+            return full, np.ones(len(corpus), dtype=bool)
     vectors, missing = _reuse(folder, embedder, title_keys(corpus.table["title"].tolist()), path)
-    if path.exists():
-        full = np.load(path, mmap_mode="r")
-        if full.shape == vectors.shape:
-            return np.array(full), np.ones(len(corpus), dtype=bool)
     known = np.ones(len(corpus), dtype=bool)
     known[missing] = False
     return vectors, known
