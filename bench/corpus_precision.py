@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 from predictor import machine  # noqa: E402
 
-from popcorn import embed  # noqa: E402
-from popcorn.corpus import load_corpus  # noqa: E402
-from popcorn.retrieval import ReferenceIndex  # noqa: E402
-from popcorn.routing import BlendRouter  # noqa: E402
+from popcorn.retrieval import embed  # noqa: E402
+from popcorn.retrieval.corpus import load_corpus  # noqa: E402
+from popcorn.retrieval.index import ReferenceIndex  # noqa: E402
+from popcorn.retrieval.routing import BlendRouter  # noqa: E402
 
 
 def embed_all(embedder, titles: list[str], precision: str) -> tuple[np.ndarray, float]:

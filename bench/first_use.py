@@ -7,14 +7,14 @@ to the page's first HTTP 200), as a user meets it.
     python bench/first_use.py --skip-plan      # score and page only (no LLM)
 
 Cold: the score and the plan each get their own empty POPCORN_CACHE_DIR (the plan cannot borrow what the score
-built). A first plan routes on a sample and embeds only the routed categories (popcorn.retrieval.QuickRetriever), so
+built). A first plan routes on a sample and embeds only the routed categories (popcorn.retrieval.index.QuickRetriever), so
 it is timed twice: for the bench's query (Animal) and for one routed to the largest category (Game, 5,259 videos),
 each from an empty cache. Warm: the same commands again on the caches the cold runs left (for the plan: the part of
 the index the first one embedded). `prep` is the studio's warm-up of the whole index and the LLM (corpus, every
 title's embedding, indexes, routers, query encoder, GGUF assembly and verification, model load), timed step by step
-in one more fresh process through popcorn.warm. `studio_plan`: the studio launched on an empty cache and a PE plan
+in one more fresh process through popcorn.serve.warm. `studio_plan`: the studio launched on an empty cache and a PE plan
 asked through its /plan API the moment the page answers (its warm-up steps aside for the plan). The page is timed cold while the studio warms (when the
-studio starts popcorn.warm on launch). The last line is
+studio starts popcorn.serve.warm on launch). The last line is
 
     first_use score_s=<float> plan_s=<float> warm_score_s=<float> warm_plan_s=<float>
 """
@@ -86,7 +86,7 @@ def plan(cache: Path, home: Path, label: str, query: str = QUERY) -> tuple[float
 
 PREP = """
 import json, time
-from popcorn import warm
+from popcorn.serve import warm
 w = warm.Warmup(only=("corpus", "index", "llm"))
 w.run()
 print(json.dumps(w.to_dict()))

@@ -43,7 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 
-from popcorn import resident  # noqa: E402
+from popcorn.serve import resident  # noqa: E402
 from popcorn.video import DiffusersGenerator, RenderRequest  # noqa: E402
 from popcorn.video import get_generator  # noqa: E402
 from video_speed import environment, log, profile_step, sync  # noqa: E402  (bench/video_speed.py)

@@ -42,7 +42,8 @@ from string import Template
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from popcorn import pipeline, prompts  # noqa: E402
+from popcorn import pipeline  # noqa: E402
+from popcorn.llm import prompts
 from popcorn.llm import get_llm  # noqa: E402
 from popcorn.llm.parse import TITLE_LIMIT, parse_plan, read_plan  # noqa: E402
 from popcorn.types import StageError  # noqa: E402

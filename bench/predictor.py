@@ -27,7 +27,7 @@ from sklearn.linear_model import Ridge
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from popcorn import config  # noqa: E402
-from popcorn.corpus import load_raw_dir, popularity_label  # noqa: E402
+from popcorn.retrieval.corpus import load_raw_dir, popularity_label  # noqa: E402
 from popcorn.popularity import Settings, evaluate, fit_predictor, regression_metrics, split_ids, subset_raw_dir  # noqa: E402
 from popcorn.popularity.model import _vectorizer  # noqa: E402
 from popcorn.popularity.text import document  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from popcorn.retrieval import ReferenceIndex, get_retriever, split_counts  # noqa: E402
+from popcorn.retrieval.index import ReferenceIndex, get_retriever, split_counts  # noqa: E402
 
 DEFAULT_QUERIES = ROOT / "tests" / "data" / "routing_queries.tsv"
 

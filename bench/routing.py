@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 
-from popcorn.retrieval import get_retriever  # noqa: E402
+from popcorn.retrieval.index import get_retriever  # noqa: E402
 
 DEFAULT_QUERIES = ROOT / "tests" / "data" / "routing_queries.tsv"
 
@@ -85,12 +85,12 @@ def main() -> None:
 
 
 def compare_quick(retriever, rows) -> dict:
-    """The `ours` router as a first plan builds it (popcorn.retrieval.QuickRetriever: on the stratified sample
+    """The `ours` router as a first plan builds it (popcorn.retrieval.index.QuickRetriever: on the stratified sample
     alone, the least a quick retrieval routes on) against the whole index's, on labelled queries. A quick retrieval
     then searches the routed categories exactly, so its references are the whole index's wherever the categories
     are the same."""
-    from popcorn.retrieval import quick_sample
-    from popcorn.routing import BlendRouter
+    from popcorn.retrieval.index import quick_sample
+    from popcorn.retrieval.routing import BlendRouter
 
     sample = quick_sample(retriever.corpus)
     quick = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors[sample], rows=sample)

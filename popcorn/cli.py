@@ -151,7 +151,7 @@ def cmd_predictor(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from popcorn.retrieval import get_retriever
+    from popcorn.retrieval.index import get_retriever
 
     r = get_retriever()
     _print_json({"videos": len(r.corpus), "model": r.embedder.name, "corpus": r.corpus.source,

@@ -84,11 +84,11 @@ def _release_cover_model(cover_model: str) -> None:
 
 def generate_cover_image(cover_model: str, prompt: str, width: int, height: int, seed: int = 0) -> Image.Image:
     """Text-to-image with a diffusers pipeline (hub id or local folder), loaded once and kept until another model
-    loads (popcorn/resident.py: loading it releases the video pipelines, and a later video load releases it)."""
+    loads (popcorn/serve/resident.py: loading it releases the video pipelines, and a later video load releases it)."""
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    from popcorn import resident
+    from popcorn.serve import resident
 
     holder = f"cover:{cover_model}"
     with resident.exclusive():

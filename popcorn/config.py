@@ -8,7 +8,7 @@
 | POPCORN_HOME           | runs, artifacts and the SQLite store                             | ./data/studio          |
 | POPCORN_EMBED_MODEL    | sentence-transformers model name or path                         | auto (hub L12 online, packaged L6 offline) |
 | POPCORN_OFFLINE / HF_HUB_OFFLINE | never touch the hub                                    | unset                  |
-| POPCORN_PREBUILT_REPO  | hub dataset (or local folder) with prebuilt caches by corpus fingerprint (popcorn/prebuilt.py) | unset (build locally) |
+| POPCORN_PREBUILT_REPO  | hub dataset (or local folder) with prebuilt caches by corpus fingerprint (popcorn/serve/prebuilt.py) | unset (build locally) |
 | POPCORN_WARM           | the studio warms every cache and model in the background after serving the page (0 = off) | 1 |
 """
 
@@ -70,7 +70,7 @@ def embed_model() -> str:
 
 
 def prebuilt_repo() -> str:
-    """Where prebuilt caches are pulled from (popcorn/prebuilt.py): a hub dataset id or a local folder; "" = none."""
+    """Where prebuilt caches are pulled from (popcorn/serve/prebuilt.py): a hub dataset id or a local folder; "" = none."""
     return os.environ.get("POPCORN_PREBUILT_REPO", "").strip()
 
 
@@ -78,7 +78,7 @@ FIRST_PLANS = ("quick", "full")
 
 
 def first_plan() -> str:
-    """How a PE plan retrieves while the whole index is not built yet (popcorn.retrieval.QuickRetriever): 'quick'
+    """How a PE plan retrieves while the whole index is not built yet (popcorn.retrieval.index.QuickRetriever): 'quick'
     (default) routes on a sample and embeds only the routed categories; 'full' waits for every title."""
     value = os.environ.get("POPCORN_FIRST_PLAN", "").strip().lower() or "quick"
     if value not in FIRST_PLANS:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from popcorn import prompts
+from popcorn.llm import prompts
 from popcorn.types import Plan, Retrieval, StageError
 
 STAGES = ("retrieve", "plan", "render", "compose", "score")
@@ -106,8 +106,8 @@ class Run:
 
 def retrieve(query: str, k: int = 10, router: str = "ours", *, quick: bool = False) -> Retrieval:
     """PE references for one query. `quick`: one interactive plan, which may route on a sample while the whole index
-    is not built yet (popcorn.retrieval.QuickRetriever); a batch never does."""
-    from popcorn.retrieval import get_retriever
+    is not built yet (popcorn.retrieval.index.QuickRetriever); a batch never does."""
+    from popcorn.retrieval.index import get_retriever
 
     return get_retriever(quick=quick).retrieve(query, k, router=router)
 

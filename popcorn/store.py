@@ -227,7 +227,7 @@ class Store:
     def save_run(self, record: dict, status: str = "planned", error: str = "", visitor: str | None = None) -> str:
         """Insert or update a run from a run.json-shaped dict (pipeline.Run.to_dict()); returns its id.
 
-        `visitor` (who made the run, popcorn.access) is set when the run is first saved and never changes."""
+        `visitor` (who made the run, popcorn.serve.access) is set when the run is first saved and never changes."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; use one of {STATUSES}")
         run_id = str(record["id"])

@@ -57,7 +57,7 @@ class Retrieval:
     category_scores: list[CategoryScore]  # the top candidates and their scores: why a category was chosen
     references: list[Reference]
     router: str = "ours"
-    index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.QuickRetriever)
+    index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.index.QuickRetriever)
 
     @property
     def popular(self) -> list[Reference]:

@@ -24,13 +24,13 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus(data_dir):
-    from popcorn.corpus import load_corpus
+    from popcorn.retrieval.corpus import load_corpus
 
     return load_corpus(data_dir)
 
 
 @pytest.fixture(scope="session")
 def retriever(corpus):
-    from popcorn.retrieval import get_retriever
+    from popcorn.retrieval.index import get_retriever
 
     return get_retriever()

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from popcorn import config
-from popcorn.corpus import COLUMNS, from_hub_table, load_corpus, load_raw_dir, popularity_label
+from popcorn.retrieval.corpus import COLUMNS, from_hub_table, load_corpus, load_raw_dir, popularity_label
 from popcorn.types import StageError
 
 

@@ -1,6 +1,6 @@
 """Embedding model choice: 'auto' decides once per process, not on every call (it may probe the network)."""
 
-from popcorn import embed
+from popcorn.retrieval import embed
 
 
 def test_auto_resolution_probes_the_hub_once(monkeypatch):

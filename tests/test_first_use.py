@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from popcorn import config, prebuilt
-from popcorn.corpus import load_raw_dir
+from popcorn import config
+from popcorn.serve import prebuilt
+from popcorn.retrieval.corpus import load_raw_dir
 from popcorn.llm import gguf
 from popcorn.popularity import evaluate, predictor as predictor_module, write_raw_dir
 
@@ -82,7 +83,7 @@ def bundle(small_dir, tmp_path_factory) -> tuple[Path, Path]:
     previous = os.environ.get("POPCORN_CACHE_DIR")
     os.environ["POPCORN_CACHE_DIR"] = str(cache)
     try:
-        from popcorn.embed import get_embedder, title_vectors
+        from popcorn.retrieval.embed import get_embedder, title_vectors
 
         corpus = load_raw_dir(small_dir)
         predictor_module.train(small_dir)

@@ -22,7 +22,7 @@ MESSAGES = [
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from popcorn.embed import packaged_model_dir
+    from popcorn.retrieval.embed import packaged_model_dir
 
     folder = packaged_model_dir()
     if folder is None:
@@ -150,8 +150,8 @@ def test_on_text_sees_the_answer_grow_and_can_stop_it(tiny_model_dir):
 
 def test_a_loaded_model_is_one_of_the_resident_models(tiny_model_dir):
     """Loading the transformers LLM releases a resident video model, and a later load of another releases the LLM,
-    so an LLM and a video model never hold the GPU together (popcorn/resident.py)."""
-    from popcorn import resident
+    so an LLM and a video model never hold the GPU together (popcorn/serve/resident.py)."""
+    from popcorn.serve import resident
 
     released = []
     resident.hold("video:test", lambda: (released.append("video"), resident.drop("video:test")))
@@ -174,7 +174,7 @@ def test_a_video_load_waits_for_the_llm_to_finish_writing(tiny_model_dir):
     import threading
     import time
 
-    from popcorn import resident
+    from popcorn.serve import resident
 
     llm = TransformersLLM("t", "tiny", str(tiny_model_dir))
     llm.load()

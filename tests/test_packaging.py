@@ -124,7 +124,7 @@ def test_popcorn_studio_from_an_installed_wheel_serves_the_page_from_any_folder(
                                                              "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT")}
     env.update({"POPCORN_HOME": str(tmp_path / "home"), "GRADIO_ANALYTICS_ENABLED": "False", "POPCORN_WARM": "0"})
     where = subprocess.run(
-        [python, "-c", "import popcorn, popcorn.config as c, popcorn.prompts as p; print(popcorn.__file__); "
+        [python, "-c", "import popcorn, popcorn.config as c, popcorn.llm.prompts as p; print(popcorn.__file__); "
                        "print(len(p.basic_messages('a cat'))); print((c.ASSETS_DIR / 'categories.json').is_file())"],
         cwd=elsewhere, env=env, check=True, capture_output=True, text=True, timeout=300).stdout.split()
     assert where[0].startswith(str(venv)) and where[1:] == ["2", "True"]  # the wheel's popcorn, its own data

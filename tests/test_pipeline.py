@@ -10,7 +10,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from popcorn import pipeline, prompts
+from popcorn import pipeline
+from popcorn.llm import prompts
 from popcorn.types import Plan, StageError
 
 try:

@@ -122,7 +122,7 @@ def test_the_real_decoder_enforces_min_and_max_length(qwen_path):
 def test_the_local_writer_ends_a_title_where_the_model_closes_it(qwen_path):
     """Qwen closes a JSON string with a merged token (`",`, `"}`): the value grammar accepts it, so a title ends where
     the model ends it, whole, instead of running on to its token cap and being cut (every title did before)."""
-    from popcorn import prompts
+    from popcorn.llm import prompts
     from popcorn.llm import get_llm
 
     schema = plan_schema("basic", 330)

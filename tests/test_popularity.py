@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from popcorn.corpus import load_raw_dir, popularity_label
+from popcorn.retrieval.corpus import load_raw_dir, popularity_label
 from popcorn.popularity import (Predictor, Settings, evaluate, fit_predictor, get_predictor, human_baseline,
                                 rank_plans, regression_metrics, split_ids, subset_raw_dir, train)
 from popcorn.types import Plan
@@ -271,7 +271,7 @@ def test_visual_branch_is_trained_when_frame_features_are_supplied(split, small_
 
 
 def test_human_baseline_in_a_category_embeds_only_that_category(small_predictor, tmp_path, monkeypatch):
-    from popcorn import embed
+    from popcorn.retrieval import embed
 
     monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("POPCORN_EMBED_MODEL", "packaged:all-MiniLM-L6-v2")

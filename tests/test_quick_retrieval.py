@@ -1,4 +1,4 @@
-"""A first plan before the whole retrieval index exists (popcorn.retrieval.QuickRetriever): it routes on a sample of
+"""A first plan before the whole retrieval index exists (popcorn.retrieval.index.QuickRetriever): it routes on a sample of
 the titles, embeds only the routed categories, searches them exactly as the whole index does, and leaves what it
 embedded for the whole index to reuse."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from popcorn import embed, retrieval
-from popcorn.retrieval import QuickRetriever, quick_sample
-from popcorn.routing import BlendRouter
+from popcorn.retrieval import embed, index as retrieval
+from popcorn.retrieval.index import QuickRetriever, quick_sample
+from popcorn.retrieval.routing import BlendRouter
 from popcorn.types import StageError
 
 QUERIES = Path(__file__).parent / "data" / "routing_queries.tsv"
@@ -193,7 +193,7 @@ def test_the_background_fill_steps_aside_while_a_plan_is_being_made(retriever, f
 
 def test_the_studio_warm_up_fills_the_index_by_parts_unless_first_plans_wait_for_it(retriever, fresh_cache,
                                                                                      monkeypatch):
-    from popcorn import warm
+    from popcorn.serve import warm
 
     corpus, embedder, vectors = retriever.corpus, retriever.embedder, retriever.index.vectors
     rows, _ = all_but(corpus, 150)

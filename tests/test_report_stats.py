@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from popcorn.experiments import stats
+from popcorn import stats
 from popcorn.experiments.report import Row, build_report, medians, paired, to_markdown, vs_human, win_table
 from popcorn.store import Store
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from popcorn.retrieval import ReferenceIndex, split_counts, unpopular_cut
+from popcorn.retrieval.index import ReferenceIndex, split_counts, unpopular_cut
 from popcorn.types import StageError
 
 

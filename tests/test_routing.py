@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from popcorn.routing import BlendRouter, BlendWeights, fit_weights
+from popcorn.retrieval.routing import BlendRouter, BlendWeights, fit_weights
 
 QUERIES = Path(__file__).parent / "data" / "routing_queries.tsv"
 

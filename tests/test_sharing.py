@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from popcorn import access
+from popcorn.serve import access
 
 try:
     from tests.test_app_client import ARTIFACTS, StudioServer
@@ -193,7 +193,7 @@ def test_handed_out_run_json_names_no_server_folder(server, visitors):
 
 def test_a_holder_asking_again_for_the_same_run_gets_the_same_copies(tmp_path, monkeypatch):
     """A History click (or its event called over the queue API in a loop) does not copy the video again each time."""
-    from popcorn import serving
+    from popcorn.serve import serving
 
     monkeypatch.setattr(serving, "_ROOT", [tmp_path / "serve"])
     (tmp_path / "run").mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from popcorn import access
+from popcorn.serve import access
 from popcorn.study import StudyError, media, owner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ class Client:
 
 @pytest.fixture(autouse=True)
 def fresh_secret_tries(monkeypatch):
-    """The admin secret's try limits (popcorn.access) are per process: each test starts with its own."""
+    """The admin secret's try limits (popcorn.serve.access) are per process: each test starts with its own."""
     monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["visitor"]))
     monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(*access.SECRET_TRIES["server"]))
 

@@ -1,6 +1,6 @@
 """The render path's memory, recipe and progress decisions, on the CPU with tiny pipelines of the real classes.
 
-GPU memory readings are injected at popcorn/resident.py's boundary (`gpu_memory`, `gpu_allocated`) and placement on
+GPU memory readings are injected at popcorn/serve/resident.py's boundary (`gpu_memory`, `gpu_allocated`) and placement on
 the GPU is recorded instead of done (`DiffusersGenerator._place`): everything else (loading with from_pretrained,
 the decisions, eviction, the pipeline calls) is the real code. bench/gpu_path.py runs the same path on a real GPU.
 """
@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from popcorn import compose as compose_module  # noqa: E402
-from popcorn import resident  # noqa: E402
+from popcorn.serve import resident  # noqa: E402
 from popcorn.types import StageError  # noqa: E402
 from popcorn.video import DiffusersGenerator, RenderRequest, get_generator  # noqa: E402
 from popcorn.video.diffusers_base import check_recipe, pipeline_signature  # noqa: E402

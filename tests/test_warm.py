@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from popcorn import warm
-from popcorn.corpus import load_raw_dir
+from popcorn.serve import warm
+from popcorn.retrieval.corpus import load_raw_dir
 from popcorn.popularity import write_raw_dir
 from popcorn.types import StageError
 
@@ -72,7 +72,7 @@ def test_unknown_steps_are_refused():
 @pytest.mark.slow
 def test_a_click_during_the_warm_up_gets_what_it_built(data_dir, tmp_path, monkeypatch):
     """Real corpus (300 videos), real embeddings, FAISS and predictor in a fresh cache."""
-    from popcorn import retrieval
+    from popcorn.retrieval import index as retrieval
     from popcorn.popularity import predictor as predictor_module
 
     folder = write_raw_dir(load_raw_dir(data_dir).table.iloc[:300], tmp_path / "corpus")

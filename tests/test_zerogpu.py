@@ -163,7 +163,8 @@ def _processes(log) -> list[tuple[str, int]]:
 
 def test_plan_and_render_run_in_gpu_workers_and_the_rest_in_the_main_process(zerogpu, retriever):
     spaces, log = zerogpu
-    from popcorn import studio, zerogpu as zg
+    from popcorn import studio
+    from popcorn.serve import zerogpu as zg
     from popcorn.store import Store
 
     assert zg.active()
@@ -235,7 +236,7 @@ def test_cancel_reaches_into_the_gpu_worker(zerogpu):
 
 
 def test_slot_durations_follow_the_model_and_the_settings():
-    from popcorn import zerogpu as zg
+    from popcorn.serve import zerogpu as zg
 
     assert zg.plan_seconds("llama-3.3-70b", 1) > zg.plan_seconds("transformers:x", 1)
     assert zg.plan_seconds("transformers:x", 4) > zg.plan_seconds("transformers:x", 1)
@@ -247,7 +248,7 @@ def test_slot_durations_follow_the_model_and_the_settings():
 
 
 def test_only_torch_backends_need_a_slot():
-    from popcorn import zerogpu as zg
+    from popcorn.serve import zerogpu as zg
     from popcorn.llm import get_llm
     from popcorn.video import get_generator
 
@@ -259,7 +260,7 @@ def test_only_torch_backends_need_a_slot():
 def test_a_channel_carries_cancel_and_progress_across_processes(tmp_path):
     import multiprocessing
 
-    from popcorn.zerogpu import Channel, call
+    from popcorn.serve.zerogpu import Channel, call
 
     channel = Channel(tmp_path)
     seen = []
@@ -291,7 +292,7 @@ def _report_until_cancelled(channel):
 
 def test_gpu_weights_load_at_start_up_and_nothing_else_does(monkeypatch):
     """On ZeroGPU, app start-up loads the enabled GPU backends (as ZeroGPU expects); CPU and API ones are left alone."""
-    from popcorn import zerogpu as zg
+    from popcorn.serve import zerogpu as zg
     from popcorn.llm import register as register_llm
     from popcorn.video import register as register_video
 
@@ -321,7 +322,7 @@ def test_gpu_weights_load_at_start_up_and_nothing_else_does(monkeypatch):
     assert zg.preload(["preload-llm", "local", "openai"], ["preload-video", "storyboard", "sora"]) == [
         "preload-llm", "preload-video"]
     assert loaded == ["llm", ("video", "gpu")]
-    from popcorn import resident
+    from popcorn.serve import resident
 
     try:  # every preloaded model stays resident: ZeroGPU maps them all into each worker
         assert resident.limit() == 0

@@ -114,7 +114,7 @@ _CORPUS_INDEX: dict[str, NgramIndex] = {}
 
 def corpus_index() -> NgramIndex:
     """The n-gram index of every MicroLens title of the configured corpus (built once per process)."""
-    from popcorn.corpus import load_corpus
+    from popcorn.retrieval.corpus import load_corpus
 
     corpus = load_corpus()
     if corpus.fingerprint not in _CORPUS_INDEX:
@@ -139,7 +139,7 @@ def novelty(titles: list[str], shown: list[list[str]], index: NgramIndex | None 
 def human_base_rate(video_ids: list[int], threshold: float = NEAR_COPY) -> dict:
     """How often a human-made MicroLens title has a near-copy among the corpus's other titles (series, re-uploads):
     the rate a generated title would show by chance of the corpus, next to which the generated rates are read."""
-    from popcorn.corpus import load_corpus
+    from popcorn.retrieval.corpus import load_corpus
 
     table = load_corpus().table
     row_of = {int(v): i for i, v in enumerate(table["video_id"])}
@@ -161,7 +161,7 @@ _SECOND_LOCK = threading.Lock()
 def second_judge(progress=None):
     """h without retrieval features: trained on the configured corpus once (its checkpoint cached beside h's), then
     loaded from the cache once per process (each report of a long-lived studio reuses it)."""
-    from popcorn.corpus import load_corpus
+    from popcorn.retrieval.corpus import load_corpus
     from popcorn.popularity import Predictor, fit_predictor
     from popcorn.popularity.predictor import checkpoint_path, default_settings
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from popcorn import config, prompts
+from popcorn import config
+from popcorn.llm import prompts
 from popcorn.types import StageError
 
 HUB_PROMPTS = "junchenfu/llmpopcorn_prompts"

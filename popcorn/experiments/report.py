@@ -9,7 +9,7 @@
     judges       novelty and near-copies per condition; the win rates under a second judge that does not retrieve
 
 Every win rate pairs runs that differ only in the compared factor, counts ties apart and carries n (pairs), the
-number of prompts and a bootstrap 95% interval that resamples prompts (popcorn/experiments/stats.py).
+number of prompts and a bootstrap 95% interval that resamples prompts (popcorn/stats.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Callable
 
-from popcorn.experiments import stats
+from popcorn import stats
 from popcorn.store import Store
 from popcorn.types import StageError
 

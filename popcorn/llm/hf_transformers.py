@@ -53,7 +53,7 @@ class TransformersLLM:
         self._model = None
         self._tokenizer = None
         self._lock = threading.RLock()
-        self._holder = f"llm:{name}#{id(self)}"  # this backend's name in popcorn/resident.py
+        self._holder = f"llm:{name}#{id(self)}"  # this backend's name in popcorn/serve/resident.py
 
     def __repr__(self) -> str:
         return f"TransformersLLM(name={self.name!r}, model_id={self.model_id!r})"
@@ -87,9 +87,9 @@ class TransformersLLM:
 
     def load(self):
         """(model, tokenizer), loaded once: 4-bit NF4 with bf16 compute on CUDA, float32 on the CPU. A load is one of
-        the process's resident models (popcorn/resident.py): it releases the others first (a video pipeline, the cover
+        the process's resident models (popcorn/serve/resident.py): it releases the others first (a video pipeline, the cover
         model), and a later video load releases it, so an LLM and a video model never hold the GPU together."""
-        from popcorn import resident
+        from popcorn.serve import resident
 
         with resident.exclusive(), self._lock:
             if self._model is None:
@@ -122,8 +122,8 @@ class TransformersLLM:
             return self._model, self._tokenizer
 
     def release(self) -> None:
-        """Let go of the loaded model (called by popcorn/resident.py when another model loads)."""
-        from popcorn import resident
+        """Let go of the loaded model (called by popcorn/serve/resident.py when another model loads)."""
+        from popcorn.serve import resident
 
         with self._lock:
             self._model = self._tokenizer = None
@@ -148,7 +148,7 @@ class TransformersLLM:
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        from popcorn import resident
+        from popcorn.serve import resident
 
         # loaded and run as one of the resident GPU models: a video model cannot load (and release this one) while it
         # generates, so the two never hold the GPU together (the lock is re-entrant: load() takes it too)

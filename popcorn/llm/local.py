@@ -171,7 +171,7 @@ class LlamaCppLLM:
             return self._path
 
     def warm(self) -> str:
-        """Get ready before the first plan (popcorn/warm.py): the GGUF assembled and verified, and loaded; exactly what
+        """Get ready before the first plan (popcorn/serve/warm.py): the GGUF assembled and verified, and loaded; exactly what
         complete() does first, so a plan after it (or during it: the same locks) loads nothing again."""
         path = self.model_path()
         model, _ = load_model(path)

@@ -22,7 +22,7 @@ def _match(predictor: Predictor, query: str, candidates: np.ndarray, k: int,
     """The k memory rows (among `candidates`) nearest to the query, by sentence embedding or by TF-IDF."""
     bank = predictor.model.memory
     if matcher == "embedding":
-        from popcorn.embed import get_embedder, title_vectors
+        from popcorn.retrieval.embed import get_embedder, title_vectors
 
         embedder = get_embedder()
         fingerprint = predictor.info["fingerprint"]
@@ -47,7 +47,7 @@ def human_baseline(query: str, k: int = 1, category: str | None = None, predicto
     """The k human-made MicroLens videos nearest to `query` (within `category` when given): their actual comments
     and their predicted scores, computed the same way as a generated video's, with themselves left out.
 
-    `matcher`: "embedding" (popcorn.embed's model; the corpus titles are embedded once and cached) or "tfidf"."""
+    `matcher`: "embedding" (popcorn.retrieval.embed's model; the corpus titles are embedded once and cached) or "tfidf"."""
     if not query or not query.strip():
         raise StageError("score", "the human-matched baseline needs a query", "pass the one-line query")
     predictor = predictor or get_predictor()

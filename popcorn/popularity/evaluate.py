@@ -1,6 +1,6 @@
 """Evaluate h on MicroLens videos it was not trained on, and make such held-out folders.
 
-`evaluate(data_dir)` reads any folder in the MicroLens raw layout (popcorn.corpus.load_raw_dir), predicts every video
+`evaluate(data_dir)` reads any folder in the MicroLens raw layout (popcorn.retrieval.corpus.load_raw_dir), predicts every video
 from its title and category alone (its own comments, likes and views are never inputs; a memory video with the same
 id is never retrieved) and returns the metrics over the whole set plus SRC per category.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from popcorn import corpus as corpus_module
-from popcorn.corpus import load_raw_dir, popularity_label
+from popcorn.retrieval import corpus as corpus_module
+from popcorn.retrieval.corpus import load_raw_dir, popularity_label
 from popcorn.popularity.metrics import per_category_src, regression_metrics
 from popcorn.popularity.predictor import Predictor, get_predictor
 from popcorn.popularity.visual import FEATURES_FILE, VisualSpace

@@ -30,7 +30,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from popcorn.corpus import UNKNOWN_CATEGORY, popularity_label
+from popcorn.retrieval.corpus import UNKNOWN_CATEGORY, popularity_label
 from popcorn.popularity import encoding, memory, text
 from popcorn.popularity.memory import MemoryBank
 
@@ -51,7 +51,7 @@ class Settings:
     retrieval: tuple[str, ...] = TEXT_SPACES
     category: bool = True  # the category token and the category's mean label
     hashtags: bool = True  # the hashtags' mean labels
-    embedding: str = "packaged:all-MiniLM-L6-v2"  # the popcorn.embed model of the "embedding" space
+    embedding: str = "packaged:all-MiniLM-L6-v2"  # the popcorn.retrieval.embed model of the "embedding" space
     folds: int = 5
     seed: int = 0
 
@@ -136,7 +136,7 @@ class PopularityModel:
     def query_spaces(self, inputs: Inputs, categories: list[str | None]) -> dict[str, object]:
         spaces: dict[str, object] = dict(self.text_matrices(inputs.titles, categories))
         if "embedding" in self.settings.retrieval:
-            from popcorn.embed import get_embedder
+            from popcorn.retrieval.embed import get_embedder
 
             spaces["embedding"] = get_embedder(self.settings.embedding).encode_many(inputs.titles)
         if "visual" in self.settings.retrieval and self.visual_encoder is not None:

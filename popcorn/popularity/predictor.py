@@ -20,7 +20,7 @@ import joblib
 import numpy as np
 
 from popcorn import config
-from popcorn.corpus import Corpus, load_corpus
+from popcorn.retrieval.corpus import Corpus, load_corpus
 from popcorn.popularity.metrics import regression_metrics
 from popcorn.popularity.model import Inputs, PopularityModel, Settings
 from popcorn.popularity.visual import MIN_COVERAGE, VisualSpace
@@ -208,7 +208,7 @@ def fit_predictor(corpus: Corpus, settings: Settings = Settings(), progress: Pro
     say(f"training the popularity predictor on {len(corpus)} MicroLens videos from {corpus.source}")
     embeddings = None
     if "embedding" in settings.retrieval:
-        from popcorn.embed import get_embedder, title_vectors
+        from popcorn.retrieval.embed import get_embedder, title_vectors
 
         embeddings = title_vectors(corpus.table["title"].tolist(), corpus.fingerprint, get_embedder(settings.embedding),
                                    say)
@@ -264,8 +264,8 @@ def get_predictor(data_dir: str | Path | None = None, progress: Progress | None 
             return _PREDICTORS[key]
         path = checkpoint_path(corpus, settings)
         say = progress or log_progress
-        if not path.exists():  # online, a verified prebuilt checkpoint saves the training (popcorn/prebuilt.py)
-            from popcorn import prebuilt
+        if not path.exists():  # online, a verified prebuilt checkpoint saves the training (popcorn/serve/prebuilt.py)
+            from popcorn.serve import prebuilt
 
             prebuilt.install(corpus, say)
         if path.exists():

@@ -11,9 +11,10 @@
 Values in and out are plain (str, int, dict, pandas DataFrame). Long actions take `progress`, any callable
 `progress(fraction, desc=...)` (a gr.Progress fits), and report each pipeline stage by name. Every failure becomes a
 StudioError -- never a traceback (that goes to the log). Every run is kept in the SQLite store (popcorn/store.py)
-with its files under <home>/runs/<id>/ and the visitor who made it; visitors get copies (popcorn/serving.py).
+with its files under <home>/runs/<id>/ and the visitor who made it; visitors get copies (popcorn/serve/serving.py).
 """
 
+from popcorn.llm.prompts import EXAMPLES
 from popcorn.studio.actions import (LoadedRun, PlanOutput, RenderOutput, ScoreOutput, empty_render, load_run,
                                     plan_action, render_action, score_action)
 from popcorn.studio.backends import backend_choices, backend_info
@@ -28,18 +29,6 @@ MODE_CHOICES = [("PE (with MicroLens references)", "pe"), ("Basic (the idea alon
 K_CHOICES = [10, 50, 100]
 MAX_CANDIDATES = 8
 
-# example ideas: abstract and concrete, over several MicroLens categories (and one not in English)
-EXAMPLES = [
-    ("the quiet joy of a slow Sunday morning", "abstract"),
-    ("courage to start over after failing", "abstract"),
-    ("nostalgia for childhood summers at grandma's house", "abstract"),
-    ("a golden retriever puppy sees the sea for the first time", "concrete"),
-    ("15-second garlic butter noodles for a late-night snack", "concrete"),
-    ("street basketball trick shot at sunset", "concrete"),
-    ("day-to-night makeup transformation in one look", "concrete"),
-    ("unboxing a tiny retro handheld game console", "concrete"),
-    ("猫咪第一次看到雪", "concrete"),
-]
 
 __all__ = [
     "CANDIDATE_COLUMNS", "EXAMPLES", "HISTORY_COLUMNS", "K_CHOICES", "MAX_CANDIDATES", "MODE_CHOICES",

@@ -5,7 +5,7 @@
     score_action(title, description, category)                    h alone -> ScoreOutput
     load_run(run_id)                                              a stored run, for the panels
 
-Each takes `visitor` (popcorn.access.visitor_id): a run belongs to the visitor who made it, and only they (or the
+Each takes `visitor` (popcorn.serve.access.visitor_id): a run belongs to the visitor who made it, and only they (or the
 owner) can open, re-render or pick from it. Inputs are checked against the owner's policy (enabled backends, paid
 rate limit, size limits) before any work. The LLM's answers and the render run in a ZeroGPU slot when their backend
 needs a GPU (popcorn.studio.slots); retrieval and scoring never hold one.
@@ -21,7 +21,9 @@ from typing import Callable, Iterator, NamedTuple
 
 import pandas as pd
 
-from popcorn import access, pipeline, prompts, serving, zerogpu
+from popcorn import pipeline
+from popcorn.llm import prompts
+from popcorn.serve import access, serving, zerogpu
 from popcorn.store import Store
 from popcorn.studio import slots
 from popcorn.studio.errors import Cancelled, StudioError, from_error_dict, studio_error, user_message
@@ -184,7 +186,7 @@ def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", s
                         "plan": f"first use: loading the LLM {settings.llm}",
                         "score": "first use: loading the popularity predictor"})
     store.save_run(run.to_dict(), status="planning", visitor=visitor)
-    from popcorn.retrieval import foreground  # the warm-up's embedding steps aside while this plan is made
+    from popcorn.retrieval.index import foreground  # the warm-up's embedding steps aside while this plan is made
 
     with cancellable(cancel_key) as channel, _errors(store, run), foreground():
         reporter = StageProgress(progress, stages, channel, notes)
@@ -311,7 +313,7 @@ def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str,
 
 
 def _render_output(record: dict, holder: str) -> RenderOutput:
-    """The panels of a rendered run; the files are the visitor's own copies (popcorn.serving), never store paths."""
+    """The panels of a rendered run; the files are the visitor's own copies (popcorn.serve.serving), never store paths."""
     video = record.get("video") or {}
     category = ((record.get("plan") or {}).get("matched_categories") or [None])[0]
     served = serving.publish(record, holder)

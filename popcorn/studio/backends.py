@@ -1,4 +1,4 @@
-"""The LLM and video pickers: the backends the owner enabled (popcorn.access), each usable or labelled with why not.
+"""The LLM and video pickers: the backends the owner enabled (popcorn.serve.access), each usable or labelled with why not.
 
 On ZeroGPU a GPU backend is not asked `available()` in the main process (that would touch CUDA there): it runs in a
 GPU slot, where the pipeline asks it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from popcorn import access, zerogpu
+from popcorn.serve import access, zerogpu
 from popcorn.types import StageError
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from popcorn.studio.errors import Cancelled
-from popcorn.zerogpu import Channel
+from popcorn.serve.zerogpu import Channel
 
 Sink = Callable[..., object]  # sink(fraction, desc=...), e.g. gr.Progress
 

@@ -1,6 +1,6 @@
 """The studio's runs: the store, run ids, a visitor's history, and opening a run (only one's own, or any as owner).
 
-Run ids are 128-bit random (unguessable); each run records the visitor who made it (popcorn.access.visitor_id).
+Run ids are 128-bit random (unguessable); each run records the visitor who made it (popcorn.serve.access.visitor_id).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from popcorn import access, config
+from popcorn import config
+from popcorn.serve import access
 from popcorn.store import Store
 from popcorn.studio.errors import StudioError
 from popcorn.studio.views import HISTORY_COLUMNS, as_int

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from popcorn import pipeline, zerogpu
+from popcorn import pipeline
+from popcorn.serve import zerogpu
 from popcorn.studio.errors import error_dict
 from popcorn.studio.progress import StageProgress
 from popcorn.types import Plan, Retrieval, StageError
-from popcorn.zerogpu import Channel
+from popcorn.serve.zerogpu import Channel
 
 
 def _report(channel: Channel):

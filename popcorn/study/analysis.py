@@ -32,7 +32,7 @@ import math
 import random
 from collections import Counter, defaultdict
 
-from popcorn.experiments import stats
+from popcorn import stats
 
 Z95 = 1.959963984540054
 OUTCOMES = ("a", "b", "tie", "both_bad")
@@ -176,7 +176,7 @@ def _rate(k: float, n: float) -> dict:
 
 def _bootstrap_rate(votes: list[dict], x: str, draws: int, seed: int) -> list[float] | None:
     """95% percentile interval of x's decisive win rate, resampling participants (their votes are not independent):
-    the report's group bootstrap (popcorn/experiments/stats.py) over decisive votes, grouped by participant."""
+    the report's group bootstrap (popcorn/stats.py) over decisive votes, grouped by participant."""
     decisive = [(1 if w == x else -1, v["participant"]) for v in votes if (w := _winner(v)) is not None]
     if len({person for _, person in decisive}) < 2:
         return None  # one participant (or none) with a decisive vote: nothing to resample between

@@ -1,7 +1,7 @@
 """What a study's owner does, as plain functions (the CLI, the Study tab and the admin routes call these).
 
     authorise(secret, who)                 StudyError 403 unless LOCAL, `who` is the signed-in owner, or the secret
-                                           matches POPCORN_ADMIN_SECRET (popcorn.access: constant time, tries limited)
+                                           matches POPCORN_ADMIN_SECRET (popcorn.serve.access: constant time, tries limited)
     collect_pairs(source, ...)             pairs from stored runs / a pair file / a batch folder (pairs.py)
     create_study(secret, name, question, pairs, ...) -> the study, its participant link and invite codes
     list_studies(secret), results(secret, study_id), export(secret, study_id, folder)
@@ -9,7 +9,7 @@
 Results and exports show everything (run ids, conditions, h): they are for the owner only. The CLI runs on the
 machine that holds the store and passes LOCAL; anything served over the network passes the secret it was given and
 who gave it (a visitor id, a client address): each public function here checks it once, so one owner action is one
-try against popcorn.access's limits.
+try against popcorn.serve.access's limits.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import os
 import threading
 from pathlib import Path
 
-from popcorn import access, config
+from popcorn import config
+from popcorn.serve import access
 from popcorn.store import Store
 from popcorn.study import StudyError, analysis, pairs as pairing
 from popcorn.study.storage import StudyStore
@@ -44,7 +45,7 @@ def get_studies(home: str | Path | None = None) -> StudyStore:
 
 def authorise(secret, who: str = "") -> None:
     """The owner, or StudyError: LOCAL (the terminal), a visitor signed in as the owner on this studio (History's owner
-    mode), or the admin secret, checked by popcorn.access.admin_secret_ok (constant time, never logged, tries limited
+    mode), or the admin secret, checked by popcorn.serve.access.admin_secret_ok (constant time, never logged, tries limited
     per `who` and per server: 429 when over them)."""
     if secret is LOCAL or access.is_owner(who):
         return

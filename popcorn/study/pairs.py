@@ -21,6 +21,7 @@ import json
 from itertools import combinations
 from pathlib import Path
 
+from popcorn.llm.prompts import EXAMPLES
 from popcorn.study import StudyError
 
 FACTORS = ("mode", "llm", "video")
@@ -59,8 +60,6 @@ def category(run: dict) -> str:
 
 
 def _known_prompt_types() -> dict[str, str]:
-    from popcorn.studio import EXAMPLES  # the studio's example ideas carry their type
-
     return {query.strip().lower(): kind for query, kind in EXAMPLES}
 
 

@@ -12,7 +12,7 @@ link resumes) or the cookie. A vote is answered 200 only after it is committed; 
 stripped copies (media.py), the study's name stays with the owner.
 
 Owner routes (the admin secret in `Authorization: Bearer <secret>`; refused when POPCORN_ADMIN_SECRET is unset;
-each request one try against popcorn.access's limits, per client address and per server: 429 when over them):
+each request one try against popcorn.serve.access's limits, per client address and per server: 429 when over them):
     GET /study-admin/<study id>/results.json | votes.csv | chart.png
 
 `router` is included into the studio's FastAPI app; `create_app()` serves it alone (bench/study_load.py, tests):

@@ -16,7 +16,7 @@ from typing import Any, Iterator, NamedTuple
 
 import gradio as gr
 
-from popcorn import access
+from popcorn.serve import access
 from popcorn.studio import StudioError
 
 # filled while the app is built: "demo" (the Blocks), "tabs" (gr.Tabs), "studio" (the studio page's components)

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from popcorn import access, config, serving, ui, zerogpu
+from popcorn import config, ui
+from popcorn.serve import access, serving, zerogpu
 
 log = logging.getLogger("popcorn.ui")
 
 PAGES = ["popcorn.ui.studio_page", "popcorn.ui.history", "popcorn.ui.score", "popcorn.ui.study",
          "popcorn.ui.experiments"]
-# pages that read and write server folders a caller names: left out of a public studio (popcorn.access.public)
+# pages that read and write server folders a caller names: left out of a public studio (popcorn.serve.access.public)
 PRIVATE_PAGES = {"popcorn.ui.experiments"}
 ROUTERS = ["popcorn.study.server:router"]
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     app = create_app()
-    from popcorn import warm
+    from popcorn.serve import warm
 
     # the caches and models the first click needs, warmed in a low-priority thread while the page is already served
     warm.start_background(llm=os.environ.get("POPCORN_LLM") or None)

@@ -1,15 +1,15 @@
 """The studio's outer ASGI layer: a signed visitor cookie, and Gradio's file routes limited to what a visitor may fetch.
 
-- Every response to a request without a valid visitor cookie sets one (popcorn.access: 128 random bits + HMAC;
+- Every response to a request without a valid visitor cookie sets one (popcorn.serve.access: 128 random bits + HMAC;
   HttpOnly; SameSite=Lax, or None + Secure on a Space, whose page is framed by huggingface.co). Browsers and
   gradio_client (it keeps the cookies of /config) then come back as the same visitor.
 - File routes (/gradio_api/file=..., /gradio_api/file/..., and the same without the prefix) serve only files inside
-  Gradio's cache folder, where the studio's hand-outs are copied (popcorn.serving): a hand-out only to the browser it
+  Gradio's cache folder, where the studio's hand-outs are copied (popcorn.serve.serving): a hand-out only to the browser it
   was handed to, nothing from the session-state folder, no URLs (no fetching on a visitor's behalf). POPCORN_HOME (the
   SQLite store and its -wal/-shm, every run's files) and POPCORN_CACHE_DIR (GGUF, indexes) are never inside it.
 - Routes the studio does not use and that reach other sessions or the network are refused: deep links (another
   session's state), the proxy, media streams, monitoring, run history, vibe editing, dev reload.
-- A studio that is not public (popcorn.access.public: bound to 127.0.0.1) offers every backend and the Experiments
+- A studio that is not public (popcorn.serve.access.public: bound to 127.0.0.1) offers every backend and the Experiments
   page, which reads and writes server folders. It answers only requests addressed to this machine by name (Host
   localhost, 127.0.0.1 or [::1]): a web page that re-points its own name at 127.0.0.1 (DNS rebinding) or a reverse
   proxy that passes on its public Host is refused, instead of driving that page from outside.
@@ -23,7 +23,7 @@ import re
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from popcorn import access, serving
+from popcorn.serve import access, serving
 
 FILE_ROUTE = re.compile(r"^/(?:gradio_api/)?file(?:=|/)(?P<path>.*)$", re.S)
 REFUSED_PREFIXES = ("/gradio_api/deep_link", "/gradio_api/proxy=", "/gradio_api/stream", "/monitoring",

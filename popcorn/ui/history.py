@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from popcorn import access, studio, ui
+from popcorn import studio, ui
+from popcorn.serve import access
 from popcorn.types import StageError
 
 

@@ -44,8 +44,8 @@ def on_load(request: gr.Request):
 
 
 def on_warm_status():
-    """The background warm-up's line (popcorn/warm.py); the timer stops once it has finished."""
-    from popcorn import warm
+    """The background warm-up's line (popcorn/serve/warm.py); the timer stops once it has finished."""
+    from popcorn.serve import warm
 
     state = warm.status()["state"]
     return warm.status_line(), gr.Timer(active=state == "running")

@@ -1,7 +1,7 @@
 """The Study tab (owner side): create a blind A/B study from stored runs, a pair file or a batch folder, then see
 its results and chart. Layout and wiring only; the work is in popcorn/study/owner.py. Everything here asks for the
 admin secret (POPCORN_ADMIN_SECRET; without it set, the tab refuses), or a visitor signed in as the owner in the History
-tab; each action is one try against popcorn.access's limits. Participants use /s/<link>/, not this tab.
+tab; each action is one try against popcorn.serve.access's limits. Participants use /s/<link>/, not this tab.
 """
 
 from __future__ import annotations

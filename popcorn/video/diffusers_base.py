@@ -10,7 +10,7 @@ take is refused when the model loads. `DiffusersGenerator(spec)` then:
    cannot); the clip length is a number of seconds (default about 3 s, a micro-video) mapped to a valid frame count,
 2. finds the weights: env POPCORN_VIDEO_<NAME>_PATH (a local diffusers folder), else
    <cache_dir>/models/video/<name>/, else the hub (`from_pretrained(hub_id)`, also from the local HF cache offline),
-3. before loading, releases every other resident model (popcorn/resident.py: other video pipelines, the cover model,
+3. before loading, releases every other resident model (popcorn/serve/resident.py: other video pipelines, the cover model,
    a GPU LLM) and empties the allocator's cache; picks the memory mode once per load (all on GPU in bf16 / model CPU
    offload / sequential offload) from the memory PyTorch can use plus what this generator itself holds, unless the
    request names one; later renders keep it, so the pipeline is not reloaded or recompiled back and forth,
@@ -36,7 +36,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from popcorn import config, resident
+from popcorn import config
+from popcorn.serve import resident
 from popcorn.types import StageError
 from popcorn.video import parallel
 from popcorn.video.base import (
@@ -152,7 +153,7 @@ class DiffusersGenerator:
         self.spec = spec
         self.name = spec.name
         self.description = f"{spec.label} ({spec.pipeline_class}, {spec.hub_id})"
-        self._holder = f"video:{spec.name}#{id(self)}"  # this generator's name in popcorn/resident.py
+        self._holder = f"video:{spec.name}#{id(self)}"  # this generator's name in popcorn/serve/resident.py
         self._pipe = None
         self._pipe_key: tuple[str, str, bool] | None = None  # (weights source, placement, fast) of the loaded pipeline
         self._auto = False  # the loaded pipeline's memory mode was chosen by "auto" (kept until the next load)

@@ -7,11 +7,11 @@
 The steps, in the order a first visitor needs them (a PE plan first, then a score):
 
     corpus      the MicroLens table
-    prebuilt    the prebuilt cache of this corpus from POPCORN_PREBUILT_REPO, verified (popcorn/prebuilt.py); skipped
+    prebuilt    the prebuilt cache of this corpus from POPCORN_PREBUILT_REPO, verified (popcorn/serve/prebuilt.py); skipped
                 offline or when none is set
-    index       title embeddings (popcorn.retrieval.fill_index: in chunks, pausing while a plan is being made, which
+    index       title embeddings (popcorn.retrieval.index.fill_index: in chunks, pausing while a plan is being made, which
                 meanwhile takes the quick path), then FAISS indexes, routers, the ONNX query encoder
-                (popcorn.retrieval.get_retriever)
+                (popcorn.retrieval.index.get_retriever)
     llm         the default LLM's model file (the GGUF assembled and verified) and the model loaded (llama.cpp)
     predictor   the popularity predictor, loaded or trained, and one score (popcorn.popularity.get_predictor); this
                 step runs at a lower CPU priority so that a plan being written meanwhile keeps the cores
@@ -32,7 +32,7 @@ from typing import Callable
 
 from popcorn import config
 
-log = logging.getLogger("popcorn.warm")
+log = logging.getLogger("popcorn.serve.warm")
 
 STEPS = ("corpus", "prebuilt", "index", "llm", "predictor")
 LABELS = {"corpus": "corpus", "prebuilt": "prebuilt cache", "index": "index", "llm": "LLM", "predictor": "predictor"}
@@ -98,15 +98,15 @@ class Warmup:
 
 
 def _corpus() -> str:
-    from popcorn.corpus import load_corpus
+    from popcorn.retrieval.corpus import load_corpus
 
     corpus = load_corpus()
     return f"{len(corpus)} videos"
 
 
 def _prebuilt() -> str:
-    from popcorn import prebuilt
-    from popcorn.corpus import load_corpus
+    from popcorn.serve import prebuilt
+    from popcorn.retrieval.corpus import load_corpus
 
     if not config.prebuilt_repo():
         return "skipped: no POPCORN_PREBUILT_REPO"
@@ -114,9 +114,9 @@ def _prebuilt() -> str:
 
 
 def _index() -> str:
-    from popcorn import retrieval
-    from popcorn.corpus import load_corpus
-    from popcorn.embed import get_embedder
+    from popcorn.retrieval import index as retrieval
+    from popcorn.retrieval.corpus import load_corpus
+    from popcorn.retrieval.embed import get_embedder
 
     corpus, embedder = load_corpus(), get_embedder()
     whole = retrieval.ReferenceIndex.folder_for(corpus, embedder, retrieval.DEFAULT_RATIO) / "meta.json"

@@ -275,6 +275,6 @@ def load_corpus(data_dir: str | Path | None = None) -> Corpus:
                              "set POPCORN_DATA_DIR to a folder with the MicroLens files (see README)") from exc
     if len(corpus) == 0:
         raise StageError("corpus", f"the MicroLens source {corpus.source} has no usable rows",
-                         "check the files' format (see popcorn/corpus.py)")
+                         "check the files' format (see popcorn/retrieval/corpus.py)")
     _CACHE[key] = corpus
     return corpus

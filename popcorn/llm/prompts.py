@@ -19,6 +19,21 @@ from popcorn.llm.parse import shorten_title
 from popcorn.types import Reference, Retrieval
 
 MAX_QUERY_CHARS = 2000  # a longer idea is cut (and the cut is reported by the pipeline), never rejected
+
+# example ideas, abstract and concrete, over several MicroLens categories (and one not in English): the studio's
+# buttons, and a study reads their prompt type
+EXAMPLES = [
+    ("the quiet joy of a slow Sunday morning", "abstract"),
+    ("courage to start over after failing", "abstract"),
+    ("nostalgia for childhood summers at grandma's house", "abstract"),
+    ("a golden retriever puppy sees the sea for the first time", "concrete"),
+    ("15-second garlic butter noodles for a late-night snack", "concrete"),
+    ("street basketball trick shot at sunset", "concrete"),
+    ("day-to-night makeup transformation in one look", "concrete"),
+    ("unboxing a tiny retro handheld game console", "concrete"),
+    ("猫咪第一次看到雪", "concrete"),
+]
+
 # a reference is an example of a title: its opening phrases show the hook (MicroLens titles average 115 characters,
 # mostly hashtags after the hook). Each reference costs prompt evaluation on every plan: 64 instead of 100 characters
 # is ~9 tokens less per reference, ~2 s less per PE plan of K=10 on a 2-core CPU (bench/RESULTS.md).

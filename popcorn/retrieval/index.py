@@ -8,7 +8,7 @@ The paper's algorithm (LLMPopcorn, section 3.2), step by step:
 
 Unlike the paper's script, which re-encodes the category's texts and rebuilds a FAISS index on every request, the
 embeddings, the split and one FAISS index per (category, label) are built once per corpus and model, persisted in the
-cache and reloaded (`ReferenceIndex.load_or_build`). Routers live in popcorn/routing.py.
+cache and reloaded (`ReferenceIndex.load_or_build`). Routers live in popcorn/retrieval/routing.py.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import faiss
 import numpy as np
 
 from popcorn import config
-from popcorn.corpus import Corpus, load_corpus
-from popcorn.embed import Embedder, corpus_embeddings, drop_parts, get_embedder, known_titles, part_vectors
+from popcorn.retrieval.corpus import Corpus, load_corpus
+from popcorn.retrieval.embed import Embedder, corpus_embeddings, drop_parts, get_embedder, known_titles, part_vectors
 from popcorn.types import Reference, Retrieval, StageError
 
 K_CHOICES = (10, 50, 100)
@@ -171,7 +171,7 @@ class Retriever:
     """Routing + references for one corpus and embedding model; build once, call `retrieve` per query."""
 
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
-        from popcorn.routing import build_routers
+        from popcorn.retrieval.routing import build_routers
 
         faiss.omp_set_num_threads(1)  # one query at a time: threads cost more than they give at this size
         self.corpus = corpus
@@ -250,7 +250,7 @@ class QuickRetriever:
             return self._retrieve(query, k, router, top_t)
 
     def _retrieve(self, query: str, k: int, router: str, top_t: int | None) -> Retrieval:
-        from popcorn.routing import BlendRouter, NameRouter
+        from popcorn.retrieval.routing import BlendRouter, NameRouter
 
         corpus, embedder = self.corpus, self.embedder
         vectors, known = known_titles(corpus, embedder)
@@ -337,7 +337,7 @@ def _quick(corpus: Corpus, embedder: Embedder, ratio: float) -> QuickRetriever |
     QUICK_ENOUGH titles left to embed. None otherwise (then the whole index is loaded or built)."""
     if config.first_plan() != "quick" or (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():
         return None
-    from popcorn import prebuilt
+    from popcorn.serve import prebuilt
 
     if prebuilt.install(corpus):
         return None
@@ -361,7 +361,7 @@ def get_retriever(data_dir: str | None = None, embed_model: str | None = None,
         if key not in _RETRIEVERS:
             if not (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():  # online, a
                 # verified prebuilt index (and its embeddings) can serve instead of a local build
-                from popcorn import prebuilt
+                from popcorn.serve import prebuilt
 
                 prebuilt.install(corpus)
             _RETRIEVERS[key] = Retriever(corpus, embedder, ratio)

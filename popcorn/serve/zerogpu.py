@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-log = logging.getLogger("popcorn.zerogpu")
+log = logging.getLogger("popcorn.serve.zerogpu")
 
 MIN_SECONDS, MAX_SECONDS = 20, int(os.environ.get("POPCORN_ZEROGPU_MAX_SECONDS", "300"))
 
@@ -123,7 +123,7 @@ def preload(llms: list[str], videos: list[str]) -> list[str]:
 
     ZeroGPU expects weights loaded (and moved to "cuda") in the main process at start-up: it maps them into each
     GPU worker. Backends that do not need a GPU, or that cannot run here, are skipped with a log line."""
-    from popcorn import resident
+    from popcorn.serve import resident
     from popcorn.llm import get_llm
     from popcorn.video import get_generator
 

@@ -32,7 +32,7 @@ from typing import Callable
 
 from popcorn import config
 
-log = logging.getLogger("popcorn.prebuilt")
+log = logging.getLogger("popcorn.serve.prebuilt")
 
 MANIFEST = "manifest.json"
 VERSION = 1

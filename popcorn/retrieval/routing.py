@@ -10,7 +10,7 @@ Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can 
   Categories with fewer than `min_size` videos are not candidates (too few references to learn from). When the best
   candidates are close (within a relative `margin` of the best score), up to `max_categories` are kept: an ambiguous query keeps
   several categories instead of betting on one.
-  Built on a sample of the titles (a first plan before the whole index exists, popcorn.retrieval.QuickRetriever),
+  Built on a sample of the titles (a first plan before the whole index exists, popcorn.retrieval.index.QuickRetriever),
   the centroids are the sample's means and each sampled title's vote counts for the titles of its category it stands
   for, among proportionally fewer neighbours.
 
@@ -29,8 +29,8 @@ import faiss
 import numpy as np
 
 from popcorn import config
-from popcorn.corpus import UNKNOWN_CATEGORY, Corpus
-from popcorn.embed import Embedder
+from popcorn.retrieval.corpus import UNKNOWN_CATEGORY, Corpus
+from popcorn.retrieval.embed import Embedder
 from popcorn.types import CategoryScore
 
 SHOWN_SCORES = 5  # how many candidates a Route reports, for "why this category"
