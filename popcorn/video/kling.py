@@ -9,7 +9,7 @@
 What Kling's API documentation says (the "General Information" and "Text to Video" pages of
 https://app.klingai.com/global/dev/document-api, i.e. apiReference/commonInfo, apiReference/model/textToVideo and
 apiReference/rateLimits; those pages render only in a browser, so they were read as copies of them kept in public
-repositories and pages, found through the `search` tool):
+repositories and web pages, in December 2026):
 
 - Domain: https://api-singapore.klingai.com ("the new system", for servers outside China; api-beijing.klingai.com in
   China; the older https://api.klingai.com). KLING_BASE_URL overrides it.
@@ -34,15 +34,18 @@ repositories and pages, found through the `search` tool):
 - A failed task: task_status "failed" with task_status_msg, "such as triggering the content risk control of the
   platform".
 
-How Popcorn uses it: 1302 / 1303 / 5001 (and a 429 or 5xx without a code) are tried again with backoff
-(remote.send; the create request only on 429 / 503, where no task was made); 1100-1102, 1103, 1304 and the 1200s
-fail at once with what to do; 1300 / 1301 and a failed task are stage-named refusals; past `timeout_s` (20 minutes)
-the render fails saying the task may still finish.
+How Popcorn uses it: 1302 / 1303 and 5000-5002 (and a 429 or 5xx without a code) are tried again with backoff
+(remote.send; the create request only on 429 / 503, i.e. 1302, 1303, 5001: no task was made); 1100-1103, 1304 and
+the 1200s fail at once with what to do; 1300 / 1301 and a failed task are stage-named refusals; past `timeout_s`
+(20 minutes) the render fails saying the task may still finish.
 
 Not found in the documentation, and so not relied on: a way to cancel a task (none is documented: Cancel stops the
 polling within a second, but the task runs on at Kling and is billed; the log says so with its id); a progress
 percentage (only the state: progress shows the state and the time waited); a Retry-After header (honoured if sent);
-the frame rate and exact pixel size of each mode (the clip's frames, size and fps are read from the MP4 itself).
+the frame rate and exact pixel size of each mode (the clip's frames, size and fps are read from the MP4 itself);
+the capability map for the models before kling-v3 (which offers which mode and length: kling-v1-6 in std mode for
+5 or 10 s is what third-party tables agree on, hence the default; for another model Kling refuses what it lacks with
+a 1200s code, and the error says to check POPCORN_KLING_MODEL / POPCORN_KLING_MODE).
 
 Needs KLING_ACCESS_KEY and KLING_SECRET_KEY (a paid API). The keys are read when a request is made and never
 stored, logged or shown; neither they nor a token appear in a message, a log line or run.json.
