@@ -124,3 +124,26 @@ def test_base_url_and_model_come_from_the_environment(with_key, monkeypatch, mp4
     SoraGenerator(transport=httpx.MockTransport(api), poll_interval=0).render(RenderRequest(prompt="x"))
     assert str(api.requests[0].url) == "http://127.0.0.1:9/v1/videos"
     assert 'name="model"\r\n\r\nsora-2-pro' in api.requests[0].content.decode()
+
+
+def test_a_rate_limit_is_waited_out_but_no_credit_fails_at_once(with_key, mp4_bytes):
+    from popcorn.video.remote import Retry
+
+    api = FakeVideosAPI(mp4_bytes)
+    limited = iter([httpx.Response(429, json={"error": {"code": "rate_limit_exceeded", "message": "slow down"}})])
+
+    def transport(request):
+        if request.method == "POST":
+            reply = next(limited, None)
+            if reply is not None:
+                return reply
+        return api(request)
+
+    gen = SoraGenerator(transport=httpx.MockTransport(transport), poll_interval=0, retry=Retry(base_s=0.01))
+    assert gen.render(RenderRequest(prompt="x")).num_frames == 16 and api.polls == 2
+    asked = []
+    broke = httpx.MockTransport(lambda r: asked.append(r) or httpx.Response(
+        429, json={"error": {"code": "insufficient_quota", "message": "no credit"}}))
+    with pytest.raises(StageError, match="HTTP 429 no credit") as err:
+        SoraGenerator(transport=broke, poll_interval=0, retry=Retry(base_s=0.01)).render(RenderRequest(prompt="x"))
+    assert "billing" in err.value.hint and len(asked) == 1

@@ -48,7 +48,7 @@ LIMITS = {"query": 10_000, "title": 500, "cover_prompt": 4000, "video_prompt": 4
 MAX_SEED = 2**31 - 1
 
 # backends that spend the owner's money (an API key): rate-limited per visitor
-PAID_PREFIXES = ("openai", "deepseek", "sora")
+PAID_PREFIXES = ("openai", "deepseek", "sora", "kling")
 
 _TRUE = ("1", "true", "yes", "on")
 

@@ -1,7 +1,7 @@
 """g(x): text-to-video. One protocol (base.VideoGenerator), a registry, and the generators below.
 
     from popcorn.video import RenderRequest, get_generator, list_generators
-    gen = get_generator("ltx")                   # or "storyboard", "sora", "wan-1.3b", ...
+    gen = get_generator("ltx")                   # or "storyboard", "sora", "kling", "wan-1.3b", ...
     ok, why = gen.available()
     clip = gen.render(RenderRequest(prompt=plan.video_prompt, seed=0), progress=lambda f, msg: print(f, msg))
 
@@ -22,6 +22,7 @@ from popcorn.video.cogvideox import COGVIDEOX_2B, COGVIDEOX_5B
 from popcorn.video.diffusers_base import DiffusersGenerator, DiffusersSpec, FrameRule
 from popcorn.video.hunyuan import HUNYUAN
 from popcorn.video.hunyuan15 import HUNYUAN_15
+from popcorn.video.kling import KlingGenerator
 from popcorn.video.ltx import LTX
 from popcorn.video.sora import SoraGenerator
 from popcorn.video.storyboard import StoryboardGenerator
@@ -38,6 +39,7 @@ register("hunyuan-1.5", lambda: DiffusersGenerator(HUNYUAN_15), "HunyuanVideo-1.
 register("wan-1.3b", lambda: DiffusersGenerator(WAN_1_3B), "Wan2.1 T2V 1.3B: 480p, 9:16 capable")
 register("wan-14b", lambda: DiffusersGenerator(WAN_14B), "Wan2.1 T2V 14B: 480p/720p, 9:16 capable")
 register("sora", SoraGenerator, SoraGenerator.description)
+register("kling", KlingGenerator, KlingGenerator.description)
 
 
 def first_available(preferred: tuple[str, ...] = ("ltx", "wan-1.3b", "cogvideox-2b")) -> str:

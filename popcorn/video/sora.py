@@ -5,23 +5,24 @@
     GET  {base}/videos/{id}/content    -> the MP4 bytes
 
 Needs OPENAI_API_KEY (a paid API). OPENAI_BASE_URL overrides https://api.openai.com/v1; POPCORN_SORA_MODEL picks
-sora-2 (default) or sora-2-pro. The key is read when a request is made and never stored, logged or shown.
+sora-2 (default) or sora-2-pro. The key is read when a request is made and never stored, logged or shown. Rate limits
+(429, except insufficient_quota) and 5xx are tried again with backoff (remote.send); the create request only where the
+answer says no job was made.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
-import numpy as np
 
 from popcorn import config
 from popcorn.types import StageError
-from popcorn.video.base import Clip, Progress, RenderRequest, clean_prompt, default_seconds
+from popcorn.video.base import Clip, Progress, RenderRequest, clean_prompt
+from popcorn.video.remote import (PASSING, Retry, downloaded_clip, is_loopback, nearest_seconds, nearest_size,
+                                  poll_until, redact, send)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SIZES = ((720, 1280), (1280, 720), (1024, 1792), (1792, 1024))  # (width, height); portrait first
@@ -33,10 +34,11 @@ class SoraGenerator:
     description = "OpenAI Videos API (sora-2; paid, needs OPENAI_API_KEY)"
 
     def __init__(self, transport: httpx.BaseTransport | None = None, poll_interval: float = 5.0,
-                 timeout_s: float = 900.0):
+                 timeout_s: float = 900.0, retry: Retry | None = None):
         self._transport = transport  # tests pass httpx.MockTransport; None means the real network
         self.poll_interval = poll_interval
         self.timeout_s = timeout_s
+        self.retry = retry or Retry()
 
     def __repr__(self) -> str:
         return f"SoraGenerator(model={self.model!r}, base_url={self.base_url!r})"
@@ -52,15 +54,14 @@ class SoraGenerator:
     def available(self) -> tuple[bool, str]:
         if not os.environ.get("OPENAI_API_KEY", "").strip():
             return False, "set OPENAI_API_KEY to use OpenAI's Videos API (paid)"
-        if config.offline() and self._transport is None:
+        if config.offline() and self._transport is None and not is_loopback(self.base_url):
             return False, "offline (POPCORN_OFFLINE / HF_HUB_OFFLINE is set)"
         return True, f"OpenAI Videos API, model {self.model} (paid per second of video)"
 
     def snap(self, req: RenderRequest) -> tuple[RenderRequest, list[str]]:
         notes: list[str] = []
         want = (req.width or SIZES[0][0], req.height or SIZES[0][1])
-        size = min(SIZES, key=lambda s: (abs(np.log(s[0] / s[1]) - np.log(want[0] / want[1])),
-                                         abs(s[0] * s[1] - want[0] * want[1])))
+        size = nearest_size(req, SIZES)
         if (req.width or req.height) and size != want:
             notes.append(f"Sora renders {', '.join(f'{w}x{h}' for w, h in SIZES)}; {want[0]}x{want[1]} -> "
                          f"{size[0]}x{size[1]}")
@@ -71,10 +72,8 @@ class SoraGenerator:
 
     @staticmethod
     def seconds_for(req: RenderRequest) -> tuple[float, int]:
-        """(seconds asked for, seconds Sora will render): num_frames / fps (24 if unset), else the request's seconds
-        (else the default clip length), onto 4 / 8 / 12."""
-        asked = (req.num_frames / float(req.fps or 24)) if req.num_frames else (req.seconds or default_seconds())
-        return asked, min(SECONDS, key=lambda s: abs(s - asked))
+        """(seconds asked for, seconds Sora will render): onto 4 / 8 / 12 (remote.nearest_seconds)."""
+        return nearest_seconds(req, SECONDS)
 
     # ---------------------------------------------------------------------------------------------------- HTTP
 
@@ -89,13 +88,8 @@ class SoraGenerator:
     def _check(response: httpx.Response, what: str) -> httpx.Response:
         if response.status_code < 400:
             return response
-        try:
-            message = response.json().get("error", {}).get("message", "")
-        except Exception:
-            message = response.text[:300]
-        key = os.environ.get("OPENAI_API_KEY", "")
-        if key:
-            message = message.replace(key, "***")
+        message = _error(response).get("message", "") or response.text[:300]
+        message = redact(message, [os.environ.get("OPENAI_API_KEY", "")])
         hint = {
             401: "the API key was rejected: check OPENAI_API_KEY",
             403: "this key's organisation has no access to the Videos API / this model",
@@ -111,63 +105,43 @@ class SoraGenerator:
         notes = snap_notes + notes
         size = f"{req.width}x{req.height}"
         with self._client() as client:
+            def call(method: str, url: str, what: str, **kwargs) -> httpx.Response:
+                response = send(client, method, url, label=f"Sora {what}", creates=what == "create",
+                                passing=_passing, retry=self.retry, progress=progress,
+                                secrets=[os.environ.get("OPENAI_API_KEY", "")], **kwargs)
+                return self._check(response, what)
+
             form = {"model": (None, self.model), "prompt": (None, prompt), "seconds": (None, str(seconds)),
                     "size": (None, size)}
-            job = self._check(client.post("/videos", files=form), "create").json()
+            job = call("POST", "/videos", "create", files=form).json()
             video_id = job["id"]
-            deadline = time.monotonic() + self.timeout_s
-            while job.get("status") not in ("completed", "failed"):
-                if time.monotonic() > deadline:
-                    raise StageError("render", f"Sora job {video_id} did not finish in {self.timeout_s:.0f} s",
-                                     "the job may still finish: try again later with a longer timeout")
-                if progress is not None:
-                    progress(float(job.get("progress") or 0) / 100.0, f"Sora {job.get('status', '?')}")
-                time.sleep(self.poll_interval)
-                job = self._check(client.get(f"/videos/{video_id}"), "status").json()
+            job = poll_until(job, lambda: call("GET", f"/videos/{video_id}", "status").json(),
+                             ended=lambda j: j.get("status") in ("completed", "failed"),
+                             report=lambda j: (float(j.get("progress") or 0) / 100.0, f"Sora {j.get('status', '?')}"),
+                             timeout_s=self.timeout_s, interval_s=self.poll_interval, progress=progress,
+                             label=f"Sora job {video_id}")
             if job["status"] == "failed":
                 error = job.get("error") or {}
                 raise StageError("render", f"Sora job {video_id} failed: {error.get('code', '')} "
                                            f"{error.get('message', '')}".strip(),
                                  "rephrase the prompt (moderation blocks some content) or pick another --video")
-            content = self._check(client.get(f"/videos/{video_id}/content", params={"variant": "video"}),
-                                  "download").content
+            content = call("GET", f"/videos/{video_id}/content", "download", params={"variant": "video"}).content
         if progress is not None:
             progress(1.0, "Sora video downloaded")
-        frames, fps = decode_mp4_bytes(content)
-        settings = {
-            "model": self.model,
-            "video_id": video_id,
-            "size": size,
-            "seconds": seconds,
-            "width": int(frames.shape[2]),
-            "height": int(frames.shape[1]),
-            "num_frames": int(frames.shape[0]),
-            "fps": fps,
-            "seed": int(req.seed),
-            "prompt": prompt,
-            "seconds_to_render": round(time.perf_counter() - started, 3),
-        }
-        if req.seed:
-            notes.append("the Videos API takes no seed: the seed is recorded but not used")
-        return Clip(frames=frames, fps=fps, width=settings["width"], height=settings["height"], generator=self.name,
-                    is_preview=False, notes=notes, settings=settings)
+        return downloaded_clip(self.name, content, req, {"model": self.model, "video_id": video_id, "size": size,
+                                                         "seconds": seconds}, notes, started, "the Videos API")
 
 
-def decode_mp4_bytes(content: bytes) -> tuple[np.ndarray, int]:
-    """MP4 bytes -> ((T, H, W, 3) uint8 frames, fps), through imageio-ffmpeg."""
-    import imageio_ffmpeg
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sora.mp4"
-        path.write_bytes(content)
-        try:
-            reader = imageio_ffmpeg.read_frames(str(path))
-            meta = next(reader)
-            width, height = meta["size"]
-            frames = [np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3) for buf in reader]
-        except Exception as exc:
-            raise StageError("render", f"could not decode the downloaded video ({type(exc).__name__}: {exc})",
-                             "try again; the download may have been cut off") from exc
-    if not frames:
-        raise StageError("render", "the downloaded video has no frames", "try again, or pick another --video")
-    return np.stack(frames), int(round(meta.get("fps") or 24))
+def _error(response: httpx.Response) -> dict:
+    """The {"code", "message", ...} of an OpenAI error answer ({} when it has none)."""
+    try:
+        error = response.json().get("error")
+    except Exception:
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _passing(response: httpx.Response) -> bool:
+    """A rate limit or a server error passes; running out of credit (429 insufficient_quota) does not."""
+    return response.status_code in PASSING and _error(response).get("code") != "insufficient_quota"
