@@ -45,6 +45,12 @@ def on_results(secret, study_id, request: gr.Request = None):
                                   who=ui.requester(request).visitor)
 
 
+def on_status(secret, study_id, status, request: gr.Request = None):
+    with _shown():
+        note = owner.status_view(secret, study_id, status, who=ui.requester(request).visitor)
+        return note, gr.Dropdown(choices=owner.study_choices(owner.LOCAL), value=study_id)  # authorised above
+
+
 def build_tab() -> None:
     with gr.Tab("Study", id="study"):
         gr.Markdown("Blind A/B studies: people compare two videos made for the same idea without knowing which "
@@ -74,12 +80,18 @@ def build_tab() -> None:
                 study = gr.Dropdown([], label="Study", scale=3)
                 refresh = gr.Button("List studies", scale=1)
                 show = gr.Button("Results", variant="primary", scale=1)
+            with gr.Row():
+                close = gr.Button("Close study (no more answers)", scale=1, elem_id="study-close")
+                reopen = gr.Button("Reopen", scale=1, elem_id="study-reopen")
+            state = gr.Markdown(elem_id="study-state")
             summary = gr.Markdown()
             table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False)
             chart = gr.Image(label="Win rates (95% intervals)", type="filepath")
-            files = gr.File(label="Exports (votes CSV, results JSON)", file_count="multiple")
+            files = gr.File(label="Exports (votes CSV, participants CSV, results JSON)", file_count="multiple")
 
         create.click(on_create, [secret, name, question, source, factor, a, b, pair_file, batch_dir,
                                  per_participant, checks, invites], [created, study], api_visibility="private")
         refresh.click(on_list, secret, study, api_visibility="private")
         show.click(on_results, [secret, study], [summary, table, chart, files], api_visibility="private")
+        close.click(on_status, [secret, study, gr.State("closed")], [state, study], api_visibility="private")
+        reopen.click(on_status, [secret, study, gr.State("open")], [state, study], api_visibility="private")
