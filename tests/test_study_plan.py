@@ -30,7 +30,8 @@ def test_few_pairs_set_a_floor_that_the_plan_names():
 
 
 def test_bad_input_is_refused_with_what_to_enter():
-    for kwargs in ({"pairs": 1, "effect": 0.6, "per_participant": 5}, {"pairs": 10, "effect": 0.5, "per_participant": 5},
+    for kwargs in ({"pairs": 1, "effect": 0.6, "per_participant": 5},
+                   {"pairs": 10, "effect": 0.5, "per_participant": 5},
                    {"pairs": 10, "effect": 1.2, "per_participant": 5},
                    {"pairs": 10, "effect": 0.6, "per_participant": 0}):
         with pytest.raises(StudyError):

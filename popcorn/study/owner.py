@@ -198,6 +198,15 @@ def study_choices(secret, home: str | Path | None = None, who: str = "") -> list
             for s in list_studies(secret, home, who)]
 
 
+STUDY_COLUMNS = ["study", "status", "participants", "votes", "participant link (copy and share)"]
+
+
+def studies_table(secret, home: str | Path | None = None, who: str = "") -> list[list]:
+    """The Study tab's list: each study with its status, counts and participant link."""
+    return [[f"{s['name']} · {s['id']}", s["status"], s["participants"], s["votes"], s["url"]]
+            for s in list_studies(secret, home, who)]
+
+
 def status_view(secret, study_id: str, status: str, home: str | Path | None = None, who: str = "") -> str:
     """Close or reopen a study from the tab; returns Markdown with its state and participant link."""
     if not study_id:

@@ -6,9 +6,9 @@ with what the data turned out to be.
 
 What is frozen: the primary comparison (the two conditions most pairs compare, or the ones the owner names), the tie
 rule of the headline rate, the interval method, the exclusion rules with their thresholds (gold checks failed,
-one-sided, constant, off-crowd), the viewing rule (minimum view time and whether a quicker vote is refused or flagged), the
-planned number of participants and the randomisation seed. The analysis reads its thresholds from here, so a study is
-analysed the way it said it would be, whatever the code's defaults later become.
+one-sided, constant, off-crowd), the viewing rule (minimum view time and whether a quicker vote is refused or
+flagged), the planned number of participants and the randomisation seed. The analysis reads its thresholds from
+here, so a study is analysed the way it said it would be, whatever the code's defaults later become.
 """
 
 from __future__ import annotations

@@ -58,10 +58,24 @@ def _studies():
     return owner.get_studies(_HOME[0] if _HOME else None)
 
 
-def _trusted_proxies() -> set[str]:
-    if _PROXIES:
-        return _PROXIES[0]
-    return {p.strip() for p in os.environ.get(PROXIES_ENV, "").split(",") if p.strip()}
+def _trusted_proxies() -> list:
+    """The configured proxies as networks (an address is a /32 or /128; a range such as 10.0.0.0/8 is allowed)."""
+    entries = _PROXIES[0] if _PROXIES else {p.strip() for p in os.environ.get(PROXIES_ENV, "").split(",")}
+    nets = []
+    for entry in entries:
+        try:
+            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            continue  # an empty or malformed entry trusts nothing
+    return nets
+
+
+def _is_proxy(address: str, proxies: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
 
 
 def client_address(request: Request) -> str:
@@ -71,11 +85,11 @@ def client_address(request: Request) -> str:
     proxy_headers=False, as main() does: otherwise uvicorn rewrites the peer from the header first.)"""
     peer = request.client.host if request.client else ""
     proxies = _trusted_proxies()
-    if peer not in proxies:
+    if not _is_proxy(peer, proxies):
         return peer
     hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
     for hop in reversed(hops):
-        if hop not in proxies:
+        if not _is_proxy(hop, proxies):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
