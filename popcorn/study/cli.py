@@ -68,7 +68,7 @@ def cmd_create(args) -> int:
         _print_json(study)
     else:
         print(f"study {study['id']}: {len(found)} pairs, {study['per_participant']} per participant, "
-              f"{study['attention_checks']} attention check(s)")
+              f"{study['attention_checks']} gold attention check(s)")
         print(f"participant link: {study['url']}")
         print(f"completion code: {study['settings']['completion_code']}"
               + (f" (then to {study['settings']['redirect_url']})" if study["settings"]["redirect_url"] else ""))
