@@ -294,13 +294,16 @@ class StudyStore:
         if not 0 <= int(task) < len(me["tasks"]):
             raise StudyError("no such task for this participant", 404)
         t = me["tasks"][int(task)]
-        if serve:
-            with self._connect() as conn:
-                conn.execute("INSERT OR IGNORE INTO study_served (participant_id, task, served) VALUES (?, ?, ?)",
-                             (me["id"], int(task), time.time()))
         with self._connect() as conn:
             row = conn.execute("SELECT media_a, media_b FROM study_items WHERE study_id = ? AND item = ?",
                                (me["study"]["id"], t["item"])).fetchone()
+            first = serve and not conn.execute("SELECT 1 FROM study_served WHERE participant_id = ? AND task = ?",
+                                               (me["id"], int(task))).fetchone()
+        if first:  # through the votes' writer: one writing thread, so a page's read never races a vote's commit
+            now = time.time()
+            self._writer.submit(lambda conn: conn.execute(
+                "INSERT OR IGNORE INTO study_served (participant_id, task, served) VALUES (?, ?, ?)",
+                (me["id"], int(task), now))).result(timeout=120)
         left, right = (row["media_b"], row["media_a"]) if t["swap"] else (row["media_a"], row["media_b"])
         return {"task": int(task), "left": left, "right": right}
 
