@@ -163,7 +163,7 @@ def test_a_prolific_participant_consents_answers_and_returns_and_a_second_join_i
         other.goto(f"{served.url}/s/{study['link']}/")
         other.get_by_label("I have read this and agree").check()
         other.get_by_role("button", name="Start").click()
-        expect(other.locator("#msg")).to_contain_text("too many people joined from your network")
+        expect(other.locator("#msg")).to_contain_text("Too many people joined from your network")
         expect(other.locator("#study")).to_be_hidden()
         other.screenshot(path=str(ARTIFACTS / "study_join_refused.png"), full_page=True)
         browser.close()
