@@ -118,6 +118,25 @@ def test_one_address_cannot_flood_an_open_link_and_another_still_joins(served, h
     assert owner.get_studies(home).study(study["id"])["participants"] == 7  # refused joins stored nothing
 
 
+def test_on_a_space_the_private_proxy_is_believed_by_default(monkeypatch):
+    from starlette.requests import Request
+
+    from popcorn.study.server import client_address
+
+    def seen(peer, forwarded):
+        return client_address(Request({"type": "http", "client": (peer, 5555),
+                                       "headers": [(b"x-forwarded-for", forwarded.encode())]}))
+
+    monkeypatch.delenv("POPCORN_TRUSTED_PROXIES", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert seen("10.1.2.3", "198.51.100.9") == "10.1.2.3"  # not configured: the peer
+    monkeypatch.setenv("SPACE_ID", "someone/popcorn")
+    assert seen("10.1.2.3", "198.51.100.9") == "198.51.100.9"  # a Space's proxy sits on a private address
+    assert seen("198.51.100.20", "10.0.0.1") == "198.51.100.20"  # a public peer claiming anything: itself
+    monkeypatch.setenv("POPCORN_TRUSTED_PROXIES", "192.0.2.1")  # configured wins over the Space default
+    assert seen("10.1.2.3", "198.51.100.9") == "10.1.2.3"
+
+
 def test_a_participant_cap_and_close_reopen_answer_410_with_a_message(served, home, pairs, monkeypatch):
     from popcorn.cli import main
 
@@ -269,6 +288,9 @@ def test_prolific_end_to_end_consent_ids_completion_and_the_participant_table(se
     assert frozen["exclusion"]["gold_failures"] == 1 and frozen["tie_rule"] == "apart"
     assert "planned 5 participants, 1 took part" in result["departures"]
     assert result["primary"]["comparison"] == "x vs y"
+    # one participant: no interval can speak for other people, and the result says so instead of a narrow one
+    assert result["interval_method"].startswith("two-way") and result["win_rates"][0]["apart"]["ci95"] is None
+    assert "needs 2+ participants" in result["win_rates"][0]["apart"]["ci95_method"]
 
 
 def test_the_frozen_analysis_does_not_move_when_the_defaults_do(home, pairs, monkeypatch):

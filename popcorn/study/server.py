@@ -44,6 +44,7 @@ from popcorn.study import StudyError, analysis, owner
 
 PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")  # the participant page's template
 PROXIES_ENV = "POPCORN_TRUSTED_PROXIES"  # comma-separated addresses of the proxies whose X-Forwarded-For is believed
+PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 COOKIE = "sp"
 SIDES = {"A": "left", "B": "right", "tie": "tie", "both_bad": "both_bad"}
 MAX_BODY = 16_384  # a vote is ~100 bytes, its reason at most 500 characters (up to 4 bytes each, JSON-escaped)
@@ -59,8 +60,16 @@ def _studies():
 
 
 def _trusted_proxies() -> list:
-    """The configured proxies as networks (an address is a /32 or /128; a range such as 10.0.0.0/8 is allowed)."""
-    entries = _PROXIES[0] if _PROXIES else {p.strip() for p in os.environ.get(PROXIES_ENV, "").split(",")}
+    """The configured proxies as networks (an address is a /32 or /128; a range such as 10.0.0.0/8 is allowed). On a
+    Hugging Face Space (SPACE_ID set) with none configured: the private ranges, where the Space's own proxy sits (no
+    client from the internet reaches the app from a private address)."""
+    configured = os.environ.get(PROXIES_ENV, "")
+    if _PROXIES:
+        entries = _PROXIES[0]
+    elif not configured.strip() and os.environ.get("SPACE_ID"):
+        entries = PRIVATE_NETS
+    else:
+        entries = {p.strip() for p in configured.split(",")}
     nets = []
     for entry in entries:
         try:
