@@ -287,6 +287,7 @@ def test_prolific_end_to_end_consent_ids_completion_and_the_participant_table(se
     assert frozen["primary"]["x"] == "x" and frozen["seed"] == study["seed"] and frozen["planned_participants"] == 5
     assert frozen["exclusion"]["gold_failures"] == 1 and frozen["tie_rule"] == "apart"
     assert "planned 5 participants, 1 took part" in result["departures"]
+    assert result["study"]["recruitment"]["consent"].startswith("You agree") and "address_salt" not in str(result)
     assert result["primary"]["comparison"] == "x vs y"
     # one participant: no interval can speak for other people, and the result says so instead of a narrow one
     assert result["interval_method"].startswith("two-way") and result["win_rates"][0]["apart"]["ci95"] is None

@@ -31,6 +31,7 @@ from popcorn.types import StageError
 SECRET_ENV = "POPCORN_ADMIN_SECRET"
 LOCAL = object()  # the owner at the machine's own terminal (the CLI)
 SOURCES = ("runs", "file", "batch")
+RECRUITMENT = ("consent", "completion_code", "redirect_url", "max_participants", "max_joins_per_address")
 
 _STORES: dict[Path, StudyStore] = {}
 _LOCK = threading.Lock()
@@ -141,8 +142,10 @@ def results(secret, study_id: str, bootstrap: int = analysis.BOOTSTRAP, home: st
     studies = get_studies(home)
     study = studies.study(study_id)
     votes = studies.votes(study_id)
-    return {"study": {k: study[k] for k in ("id", "name", "question", "created", "seed", "per_participant",
-                                            "attention_checks", "participants", "votes", "status")},
+    recruitment = {k: study["settings"].get(k) for k in RECRUITMENT}  # never the address salt
+    return {"study": {**{k: study[k] for k in ("id", "name", "question", "created", "seed", "per_participant",
+                                               "attention_checks", "participants", "votes", "status")},
+                      "recruitment": recruitment},
             **analysis.analyse(votes, bootstrap=bootstrap, plan=study["prereg"])}
 
 
