@@ -8,6 +8,8 @@
 2. `participants` people join over HTTP, then all vote at once, `votes` each, one thread per person, each vote
    retried until answered (bounded: 120 s a vote); every 4th vote is sent twice at the same moment (a double click);
 3. when 40% of the votes are acknowledged the server is killed with SIGKILL and restarted on the same port;
+   Votes are written by the server's group commit (popcorn/study/storage.py: GroupCommit): each acknowledged only
+   after the fsync of the transaction that holds it;
 4. afterwards: every acknowledged vote is replayed (must be refused, 409), each person asks for three videos of pairs
    they were not given and votes with a made-up token (must be refused, 404), the owner's results without the admin
    secret (must be refused, 403);
@@ -247,7 +249,9 @@ def main() -> int:
         pairs.append({"query": f"q{i}", "factor": "mode", "prompt_type": "unknown", "category": "",
                       "a": sides[0], "b": sides[1]})
     studies = StudyStore(home=home)
-    study = studies.create("load", "Which one?", pairs, per_participant=args.votes, attention_checks=0)
+    # scripted participants vote at once (no viewing time) and all join from 127.0.0.1 (no per-address limit)
+    study = studies.create("load", "Which one?", pairs, per_participant=args.votes, attention_checks=0,
+                           min_view_seconds=0, max_joins_per_address=0)
     link = study["link"]
     port = free_port()
     server = Server(home, port, home / "server.log")

@@ -57,3 +57,37 @@ def win_rate(outcomes: list[int], groups: list | None = None, n_boot: int = BOOT
 
 def median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 4) if len(values) else None
+
+
+def two_way_bootstrap_interval(values: list[float], rows: list, cols: list, n_boot: int = BOOTSTRAP,
+                               seed: int = SEED, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of the mean of `values` (each in [0, 1]) when they are crossed by two clustering factors
+    (for a study: the participant who voted and the pair voted on), by the two-way "pigeonhole" bootstrap (Owen
+    2007): each draw resamples the rows with replacement and, independently, the columns; a value counts as often as
+    its row was drawn times its column was drawn. None when either factor has fewer than two levels (no variance to
+    draw from it). Draws whose chosen rows and columns share no value are left out (they say nothing)."""
+    y = np.asarray(values, dtype=float)
+    if y.size == 0:
+        return None
+    row_keys = {r: i for i, r in enumerate(dict.fromkeys(rows))}
+    col_keys = {c: i for i, c in enumerate(dict.fromkeys(cols))}
+    if len(row_keys) < 2 or len(col_keys) < 2:
+        return None
+    ri = np.array([row_keys[r] for r in rows])
+    ci = np.array([col_keys[c] for c in cols])
+    rng = np.random.default_rng(seed)
+    shares = []
+    for start in range(0, n_boot, 250):  # in blocks: draws x values stays small in memory
+        k = min(250, n_boot - start)
+        wr = rng.multinomial(len(row_keys), np.full(len(row_keys), 1.0 / len(row_keys)), size=k)
+        wc = rng.multinomial(len(col_keys), np.full(len(col_keys), 1.0 / len(col_keys)), size=k)
+        w = wr[:, ri] * wc[:, ci]
+        total = w.sum(axis=1)
+        keep = total > 0
+        shares.append((w[keep] @ y) / total[keep])
+    shares = np.concatenate(shares)
+    if shares.size == 0:
+        return None
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(shares, [tail, 100.0 - tail])
+    return (round(float(low), 4), round(float(high), 4))

@@ -138,6 +138,25 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         )""",
         "CREATE INDEX study_votes_study ON study_votes (study_id)",
     )),
+    (5, "studies you can publish: frozen analysis, gold checks, exposure, join limits, platform ids, view times", (
+        "ALTER TABLE studies ADD COLUMN prereg TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE study_items ADD COLUMN kind TEXT NOT NULL DEFAULT 'pair'",  # 'pair' or 'gold'
+        "ALTER TABLE study_items ADD COLUMN shown INTEGER NOT NULL DEFAULT 0",  # participants given it
+        "ALTER TABLE study_items ADD COLUMN min_view REAL NOT NULL DEFAULT 0",  # the shorter video's seconds
+        "ALTER TABLE study_participants ADD COLUMN address TEXT NOT NULL DEFAULT ''",  # salted hash, never the IP
+        "ALTER TABLE study_participants ADD COLUMN platform TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE study_participants ADD COLUMN consented REAL",
+        "ALTER TABLE study_participants ADD COLUMN finished REAL",
+        "CREATE INDEX study_participants_address ON study_participants (study_id, address, created)",
+        """CREATE TABLE study_served (
+            participant_id TEXT NOT NULL REFERENCES study_participants (id) ON DELETE CASCADE,
+            task           INTEGER NOT NULL,
+            served         REAL NOT NULL,
+            PRIMARY KEY (participant_id, task)
+        )""",
+        "ALTER TABLE study_votes ADD COLUMN view_seconds REAL",
+        "ALTER TABLE study_votes ADD COLUMN flags TEXT NOT NULL DEFAULT ''",
+    )),
 ]
 
 # the JSON columns of `runs` and the value each holds when unset

@@ -104,6 +104,7 @@ def test_the_wheel_carries_prompts_and_assets(wheel):
             if path.is_file() and path.suffix in (".txt", ".json", ".otf", ".ttf"):
                 assert f"{package}/{path.relative_to(ROOT / folder).as_posix()}" in names, path
     assert {"popcorn/ui/app.py", "popcorn/ui/studio_page.py", "popcorn/studio/actions.py"} <= names
+    assert "popcorn/study/page.html" in names  # the participant page's template travels with the server
 
 
 @pytest.mark.slow

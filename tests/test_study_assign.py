@@ -73,3 +73,24 @@ def test_all_pairs_when_fewer_than_asked_and_errors_on_bad_input():
         assign([], "x", 0, 3)
     with pytest.raises(ValueError):
         assign(["a", "a"], "x", 0, 3)
+
+
+def test_exposure_balance_gives_every_pair_to_about_as_many_people():
+    items = [f"i{k:02d}" for k in range(13)]
+    shown = dict.fromkeys(items, 0)
+    for person in range(40):  # 40 people x 5 pairs = 200 showings over 13 pairs: 15 or 16 each
+        for t in assign(items, "seed", person, 5, shown=shown):
+            shown[t["item"]] += 1
+    assert max(shown.values()) - min(shown.values()) <= 1
+    # still seeded: the same counts give the same draw
+    again = dict.fromkeys(items, 0)
+    assert assign(items, "seed", 0, 5, shown=again) == assign(items, "seed", 0, 5, shown=dict.fromkeys(items, 0))
+
+
+def test_gold_checks_are_inserted_once_each_and_never_replace_a_pair():
+    items = [f"i{k}" for k in range(10)]
+    tasks = assign(items, "s", 3, 6, gold=["g0", "g1", "g2"], gold_checks=2)
+    gold = [t for t in tasks if t.get("gold")]
+    assert len(tasks) == 8 and len(gold) == 2 and {t["item"] for t in gold} < {"g0", "g1", "g2"}
+    assert len({t["item"] for t in tasks if not t.get("gold")}) == 6
+    assert all(t["check_of"] is None for t in gold)

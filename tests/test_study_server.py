@@ -62,7 +62,8 @@ class Served:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(home), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", server_header=False, date_header=False))
+                                                    log_level="warning", server_header=False, date_header=False,
+                                                    proxy_headers=False))  # the study decides whom to believe
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -120,7 +121,7 @@ def home(tmp_path_factory):
 def study(home):
     pairs = owner.collect_pairs("runs", factor="mode", a="pe", b="basic", home=home)
     return owner.create_study(owner.LOCAL, "PE vs Basic, storyboard, local LLM", "Which video would be more popular?",
-                              pairs, per_participant=3, attention_checks=1, seed="fixed", home=home)
+                              pairs, per_participant=3, attention_checks=1, seed="fixed", home=home, min_view_seconds=0)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ def scan(text: str, words: list[str]) -> list[str]:
 
 
 def test_study_pairs_pe_with_basic_from_the_store(study, home):
-    items = owner.get_studies(home).items(study["id"])
+    items = [it for it in owner.get_studies(home).items(study["id"]) if it["kind"] == "pair"]
     assert len(items) == 3
     assert all(it["pair"]["a"]["condition"] == "pe" and it["pair"]["b"]["condition"] == "basic" for it in items)
     assert {it["pair"]["prompt_type"] for it in items} == {"abstract", "concrete", "unknown"}
@@ -170,7 +171,7 @@ def test_a_session_resumes_after_a_reload_and_one_vote_per_pair(served, study):
     status, page = me.call("GET", f"/s/{link}/")
     assert status == 200 and b"Which video would be more popular?" in page
     status, joined = me.call("POST", f"/s/{link}/api/join", {})
-    assert status == 200 and joined["total"] == 4  # 3 pairs + 1 attention check
+    assert status == 200 and joined["total"] == 4  # 3 pairs + 1 gold attention check
     pid = joined["participant"]
     status, state = me.call("GET", f"/s/{link}/api/state")  # the cookie alone names the participant
     assert status == 200 and (state["done"], state["total"], state["task"]["number"]) == (0, 4, 1)
@@ -219,7 +220,8 @@ def test_doubled_submissions_store_one_vote(served, study):
 
 def test_participants_cannot_reach_other_pairs_or_owner_data(served, home):
     pairs = owner.collect_pairs("runs", factor="mode", home=home)
-    study = owner.create_study(owner.LOCAL, "one pair each", "Which one?", pairs, per_participant=1, home=home)
+    study = owner.create_study(owner.LOCAL, "one pair each", "Which one?", pairs, per_participant=1,
+                               home=home, min_view_seconds=0)
     link = study["link"]
     alice, bob = Client(served.url), Client(served.url)
     alice_id = alice.call("POST", f"/s/{link}/api/join", {})[1]["participant"]
@@ -249,7 +251,8 @@ def test_participants_cannot_reach_other_pairs_or_owner_data(served, home):
 
 def test_another_study_link_does_not_take_my_token(served, study, home):
     pairs = owner.collect_pairs("runs", factor="mode", home=home)
-    other = owner.create_study(owner.LOCAL, "other", "Which one?", pairs[:1], per_participant=1, home=home)
+    other = owner.create_study(owner.LOCAL, "other", "Which one?", pairs[:1], per_participant=1,
+                               home=home, min_view_seconds=0)
     me = Client(served.url)
     pid = me.call("POST", f"/s/{study['link']}/api/join", {})[1]["participant"]
     assert me.call("GET", f"/s/{other['link']}/api/state?p={pid}")[0] == 404
@@ -331,12 +334,13 @@ def test_results_and_exports_are_for_the_owner_only(served, study, monkeypatch, 
     assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
     summary, rows, chart, files = owner.results_view("s3cret-value", study["id"], tmp_path, home=served.home)
     assert rows and rows[0][0] == "basic vs pe" and Path(chart).read_bytes()[:4] == b"\x89PNG"
-    assert [Path(f).suffix for f in files] == [".csv", ".json"]
+    assert [Path(f).name.rsplit("-", 1)[-1] for f in files] == ["votes.csv", "participants.csv", "results.json"]
 
 
 def test_invite_codes(home, served):
     pairs = owner.collect_pairs("runs", factor="mode", home=home)
-    study = owner.create_study(owner.LOCAL, "invited", "Which one?", pairs, per_participant=2, invites=2, home=home)
+    study = owner.create_study(owner.LOCAL, "invited", "Which one?", pairs, per_participant=2, invites=2,
+                               home=home, min_view_seconds=0)
     assert len(study["invites"]) == 2
     c = Client(served.url)
     assert c.call("POST", f"/s/{study['link']}/api/join", {})[0] == 403
@@ -382,7 +386,8 @@ def test_video_responses_carry_nothing_that_orders_the_copies(served, home):
     file's mtime (Last-Modified, Starlette's ETag) would tell a participant which side is which. Every header of every
     video response, less its length, must be the same."""
     pairs = owner.collect_pairs("runs", factor="mode", a="pe", b="basic", home=home)
-    study = owner.create_study(owner.LOCAL, "headers", "Which one?", pairs, per_participant=3, home=home)
+    study = owner.create_study(owner.LOCAL, "headers", "Which one?", pairs, per_participant=3,
+                               home=home, min_view_seconds=0)
     me = Client(served.url)
     link = study["link"]
     me.call("POST", f"/s/{link}/api/join", {})

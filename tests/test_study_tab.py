@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,7 +46,7 @@ def test_the_tab_builds_as_one_tab():
     with gr.Blocks() as demo:
         with gr.Tabs():
             tab.build_tab()
-    assert len(demo.fns) == 3
+    assert len(demo.fns) == 5  # create, list, results, close, reopen
     assert {fn.api_visibility for fn in demo.fns.values()} == {"private"}  # owner actions are not a public API
 
 
@@ -64,8 +65,14 @@ def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypat
     (study_id,) = [value for _, value in dropdown.choices]
     studies = owner.get_studies()
     study = studies.study(study_id)
-    for choices in (["left", "right"], ["left", "left"]):  # two people vote on both pairs
+    people = []
+    for choices in (["left", "right"], ["left", "left"]):  # two people vote on both pairs, once they could watch
         me = studies.join(study["link"])
+        for task in range(len(choices)):
+            studies.shown(me, task, serve=True)
+        people.append((me, choices))
+    time.sleep(1.0)  # the clips last 1 s: the viewing rule (the shorter video, less 0.25 s) is met
+    for me, choices in people:
         for task, choice in enumerate(choices):
             studies.vote(study["link"], me["id"], task, choice)
     with pytest.raises(gr.Error, match="wrong admin secret"):
@@ -73,7 +80,19 @@ def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypat
     summary, rows, chart, files = tab.on_results("owner-secret", study_id)
     assert "4 votes from 2 participants" in summary
     assert rows[0][0] == "ltx vs wan" and rows[0][1] == 4
-    assert Path(chart).read_bytes()[:4] == b"\x89PNG" and len(files) == 2
+    assert Path(chart).read_bytes()[:4] == b"\x89PNG" and len(files) == 3  # votes, participants, results
+    # the list shows each study's link and status; close and reopen from the tab
+    dropdown, listed = tab.on_list("owner-secret")
+    assert listed == [[f"my study · {study_id}", "open", 2, 4, f"/s/{study['link']}/"]]
+    with pytest.raises(gr.Error, match="wrong admin secret"):
+        tab.on_status("guess", study_id, "closed")
+    note, _, listed = tab.on_status("owner-secret", study_id, "closed")
+    assert "**closed**" in note and listed[0][1] == "closed"
+    with pytest.raises(owner.StudyError) as closed:
+        studies.join(study["link"])
+    assert closed.value.status == 410
+    note, _, listed = tab.on_status("owner-secret", study_id, "open")
+    assert listed[0][1] == "open" and studies.join(study["link"])["id"]
 
 
 def test_the_owner_signed_in_on_the_studio_needs_no_secret_here(pair_file, monkeypatch):
@@ -85,7 +104,7 @@ def test_the_owner_signed_in_on_the_studio_needs_no_secret_here(pair_file, monke
         form = ("signed in", "Which one?", "file", "video", "", "", str(pair_file), "", 2, 0, 0)
         text, dropdown = tab.on_create("", *form, request=owner_request)
         assert "2 pairs" in text and len(dropdown.choices) == 1
-        assert tab.on_list("", request=owner_request).choices == dropdown.choices
+        assert tab.on_list("", request=owner_request)[0].choices == dropdown.choices
         with pytest.raises(gr.Error, match="wrong admin secret"):
             tab.on_list("", request=stranger)
     finally:

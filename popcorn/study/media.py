@@ -52,13 +52,40 @@ def new_media_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def _probe(src: str | Path) -> str:
+    """What ffmpeg says of the file's streams (no ffprobe ships with imageio-ffmpeg)."""
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(src)], capture_output=True, text=True,
+                          timeout=60).stderr
+
+
 def video_codec(src: str | Path) -> str:
-    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(src)], capture_output=True, text=True,
-                         timeout=60).stderr
-    match = re.search(r"Video: (\w+)", out)
+    match = re.search(r"Video: (\w+)", _probe(src))
     if not match:
         raise StudyError(f"{src} has no video stream ffmpeg can read")
     return match.group(1)
+
+
+def duration(src: str | Path) -> float:
+    """The video's length in seconds, as ffmpeg reads it from the container (0.0 when it says none)."""
+    match = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", _probe(src))
+    return 0.0 if not match else int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+
+
+def frozen(src: str | Path, folder: str | Path) -> tuple[str, Path]:
+    """A gold attention check's broken side: the first frame of `src` held still for the whole length (sound
+    dropped), anonymised like any copy under a fresh id. Beside the intact video, one that never moves is plain to
+    anyone who watches both."""
+    src, folder = Path(src), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    length = duration(src) or 1.0
+    tmp = folder / f".{new_media_id()}.frozen.mp4"
+    try:
+        _ffmpeg(["-i", str(src), "-map", "0:v:0", "-vf", "trim=end_frame=1,loop=loop=-1:size=1:start=0,"
+                 "setpts=N/FRAME_RATE/TB", "-t", f"{length:.3f}", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                 str(tmp)], src, tmp)
+        return anonymise(tmp, folder)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def anonymise(src: str | Path, folder: str | Path, media_id: str | None = None) -> tuple[str, Path]:

@@ -3,7 +3,9 @@
     authorise(secret, who)                 StudyError 403 unless LOCAL, `who` is the signed-in owner, or the secret
                                            matches POPCORN_ADMIN_SECRET (popcorn.serve.access: constant time, tries limited)
     collect_pairs(source, ...)             pairs from stored runs / a pair file / a batch folder (pairs.py)
-    create_study(secret, name, question, pairs, ...) -> the study, its participant link and invite codes
+    create_study(secret, name, question, pairs, ...) -> the study, its participant link and invite codes (its
+                                           analysis frozen: prereg.py; join limits, consent, completion code)
+    set_status(secret, study_id, "closed" | "open")   close (the link answers 410) or reopen
     list_studies(secret), results(secret, study_id), export(secret, study_id, folder)
 
 Results and exports show everything (run ids, conditions, h): they are for the owner only. The CLI runs on the
@@ -29,6 +31,7 @@ from popcorn.types import StageError
 SECRET_ENV = "POPCORN_ADMIN_SECRET"
 LOCAL = object()  # the owner at the machine's own terminal (the CLI)
 SOURCES = ("runs", "file", "batch")
+RECRUITMENT = ("consent", "completion_code", "redirect_url", "max_participants", "max_joins_per_address")
 
 _STORES: dict[Path, StudyStore] = {}
 _LOCK = threading.Lock()
@@ -111,11 +114,21 @@ def blindness_warnings(pairs: list[dict]) -> list[str]:
 
 def create_study(secret, name: str, question: str, pairs: list[dict], *, per_participant: int = 10,
                  attention_checks: int = 0, invites: int = 0, seed: str | None = None, source: str = "",
-                 home: str | Path | None = None, who: str = "") -> dict:
+                 home: str | Path | None = None, who: str = "", **options) -> dict:
+    """`options`: StudyStore.create's keywords (repeats, max_joins_per_address, max_participants, consent,
+    completion_code, redirect_url) and prereg.freeze's (planned_participants, tie_rule, primary, min_view_seconds,
+    view_policy, exclusion)."""
     authorise(secret, who)
     study = get_studies(home).create(name, question, pairs, per_participant=per_participant,
-                                     attention_checks=attention_checks, seed=seed, invites=invites, source=source)
+                                     attention_checks=attention_checks, seed=seed, invites=invites, source=source,
+                                     **options)
     return {**study, "url": participant_url(study["link"]), "warnings": blindness_warnings(pairs)}
+
+
+def set_status(secret, study_id: str, status: str, home: str | Path | None = None, who: str = "") -> dict:
+    authorise(secret, who)
+    study = get_studies(home).set_status(study_id, status)
+    return {**study, "url": participant_url(study["link"])}
 
 
 def list_studies(secret, home: str | Path | None = None, who: str = "") -> list[dict]:
@@ -129,22 +142,29 @@ def results(secret, study_id: str, bootstrap: int = analysis.BOOTSTRAP, home: st
     studies = get_studies(home)
     study = studies.study(study_id)
     votes = studies.votes(study_id)
-    return {"study": {k: study[k] for k in ("id", "name", "question", "created", "seed", "per_participant",
-                                            "attention_checks", "participants", "votes", "status")},
-            **analysis.analyse(votes, bootstrap=bootstrap)}
+    recruitment = {k: study["settings"].get(k) for k in RECRUITMENT}  # never the address salt
+    return {"study": {**{k: study[k] for k in ("id", "name", "question", "created", "seed", "per_participant",
+                                               "attention_checks", "participants", "votes", "status")},
+                      "recruitment": recruitment},
+            **analysis.analyse(votes, bootstrap=bootstrap, plan=study["prereg"])}
 
 
 def export(secret, study_id: str, folder: str | Path, bootstrap: int = analysis.BOOTSTRAP,
            home: str | Path | None = None, who: str = "") -> dict[str, str]:
-    """votes.csv, results.json and win_rates.png of a study into `folder`; returns their paths."""
+    """votes.csv, participants.csv, results.json (with the frozen plan and the departures from it) and
+    win_rates.png of a study into `folder`; returns their paths."""
     authorise(secret, who)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    votes = get_studies(home).votes(study_id)
+    studies = get_studies(home)
+    votes = studies.votes(study_id)
     result = results(LOCAL, study_id, bootstrap=bootstrap, home=home)  # authorised above: one try per action
     paths = {"csv": folder / f"study-{study_id}-votes.csv", "json": folder / f"study-{study_id}-results.json",
-             "png": folder / f"study-{study_id}-win-rates.png"}
+             "png": folder / f"study-{study_id}-win-rates.png",
+             "participants": folder / f"study-{study_id}-participants.csv"}
     paths["csv"].write_text(analysis.votes_csv(votes), encoding="utf-8")
+    paths["participants"].write_text(analysis.participants_csv(studies.participants(study_id), result["voters"]),
+                                     encoding="utf-8")
     paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     analysis.chart_png(result, paths["png"])
     return {k: str(v) for k, v in paths.items()}
@@ -153,7 +173,7 @@ def export(secret, study_id: str, folder: str | Path, bootstrap: int = analysis.
 # ------------------------------------------------------------------------------------------------ the Study tab's views
 
 RESULT_COLUMNS = ["comparison", "votes", "first wins", "second wins", "ties", "both bad", "win rate (decisive)",
-                  "95% CI (Wilson)", "95% CI (bootstrap)", "ties as half"]
+                  "95% CI (people x pairs)", "95% CI (votes only, Wilson)", "ties as half"]
 
 
 def create_view(secret, name: str, question: str, source: str, factor: str, a: str, b: str, pair_file: str,
@@ -167,7 +187,9 @@ def create_view(secret, name: str, question: str, source: str, factor: str, a: s
                          attention_checks=int(attention_checks or 0), invites=int(invites or 0), source=source,
                          home=home)
     lines = [f"**Study `{study['id']}` created** with {len(found)} pairs ({study['per_participant']} per participant, "
-             f"{study['attention_checks']} attention check(s)).", "", f"Participant link: `{study['url']}`"]
+             f"{study['attention_checks']} gold attention check(s)).", "", f"Participant link: `{study['url']}`",
+             "", f"Completion code: `{study['settings']['completion_code']}`",
+             "", f"Analysis frozen: {study['prereg']['primary']['measure']}; {study['prereg']['interval']}"]
     if study.get("invites"):
         lines += ["", "Invite codes (one per participant): " + ", ".join(f"`{c}`" for c in study["invites"])]
     lines += [f"\n**Warning:** {w}" for w in study["warnings"]]
@@ -175,8 +197,26 @@ def create_view(secret, name: str, question: str, source: str, factor: str, a: s
 
 
 def study_choices(secret, home: str | Path | None = None, who: str = "") -> list[tuple[str, str]]:
-    return [(f"{s['name']} ({s['participants']} people, {s['votes']} votes) · {s['id']}", s["id"])
+    return [(f"{s['name']} ({s['status']}, {s['participants']} people, {s['votes']} votes) · {s['id']}", s["id"])
             for s in list_studies(secret, home, who)]
+
+
+STUDY_COLUMNS = ["study", "status", "participants", "votes", "participant link (copy and share)"]
+
+
+def studies_table(secret, home: str | Path | None = None, who: str = "") -> list[list]:
+    """The Study tab's list: each study with its status, counts and participant link."""
+    return [[f"{s['name']} · {s['id']}", s["status"], s["participants"], s["votes"], s["url"]]
+            for s in list_studies(secret, home, who)]
+
+
+def status_view(secret, study_id: str, status: str, home: str | Path | None = None, who: str = "") -> str:
+    """Close or reopen a study from the tab; returns Markdown with its state and participant link."""
+    if not study_id:
+        raise StudyError("pick a study first")
+    study = set_status(secret, study_id, status, home, who)
+    return (f"**{study['name']}** is **{study['status']}** ({study['participants']} people, {study['votes']} votes)."
+            f" Participant link: `{study['url']}`" + (" (answers 410 while closed)" if status == "closed" else ""))
 
 
 def results_view(secret, study_id: str, folder: str | Path, home: str | Path | None = None, who: str = ""
@@ -192,7 +232,8 @@ def results_view(secret, study_id: str, folder: str | Path, home: str | Path | N
         pct = lambda x: "" if x is None else f"{x:.1%}"  # noqa: E731
         ci = lambda c: "" if not c else f"{c[0]:.1%} – {c[1]:.1%}"  # noqa: E731
         rows.append([f"{r['x']} vs {r['y']}", r["votes"], r["x_wins"], r["y_wins"], r["ties"], r["both_bad"],
-                     pct(a["rate"]), ci(a["ci95"]), ci(a.get("bootstrap_ci95")), pct(r["half"]["rate"])])
+                     pct(a["rate"]), ci(a["ci95"]) or "needs 2+ people and 2+ pairs", ci(a.get("wilson_ci95")),
+                     pct(r["half"]["rate"])])
     bt = result["bradley_terry"].get("strengths", {})
     lines = [f"### {result['study']['name']}", "", *[f"- {line}" for line in analysis.summary_lines(result)]]
     if bt:
@@ -203,4 +244,4 @@ def results_view(secret, study_id: str, folder: str | Path, home: str | Path | N
     if flagged:
         lines.append("- Flagged voters: " + ", ".join(f"{v['participant']} ({', '.join(v['flags'])})"
                                                         for v in flagged))
-    return "\n".join(lines), rows, paths["png"], [paths["csv"], paths["json"]]
+    return "\n".join(lines), rows, paths["png"], [paths["csv"], paths["participants"], paths["json"]]

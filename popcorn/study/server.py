@@ -1,9 +1,15 @@
-"""The participant side of a study: plain FastAPI routes, one HTML page that works on a phone.
+"""The participant side of a study: plain FastAPI routes, one HTML page that works on a phone (page.html beside
+this file: consent, two videos side by side that must be played to the end, A / B / Tie / Both bad, progress, the
+completion code and the way back to the recruiting platform).
 
-    GET  /s/<link>/                     the page: the question, two videos, A / B / Tie / Both bad, progress "3 / 10"
-    POST /s/<link>/api/join             {"invite": "..."} -> {"participant": token}  (+ a cookie for this link)
-    GET  /s/<link>/api/state            the next unanswered pair: {"task", "left", "right", "done", "total", ...}
-    POST /s/<link>/api/vote             {"task": 3, "choice": "A"|"B"|"tie"|"both_bad", "reason": ""}
+    GET  /s/<link>/                     the page
+    POST /s/<link>/api/join             {"invite": "...", "consent": true, "platform": {"PROLIFIC_PID": ...}}
+                                        -> {"participant": token} (+ a cookie); 429 over the per-address limit,
+                                        410 closed or full, 400 without consent when the study asks for it
+    GET  /s/<link>/api/state            the next unanswered pair: {"task", "left", "right", "done", "total", ...};
+                                        once finished: "completion_code", "redirect"
+    POST /s/<link>/api/vote             {"task": 3, "choice": "A"|"B"|"tie"|"both_bad", "reason": ""}; 425 sooner
+                                        than the videos last (per the frozen viewing rule), 409 out of order
     GET  /s/<link>/v/<media id>.mp4     a video of this participant's pairs, by its opaque id
 
 The participant is named by their token: `?p=<token>` in the URL (the page puts it there, so a reload or a copied
@@ -13,7 +19,7 @@ stripped copies (media.py), the study's name stays with the owner.
 
 Owner routes (the admin secret in `Authorization: Bearer <secret>`; refused when POPCORN_ADMIN_SECRET is unset;
 each request one try against popcorn.serve.access's limits, per client address and per server: 429 when over them):
-    GET /study-admin/<study id>/results.json | votes.csv | chart.png
+    GET /study-admin/<study id>/results.json | votes.csv | participants.csv | chart.png
 
 `router` is included into the studio's FastAPI app; `create_app()` serves it alone (bench/study_load.py, tests):
     python -m popcorn.study.server --home DIR --port 8765
@@ -22,7 +28,9 @@ each request one try against popcorn.serve.access's limits, per client address a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import html
+import ipaddress
 import json
 import os
 import tempfile
@@ -34,6 +42,9 @@ from starlette.concurrency import run_in_threadpool
 
 from popcorn.study import StudyError, analysis, owner
 
+PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")  # the participant page's template
+PROXIES_ENV = "POPCORN_TRUSTED_PROXIES"  # comma-separated addresses of the proxies whose X-Forwarded-For is believed
+PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 COOKIE = "sp"
 SIDES = {"A": "left", "B": "right", "tie": "tie", "both_bad": "both_bad"}
 MAX_BODY = 16_384  # a vote is ~100 bytes, its reason at most 500 characters (up to 4 bytes each, JSON-escaped)
@@ -41,10 +52,58 @@ PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosn
 
 router = APIRouter()
 _HOME: list[Path] = []  # set by create_app(home); else the studio's home (config.home_dir())
+_PROXIES: list[set[str]] = []  # set by create_app(trusted_proxies=...); else POPCORN_TRUSTED_PROXIES
 
 
 def _studies():
     return owner.get_studies(_HOME[0] if _HOME else None)
+
+
+def _trusted_proxies() -> list:
+    """The configured proxies as networks (an address is a /32 or /128; a range such as 10.0.0.0/8 is allowed). On a
+    Hugging Face Space (SPACE_ID set) with none configured: the private ranges, where the Space's own proxy sits (no
+    client from the internet reaches the app from a private address)."""
+    configured = os.environ.get(PROXIES_ENV, "")
+    if _PROXIES:
+        entries = _PROXIES[0]
+    elif not configured.strip() and os.environ.get("SPACE_ID"):
+        entries = PRIVATE_NETS
+    else:
+        entries = {p.strip() for p in configured.split(",")}
+    nets = []
+    for entry in entries:
+        try:
+            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            continue  # an empty or malformed entry trusts nothing
+    return nets
+
+
+def _is_proxy(address: str, proxies: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(request: Request) -> str:
+    """The participant's address for the join limit: the peer's, unless the peer is a configured proxy; then the
+    right-most X-Forwarded-For entry that is not one of the proxies (what the proxy itself saw). A forwarded address
+    from anyone else is ignored: a client cannot pick its own address by sending the header. (Run uvicorn with
+    proxy_headers=False, as main() does: otherwise uvicorn rewrites the peer from the header first.)"""
+    peer = request.client.host if request.client else ""
+    proxies = _trusted_proxies()
+    if not _is_proxy(peer, proxies):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_proxy(hop, proxies):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a malformed entry: the proxy's own address is all we can vouch for
+    return peer
 
 
 def _error(exc: StudyError) -> JSONResponse:
@@ -64,7 +123,7 @@ async def _body(request: Request) -> dict:
             raise StudyError(f"the request is too large (at most {MAX_BODY} bytes)", 413)
     try:
         data = json.loads(bytes(raw) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StudyError("send JSON") from None
     if not isinstance(data, dict):
         raise StudyError("send a JSON object")
@@ -76,9 +135,13 @@ def _state(link: str, pid: str) -> dict:
     total, answered = len(me["tasks"]), me["answered"]
     state = {"question": me["study"]["question"], "total": total, "done": len(answered),
              "finished": len(answered) >= total, "task": None}
+    if state["finished"]:  # the completion code and the way back to the recruiting platform, only once done
+        settings = me["study"]["settings"]
+        state["completion_code"] = settings.get("completion_code", "")
+        state["redirect"] = settings.get("redirect_url", "")
     nxt = next((i for i in range(total) if i not in answered), None)
     if nxt is not None:
-        shown = _studies().shown(me, nxt)
+        shown = _studies().shown(me, nxt, serve=True)
         state["task"] = {"index": nxt, "number": len(answered) + 1,
                          "left": f"/s/{link}/v/{shown['left']}.mp4?p={me['id']}",
                          "right": f"/s/{link}/v/{shown['right']}.mp4?p={me['id']}"}
@@ -98,10 +161,12 @@ def page(link: str):
     try:
         study = _studies().study_by_link(link)
     except StudyError as exc:
-        return HTMLResponse("<!doctype html><title>Study</title><p>This study link is not valid.</p>",
+        return HTMLResponse(f"<!doctype html><title>Study</title><p>{html.escape(exc.message)}</p>",
                             status_code=exc.status, headers=PRIVATE)
+    consent = study["settings"].get("consent", "")
     body = PAGE.replace("__QUESTION__", html.escape(study["question"])).replace(
-        "__INVITE__", "true" if study["invite_only"] else "false").replace("__LINK__", html.escape(link))
+        "__INVITE__", "true" if study["invite_only"] else "false").replace("__LINK__", html.escape(link)).replace(
+        "__HAS_CONSENT__", "true" if consent else "false").replace("__CONSENT__", html.escape(consent))
     return HTMLResponse(body, headers=PRIVATE)
 
 
@@ -109,7 +174,8 @@ def page(link: str):
 async def join(link: str, request: Request):
     try:
         body = await _body(request)
-        me = _studies().join(link, str(body.get("invite", "")))
+        me = await run_in_threadpool(_studies().join, link, str(body.get("invite", "")), client_address(request),
+                                     body.get("platform"), body.get("consent") is True)
     except StudyError as exc:
         return _error(exc)
     response = JSONResponse({"participant": me["id"], "total": len(me["tasks"])}, headers=PRIVATE)
@@ -142,8 +208,10 @@ async def vote(link: str, request: Request):
         if choice is None:
             raise StudyError("choice must be A, B, tie or both_bad")
         pid = _participant_id(request, body)
-        # the write runs in a worker thread: the event loop keeps serving while SQLite commits
-        ack = await run_in_threadpool(_studies().vote, link, pid, body.get("task"), choice, body.get("reason", ""))
+        # checked in a worker thread, then queued for the next group commit: the event loop keeps serving meanwhile
+        prepared = await run_in_threadpool(_studies().prepare_vote, link, pid, body.get("task"), choice,
+                                           body.get("reason", ""))
+        ack = await asyncio.wrap_future(_studies().commit_vote(prepared))
     except StudyError as exc:
         return _error(exc)
     return JSONResponse({"stored": True, "task": ack["task"], "done": ack["done"], "total": ack["total"]},
@@ -184,6 +252,11 @@ def admin(study_id: str, what: str, request: Request):
             studies.study(study_id)  # 404 for an unknown study
             return PlainTextResponse(analysis.votes_csv(studies.votes(study_id)), media_type="text/csv",
                                      headers=PRIVATE)
+        if what == "participants.csv":
+            studies = owner.get_studies(home)
+            studies.study(study_id)
+            return PlainTextResponse(analysis.participants_csv(studies.participants(study_id)),
+                                     media_type="text/csv", headers=PRIVATE)
         if what == "chart.png":
             with tempfile.TemporaryDirectory() as tmp:
                 path = analysis.chart_png(owner.results(owner.LOCAL, study_id, home=home), Path(tmp) / "chart.png")
@@ -196,9 +269,11 @@ def admin(study_id: str, what: str, request: Request):
 # ------------------------------------------------------------------------------------------------------------ app
 
 
-def create_app(home: str | Path | None = None) -> FastAPI:
-    """The study routes alone (no docs, no OpenAPI schema), serving the store in `home`."""
+def create_app(home: str | Path | None = None, trusted_proxies: list[str] | None = None) -> FastAPI:
+    """The study routes alone (no docs, no OpenAPI schema), serving the store in `home`; `trusted_proxies` (else
+    POPCORN_TRUSTED_PROXIES) are the addresses whose X-Forwarded-For names the participant."""
     _HOME[:] = [Path(home)] if home else []
+    _PROXIES[:] = [set(trusted_proxies)] if trusted_proxies else []
     owner.get_studies(home)  # open and migrate the store before the first request
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(router)
@@ -212,99 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", help="the store's folder (default POPCORN_HOME)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--trusted-proxy", action="append", default=[],
+                        help=f"a proxy whose X-Forwarded-For is believed (repeatable; default ${PROXIES_ENV})")
     args = parser.parse_args(argv)
-    uvicorn.run(create_app(args.home), host=args.host, port=args.port, log_level="warning", server_header=False,
-                date_header=False, access_log=False)
+    uvicorn.run(create_app(args.home, args.trusted_proxy), host=args.host, port=args.port, log_level="warning",
+                server_header=False, date_header=False, access_log=False,
+                proxy_headers=False)  # uvicorn would believe X-Forwarded-For from 127.0.0.1: client_address decides
     return 0
 
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>Which one?</title>
-<style>
- *{box-sizing:border-box} body{margin:0;font:16px/1.4 system-ui,-apple-system,sans-serif;background:#fafafa;color:#222}
- main{max-width:980px;margin:0 auto;padding:12px}
- h1{font-size:1.15rem;margin:.3rem 0 .6rem} #progress{font-weight:600;color:#555}
- .pair{display:flex;gap:10px;flex-wrap:wrap} .side{flex:1 1 300px;min-width:0;background:#fff;border-radius:10px;
- padding:8px;box-shadow:0 1px 3px #0002} .side b{display:block;margin-bottom:4px}
- video{width:100%;max-height:60vh;background:#000;border-radius:6px}
- .answers{display:grid;grid-template-columns:repeat(4,1fr);gap:8px;margin:12px 0}
- button{font-size:1.05rem;padding:14px 6px;border:0;border-radius:10px;background:#2d6cdf;color:#fff;min-height:48px}
- button.alt{background:#666} button:disabled{opacity:.5}
- textarea,input{width:100%;font-size:1rem;padding:8px;border-radius:8px;border:1px solid #bbb}
- #msg{color:#b00020;min-height:1.2em} .hidden{display:none}
- @media (max-width:560px){.answers{grid-template-columns:repeat(2,1fr)}}
-</style></head>
-<body><main>
-<div id="start">
- <h1>__QUESTION__</h1>
- <p>You will see pairs of short videos. For each pair, pick the one you think fits the question better,
- or say they are equally good (tie) or both bad.</p>
- <div id="invite-box" class="hidden"><label>Invite code <input id="invite" autocomplete="off"></label></div>
- <p><button id="begin">Start</button></p>
-</div>
-<div id="study" class="hidden">
- <p><span id="progress"></span></p>
- <h1 id="question">__QUESTION__</h1>
- <div class="pair">
-  <div class="side"><b>A</b><video id="left" controls playsinline preload="metadata" loop></video></div>
-  <div class="side"><b>B</b><video id="right" controls playsinline preload="metadata" loop></video></div>
- </div>
- <div class="answers">
-  <button data-choice="A">A</button><button data-choice="B">B</button>
-  <button class="alt" data-choice="tie">Tie</button><button class="alt" data-choice="both_bad">Both bad</button>
- </div>
- <label>Why? (optional) <textarea id="reason" rows="2" maxlength="500"></textarea></label>
-</div>
-<div id="done" class="hidden"><h1>Thank you!</h1><p>All your answers are saved. You can close this page.</p></div>
-<p id="msg" role="alert"></p>
-</main>
-<script>
-const INVITE = __INVITE__, base = "/s/__LINK__/";
-let pid = new URLSearchParams(location.search).get("p") || "", task = null, busy = false;
-const $ = id => document.getElementById(id);
-function show(which) { for (const id of ["start", "study", "done"]) $(id).classList.toggle("hidden", id !== which); }
-function say(text) { $("msg").textContent = text || ""; }
-function remember(token) {
-  pid = token; const u = new URL(location.href); u.searchParams.set("p", token); history.replaceState(null, "", u);
-}
-async function api(path, body) {
-  const q = pid ? "?p=" + encodeURIComponent(pid) : "";
-  const r = await fetch(base + path + q, body === undefined ? {credentials: "same-origin"} :
-    {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
-     body: JSON.stringify(body)});
-  let data = {}; try { data = await r.json(); } catch (e) {}
-  return {status: r.status, data};
-}
-async function load() {
-  const {status, data} = await api("api/state");
-  if (status === 404 || status === 400) {
-    pid = ""; $("invite-box").classList.toggle("hidden", !INVITE); show("start"); return;
-  }
-  if (status !== 200) { say(data.error || "Something went wrong; reload the page."); return; }
-  if (data.finished) { show("done"); return; }
-  task = data.task; $("progress").textContent = task.number + " / " + data.total;
-  $("left").src = task.left; $("right").src = task.right; $("reason").value = "";
-  show("study"); setBusy(false);
-}
-function setBusy(b) { busy = b; document.querySelectorAll("button[data-choice]").forEach(x => x.disabled = b); }
-$("begin").onclick = async () => {
-  say(""); const {status, data} = await api("api/join", {invite: $("invite").value});
-  if (status !== 200) { say(data.error || "Could not start."); return; }
-  remember(data.participant); load();
-};
-document.querySelectorAll("button[data-choice]").forEach(b => b.onclick = async () => {
-  if (busy || !task) return; setBusy(true); say("");
-  const {status, data} = await api("api/vote", {task: task.index, choice: b.dataset.choice, reason: $("reason").value});
-  if (status !== 200 && status !== 409) { say(data.error || "Not saved; try again."); setBusy(false); return; }
-  load();
-});
-if (pid) load(); else { $("invite-box").classList.toggle("hidden", !INVITE); (async () => {
-  const {status} = await api("api/state"); if (status === 200) load(); else show("start"); })(); }
-</script></body></html>
-"""
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,7 +1,8 @@
-"""The Study tab (owner side): create a blind A/B study from stored runs, a pair file or a batch folder, then see
-its results and chart. Layout and wiring only; the work is in popcorn/study/owner.py. Everything here asks for the
-admin secret (POPCORN_ADMIN_SECRET; without it set, the tab refuses), or a visitor signed in as the owner in the History
-tab; each action is one try against popcorn.serve.access's limits. Participants use /s/<link>/, not this tab.
+"""The Study tab (owner side): create a blind A/B study from stored runs, a pair file or a batch folder, list the
+studies with their participant links, close or reopen one, then see its results and chart. Layout and wiring only;
+the work is in popcorn/study/owner.py. Everything here asks for the admin secret (POPCORN_ADMIN_SECRET; without it
+set, the tab refuses), or a visitor signed in as the owner in the History tab; each action is one try against
+popcorn.serve.access's limits. Participants use /s/<link>/, not this tab.
 """
 
 from __future__ import annotations
@@ -36,13 +37,21 @@ def on_create(secret, name, question, source, factor, a, b, pair_file, batch_dir
 
 def on_list(secret, request: gr.Request = None):
     with _shown():
-        return gr.Dropdown(choices=owner.study_choices(secret, who=ui.requester(request).visitor))
+        choices = owner.study_choices(secret, who=ui.requester(request).visitor)
+        return gr.Dropdown(choices=choices), owner.studies_table(owner.LOCAL)  # authorised above
 
 
 def on_results(secret, study_id, request: gr.Request = None):
     with _shown():
         return owner.results_view(secret, study_id, tempfile.mkdtemp(prefix="study-results-"),
                                   who=ui.requester(request).visitor)
+
+
+def on_status(secret, study_id, status, request: gr.Request = None):
+    with _shown():
+        note = owner.status_view(secret, study_id, status, who=ui.requester(request).visitor)
+        return (note, gr.Dropdown(choices=owner.study_choices(owner.LOCAL), value=study_id),  # authorised above
+                owner.studies_table(owner.LOCAL))
 
 
 def build_tab() -> None:
@@ -74,12 +83,20 @@ def build_tab() -> None:
                 study = gr.Dropdown([], label="Study", scale=3)
                 refresh = gr.Button("List studies", scale=1)
                 show = gr.Button("Results", variant="primary", scale=1)
+            with gr.Row():
+                close = gr.Button("Close study (no more answers)", scale=1, elem_id="study-close")
+                reopen = gr.Button("Reopen", scale=1, elem_id="study-reopen")
+            state = gr.Markdown(elem_id="study-state")
+            listed = gr.Dataframe(headers=owner.STUDY_COLUMNS, label="Your studies", interactive=False,
+                                  wrap=True, elem_id="study-list")
             summary = gr.Markdown()
             table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False)
             chart = gr.Image(label="Win rates (95% intervals)", type="filepath")
-            files = gr.File(label="Exports (votes CSV, results JSON)", file_count="multiple")
+            files = gr.File(label="Exports (votes CSV, participants CSV, results JSON)", file_count="multiple")
 
         create.click(on_create, [secret, name, question, source, factor, a, b, pair_file, batch_dir,
                                  per_participant, checks, invites], [created, study], api_visibility="private")
-        refresh.click(on_list, secret, study, api_visibility="private")
+        refresh.click(on_list, secret, [study, listed], api_visibility="private")
         show.click(on_results, [secret, study], [summary, table, chart, files], api_visibility="private")
+        close.click(on_status, [secret, study, gr.State("closed")], [state, study, listed], api_visibility="private")
+        reopen.click(on_status, [secret, study, gr.State("open")], [state, study, listed], api_visibility="private")
