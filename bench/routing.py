@@ -6,6 +6,12 @@ For each router it reports
   in_matched    share whose intended category is among the matched categories
   ref_sim       mean cosine similarity of the query with its K references
   ref_on_topic  share of the K references that come from the intended category
+  ref_sim_p50   median over queries of the median query-reference similarity
+  none_on_topic share of queries none of whose K references come from the intended category
+  unsure        share of queries whose best category leads the next by less than UNSURE_MARGIN (the studio says so),
+                with the accuracy among them and among the rest (is the margin a fair warning?)
+The default query file was used to pick the blend weights; tests/data/routing_heldout.tsv was written without
+looking at the router and is never used to pick anything: report it with --queries.
 Last line: routing paper=<float> ours=<float> n=<int>
 
 Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/routing.py [--queries FILE] [--k 10]
@@ -27,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 
 from popcorn.retrieval.index import get_retriever  # noqa: E402
+from popcorn.retrieval.routing import UNSURE_MARGIN  # noqa: E402
 
 DEFAULT_QUERIES = ROOT / "tests" / "data" / "routing_queries.tsv"
 
@@ -43,20 +50,28 @@ def load_labelled(path: Path) -> list[tuple[str, str]]:
 
 def evaluate(retriever, rows, router: str, k: int) -> dict:
     hits = in_matched = 0
-    sims, on_topic = [], []
+    sims, on_topic, medians, unsure, correct, deciding = [], [], [], [], [], Counter()
     misses: Counter = Counter()
     for intended, query in rows:
         result = retriever.retrieve(query, k, router=router)
         best = result.matched_categories[0]
         hits += best == intended
+        correct.append(best == intended)
         in_matched += intended in result.matched_categories
         if best != intended:
             misses[f"{intended} -> {best}"] += 1
         sims.extend(r.similarity for r in result.references)
+        medians.append(float(np.median([r.similarity for r in result.references])) if result.references else 0.0)
         on_topic.append(np.mean([r.category == intended for r in result.references]) if result.references else 0.0)
+        unsure.append(result.margin is not None and result.margin < UNSURE_MARGIN)
+        deciding[result.deciding_signal] += 1
     n = len(rows)
+    unsure, correct = np.array(unsure), np.array(correct)
     return {"accuracy": hits / n, "in_matched": in_matched / n, "ref_sim": float(np.mean(sims)),
-            "ref_on_topic": float(np.mean(on_topic)), "misses": misses}
+            "ref_on_topic": float(np.mean(on_topic)), "misses": misses, "ref_sim_p50": float(np.median(medians)),
+            "none_on_topic": float(np.mean([s == 0 for s in on_topic])), "unsure": float(unsure.mean()),
+            "acc_unsure": float(correct[unsure].mean()) if unsure.any() else None,
+            "acc_sure": float(correct[~unsure].mean()) if (~unsure).any() else None, "deciding": deciding}
 
 
 def main() -> None:
@@ -74,6 +89,9 @@ def main() -> None:
         r = results[router] = evaluate(retriever, rows, router, args.k)
         print(f"{router:>5}: accuracy={r['accuracy']:.3f} in_matched={r['in_matched']:.3f} "
               f"ref_sim={r['ref_sim']:.3f} ref_on_topic={r['ref_on_topic']:.3f}")
+        print(f"       ref_sim_p50={r['ref_sim_p50']:.3f} none_on_topic={r['none_on_topic']:.3f} "
+              f"unsure={r['unsure']:.3f} (accuracy {_num(r['acc_unsure'])} unsure, {_num(r['acc_sure'])} sure)")
+        print(f"       deciding signal: {dict(r['deciding'].most_common())}")
         print(f"       most common misses: {r['misses'].most_common(6)}")
     quick_rows = [(c, q) for _, c, q in read_prompts(DEFAULT_PROMPTS)]
     for name, labelled in ((args.queries.name, rows), (DEFAULT_PROMPTS.name, quick_rows)):
@@ -82,6 +100,10 @@ def main() -> None:
               f"accuracy={q['accuracy']:.3f} (whole: {q['whole_accuracy']:.3f}) same_top1={q['same_top1']:.3f} "
               f"same_categories={q['same_categories']:.3f}")
     print(f"routing paper={results['paper']['accuracy']:.4f} ours={results['ours']['accuracy']:.4f} n={len(rows)}")
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def compare_quick(retriever, rows) -> dict:

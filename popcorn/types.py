@@ -58,6 +58,8 @@ class Retrieval:
     references: list[Reference]
     router: str = "ours"
     index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.index.QuickRetriever)
+    margin: float | None = None  # (best - next) / best category score: small means the route is a guess
+    deciding_signal: str = ""  # the router's signal that put the best category ahead (popcorn.retrieval.routing)
 
     @property
     def popular(self) -> list[Reference]:
@@ -72,7 +74,8 @@ class Retrieval:
         return cls(query=str(d.get("query", "")), matched_categories=list(d.get("matched_categories") or []),
                    category_scores=[CategoryScore(**c) for c in d.get("category_scores") or []],
                    references=[Reference(**r) for r in d.get("references") or []], router=d.get("router", "ours"),
-                   index=str(d.get("index", "full")))
+                   index=str(d.get("index", "full")), margin=d.get("margin"),
+                   deciding_signal=str(d.get("deciding_signal", "")))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +83,8 @@ class Retrieval:
             "router": self.router,
             "index": self.index,
             "matched_categories": list(self.matched_categories),
+            "margin": self.margin,
+            "deciding_signal": self.deciding_signal,
             "category_scores": [c.to_dict() for c in self.category_scores],
             "references": [r.to_dict() for r in self.references],
         }

@@ -81,3 +81,36 @@ def test_category_scores_explain_the_choice(retriever):
     scores = [c.score for c in result.category_scores]
     assert result.category_scores[0].category == "Game" == result.matched_categories[0]
     assert scores == sorted(scores, reverse=True) and len(scores) == 5
+
+
+HELDOUT = Path(__file__).parent / "data" / "routing_heldout.tsv"
+
+
+def test_a_route_says_how_sure_it_is_and_which_signal_decided(retriever):
+    """The margin is (best - next) / best of the shown scores, the deciding signal one of the blend's, and both reach
+    run.json through the Retrieval."""
+    from popcorn.types import Retrieval
+
+    result = retriever.retrieve("my cat knocks a glass off the table", 10)
+    top, runner = result.category_scores[0].score, result.category_scores[1].score
+    assert result.margin == pytest.approx((top - runner) / top, abs=1e-3)
+    assert result.deciding_signal in BlendRouter.SIGNALS
+    again = Retrieval.from_dict(result.to_dict())
+    assert (again.margin, again.deciding_signal) == (result.margin, result.deciding_signal)
+    assert Retrieval.from_dict({"query": "old record"}).margin is None  # runs stored before this still open
+
+
+def test_unsure_routes_are_wrong_more_often_than_sure_ones(retriever):
+    """The margin is a fair warning on queries the router was never tuned on: among routes the studio calls unsure
+    (margin < UNSURE_MARGIN) the best category is wrong more often than among the rest."""
+    from popcorn.retrieval.routing import UNSURE_MARGIN
+
+    rows = [line.split("\t", 1) for line in HELDOUT.read_text(encoding="utf-8").splitlines()
+            if "\t" in line and not line.startswith("#")]
+    sure, unsure = [], []
+    for category, query in rows:
+        result = retriever.retrieve(query.strip(), 10)
+        (unsure if result.margin is not None and result.margin < UNSURE_MARGIN else sure).append(
+            result.matched_categories[0] == category.strip())
+    assert len(rows) >= 120 and unsure and sure
+    assert np.mean(unsure) < np.mean(sure)

@@ -186,7 +186,7 @@ class Retriever:
         route = self.routers[router].route(q, top_t=top_t, text=query)
         references = self.index.search(q, route.categories, k)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
-                         references=references, router=router)
+                         references=references, router=router, margin=route.margin, deciding_signal=route.deciding)
 
 
 ROUTERS = ("paper", "ours")
@@ -265,7 +265,8 @@ class QuickRetriever:
         index = ReferenceIndex.build(corpus, embedder, self.ratio, vectors=vectors, only=route.categories)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
                          references=index.search(q, route.categories, k), router=router,
-                         index=f"quick: routed on {len(rows):,} of {len(corpus):,} titles")
+                         index=f"quick: routed on {len(rows):,} of {len(corpus):,} titles", margin=route.margin,
+                         deciding_signal=route.deciding)
 
 
 def _embed_missing(corpus: Corpus, embedder: Embedder, rows: np.ndarray, vectors: np.ndarray,

@@ -43,10 +43,22 @@ def label_counts(labels: np.ndarray) -> dict:
     return dict(zip(values.tolist(), counts.tolist()))
 
 
+UNSURE_MARGIN = 0.1  # a best category less than 10% ahead of the next is a guess: the studio says so (issue 27)
+
+
 @dataclass
 class Route:
     categories: list[str]  # the matched categories, best first
     scores: list[CategoryScore]  # the top candidates and their scores
+    margin: float | None = None  # how far the best category is ahead of the next, relative to the best score
+    deciding: str = ""  # the signal that put the best category ahead of the next (the largest weighted gap)
+
+
+def relative_margin(scores: np.ndarray, order: np.ndarray) -> float | None:
+    """(best - next) / best: 0 when two categories tie; None with one candidate or a best score <= 0."""
+    if len(order) < 2 or scores[order[0]] <= 0:
+        return None
+    return round(float((scores[order[0]] - scores[order[1]]) / scores[order[0]]), 4)
 
 
 @dataclass
@@ -88,7 +100,7 @@ class NameRouter:
         order = np.argsort(-scores)
         top = [self.categories[i] for i in order[: (top_t or self.top_t)]]
         shown = [CategoryScore(self.categories[i], round(float(scores[i]), 4)) for i in order[:SHOWN_SCORES]]
-        return Route(top, shown)
+        return Route(top, shown, relative_margin(scores, order), "name")
 
 
 @dataclass
@@ -169,21 +181,30 @@ class BlendRouter:
         hits = np.array([len(p.findall(text)) if p is not None else 0 for p in self.name_patterns], dtype=np.float64)
         return hits / hits.sum() if hits.sum() else hits
 
-    def scores(self, q: np.ndarray, text: str = "") -> np.ndarray:
+    SIGNALS = ("desc", "examples", "centroid", "vote", "names")
+
+    def weighted(self, q: np.ndarray, text: str = "") -> dict[str, np.ndarray]:
+        """Each signal times its weight (their sum is the score)."""
         s = self.signals(q, text)
-        return (self.w.desc * s["desc"] + self.w.examples * s["examples"] + self.w.centroid * s["centroid"]
-                + self.w.vote * s["vote"] + self.w.names * s["names"])
+        return {k: getattr(self.w, k) * s[k] for k in self.SIGNALS}
+
+    def scores(self, q: np.ndarray, text: str = "") -> np.ndarray:
+        return sum(self.weighted(q, text).values())
 
     def route(self, q: np.ndarray, top_t: int | None = None, text: str = "") -> Route:
-        scores = self.scores(q, text)
+        parts = self.weighted(q, text)
+        scores = sum(parts.values())
         order = np.argsort(-scores)
+        deciding = ""
+        if len(order) > 1:  # the signal whose weighted gap between the best and the next is largest
+            deciding = max(self.SIGNALS, key=lambda k: parts[k][order[0]] - parts[k][order[1]])
         if top_t:
             chosen = order[:top_t]
         else:
             best = scores[order[0]]
             chosen = [i for i in order[: self.w.max_categories] if scores[i] >= best * (1.0 - self.w.margin)]
         shown = [CategoryScore(self.categories[i], round(float(scores[i]), 4)) for i in order[:SHOWN_SCORES]]
-        return Route([self.categories[i] for i in chosen], shown)
+        return Route([self.categories[i] for i in chosen], shown, relative_margin(scores, order), deciding)
 
 
 def build_routers(corpus: Corpus, embedder: Embedder, vectors: np.ndarray) -> dict[str, object]:
