@@ -6,9 +6,10 @@ factory at import:
     register("local", LlamaCppLLM.packaged, "Qwen2.5-Coder-1.5B-Instruct Q4_K_M, embedded (llama.cpp, CPU)")
 
 `get_llm("local")` builds it once and keeps it (the MAX_INSTANCES most recently used backends are kept: names with an
-argument are unbounded in number). The registry is popcorn/registry.py's, shared with the video generators. A name with an argument, `"local:/models/x.gguf"`, calls the factory registered
+argument are unbounded in number). A name with an argument, `"local:/models/x.gguf"`, calls the factory registered
 under the part before the first ":" with the rest (`factory("/models/x.gguf")`). Factories must be cheap: no model load
-and no network call happens before the first `complete()`.
+and no network call happens before the first `complete()`. The registry is popcorn/registry.py's, shared with the video
+generators.
 """
 
 from __future__ import annotations
