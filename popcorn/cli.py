@@ -1,13 +1,18 @@
 """`python -m popcorn ...`: the same operations the studio offers, from a terminal.
 
-  plan "QUERY" --mode basic|pe --llm NAME [--k 10] [--candidates N] [--json]
-  render --plan PLAN.json --video NAME --out DIR [--seed N]
-  run "QUERY" --mode basic|pe --llm NAME --video NAME --out DIR
+  plan "QUERY" --mode basic|pe --llm NAME [--video NAME] [--k 10] [--candidates N] [--json] [--out DIR]
+  render --plan PLAN.json|RUN_ID --video NAME [--out DIR] [--seed N]
+  run "QUERY" --mode basic|pe --llm NAME --video NAME [--out DIR]
   score --title T --description D [--category C] [--video FILE] [--json]
   predictor train [--data DIR] | predictor eval --data DIR [--json]
   index                 build (or load) the embeddings and FAISS indexes
   llms | videos         list backends and whether each can run here (and why not)
   studio                start the Gradio studio
+
+`plan`, `render` and `run` are the studio's run path (pipeline.make_plans, pipeline.render_run) and keep their runs in
+the studio's store (POPCORN_HOME: popcorn.db and runs/<id>/), so the studio's History on this machine shows them and
+`study create --from runs` pairs them; `--out DIR` also copies the run's files there. `render --plan` takes the JSON
+that `plan --json` prints (it names its stored run, which the render then continues), any plan JSON, or a run id.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from popcorn import pipeline
-from popcorn.types import Plan, StageError
+from popcorn.studio.runs import TERMINAL, get_store, keep_run, new_run_id, run_to_render
+from popcorn.types import INPUT, RENDER, Plan, StageError
 
 
 def _print_json(obj) -> None:
@@ -27,16 +34,37 @@ def _print_json(obj) -> None:
 
 
 def _stderr_progress(stage: str, fraction: float, message: str) -> None:
-    if fraction in (0.0, 1.0) or stage == "render":
+    if fraction in (0.0, 1.0) or stage == RENDER:
         print(f"[{stage}] {message}", file=sys.stderr, flush=True)
 
 
 def _settings(args) -> pipeline.Settings:
     return pipeline.Settings(query=args.query, mode=args.mode, llm=args.llm, k=args.k, router=args.router,
-                             seed=args.seed, candidates=getattr(args, "candidates", 1),
-                             video=getattr(args, "video", "storyboard"),
+                             seed=args.seed, candidates=getattr(args, "candidates", 1), video=args.video,
                              memory_mode=getattr(args, "memory_mode", "auto"), speed=getattr(args, "speed", "auto"),
                              cover_model=getattr(args, "cover_model", ""))
+
+
+def _keep(run: pipeline.Run, status: str, out: str | None, error: str = "") -> Path:
+    """Store the run as the studio does (visitor TERMINAL); with --out, copy its files there too. Returns its folder."""
+    store = get_store()
+    keep_run(store, run, status, error=error, visitor=TERMINAL)
+    folder = store.run_dir(run.id)
+    if out:
+        shutil.copytree(folder, Path(out), dirs_exist_ok=True)
+    return folder
+
+
+def _plan_run(args) -> pipeline.Run:
+    """make_plans for the command's settings (a run that fails past the input check is stored as failed, with why)."""
+    settings = _settings(args)
+    run = pipeline.Run(settings, id=new_run_id())
+    try:
+        return pipeline.make_plans(settings, progress=_stderr_progress, run=run, quick=True)
+    except StageError as exc:
+        if exc.stage != INPUT:
+            _keep(run, "failed", None, error=str(exc))
+        raise
 
 
 def _split_render(args, argv: list[str]) -> int | None:
@@ -55,8 +83,10 @@ def _split_render(args, argv: list[str]) -> int | None:
 
 
 def cmd_plan(args) -> int:
-    run = pipeline.make_plans(_settings(args), progress=_stderr_progress, quick=True)
+    run = _plan_run(args)
+    folder = _keep(run, "planned", args.out)
     out = {**run.plan.to_dict(), **run.plan_info}  # plan_info: the video budget, the attempts, tokens and seconds
+    out["run_id"] = run.id  # `render --plan` continues this stored run
     if run.retrieval is not None:
         out["retrieval_index"] = run.retrieval.index
     if run.notes:
@@ -65,6 +95,7 @@ def cmd_plan(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     if run.candidates:
         out["candidates"] = run.candidates
+    print(f"run {run.id} stored in {folder}", file=sys.stderr)
     if args.json:
         _print_json(out)
     else:
@@ -76,28 +107,57 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def cmd_render(args) -> int:
+def _plan_to_render(ref: str) -> tuple[dict, dict | None]:
+    """(the plan's fields, its stored run or None) for `render --plan`: a plan JSON file or a stored run's id."""
+    path = Path(ref)
+    if not path.is_file():
+        record = get_store().get_run(ref) if ref and "/" not in ref and not ref.endswith(".json") else None
+        if record and record.get("plan"):
+            return record["plan"], record
     try:
-        plan_dict = json.loads(Path(args.plan).read_text(encoding="utf-8"))
+        plan_dict = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise StageError("input", f"cannot read the plan file {args.plan}: {exc}",
-                         "give a JSON file as written by `plan --json`") from exc
+        raise StageError(INPUT, f"cannot read the plan file {ref}: {exc}",
+                         "give a JSON file as written by `plan --json`, or a run id from the History") from exc
+    if not isinstance(plan_dict, dict):
+        raise StageError(INPUT, f"the plan file {ref} holds no plan", "give a JSON file as written by `plan --json`")
+    run_id = str(plan_dict.get("run_id") or "")
+    return plan_dict, (get_store().get_run(run_id) if run_id else None)
+
+
+def cmd_render(args) -> int:
+    plan_dict, record = _plan_to_render(args.plan)
     the_plan = Plan.from_dict(plan_dict)
     split = _split_render(args, args.argv)
     if split is not None:
         return split
-    settings = pipeline.Settings(query=the_plan.query or the_plan.title, mode=the_plan.mode, llm=the_plan.llm,
-                                 video=args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed,
-                                 cover_model=args.cover_model)
-    run = pipeline.Run(settings, plan=the_plan)
     from popcorn.video import parallel
 
     if not parallel.is_main_process():  # a split render: the other processes only help render; the main one writes
         pipeline.render(the_plan, args.video, seed=args.seed, memory_mode=args.memory_mode, speed=args.speed)
         return 0
-    pipeline.render_run(run, Path(args.out), progress=_stderr_progress, with_score=not args.no_score)
-    _print_json({"out": str(args.out), **run.video})
+    own = set(the_plan.to_dict())
+    run = run_to_render(record, the_plan,
+                        pipeline.Settings(query=the_plan.query or the_plan.title, mode=the_plan.mode, llm=the_plan.llm),
+                        plan_info={k: plan_dict[k] for k in pipeline.PLAN_INFO if k in plan_dict and k not in own})
+    for name in ("video", "seed", "memory_mode", "speed", "cover_model"):
+        setattr(run.settings, name, getattr(args, name))
+    _render(run, args.out, with_score=not args.no_score)
     return 0
+
+
+def _render(run: pipeline.Run, out: str | None, with_score: bool = True) -> None:
+    """render_run into the run's store folder, the run stored as done (as failed, with why, when it fails)."""
+    folder = get_store().run_dir(run.id)
+    try:
+        pipeline.render_run(run, folder, progress=_stderr_progress, with_score=with_score)
+    except StageError as exc:
+        _keep(run, "failed", None, error=str(exc))
+        raise
+    _keep(run, "done", out)
+    _print_json({"run_id": run.id, "out": str(out or folder), "title": run.plan.title, **run.video,
+                 "score": run.score, "baseline": run.baseline,
+                 "timings": run.to_dict()["timings"]})
 
 
 def cmd_run(args) -> int:
@@ -105,18 +165,15 @@ def cmd_run(args) -> int:
         from popcorn.video import parallel
 
         parallel.check(args.video, args.gpus)
-        planned = pipeline.make_plans(_settings(args), progress=_stderr_progress, quick=True)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        pipeline.write_run_json(planned, out)
-        plan_file = out / "plan.json"
-        plan_file.write_text(json.dumps(planned.plan.to_dict(), ensure_ascii=False), encoding="utf-8")
-        return parallel.relaunch(["render", "--plan", str(plan_file), "--video", args.video, "--out", str(out),
-                                  "--seed", str(args.seed), "--memory-mode", args.memory_mode, "--speed", args.speed,
-                                  "--gpus", str(args.gpus)], args.gpus)
-    run = pipeline.run(_settings(args), Path(args.out), progress=_stderr_progress, quick=True)
-    _print_json({"out": str(args.out), "title": run.plan.title, "video": run.video.get("video"),
-                 "score": run.score, "baseline": run.baseline, "timings": run.to_dict()["timings"]})
+        planned = _plan_run(args)
+        folder = _keep(planned, "planned", None)
+        plan_file = folder / "plan.json"
+        plan_file.write_text(json.dumps({**planned.plan.to_dict(), "run_id": planned.id}, ensure_ascii=False),
+                             encoding="utf-8")
+        return parallel.relaunch(["render", "--plan", str(plan_file), "--video", args.video, "--seed", str(args.seed),
+                                  "--memory-mode", args.memory_mode, "--speed", args.speed, "--gpus", str(args.gpus)]
+                                 + (["--out", args.out] if args.out else []), args.gpus)
+    _render(_plan_run(args), args.out)
     return 0
 
 
@@ -223,24 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="popcorn", description="Popcorn: a one-line idea -> a popular micro-video.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plan", help="write a plan (title, cover prompt, video prompt)")
+    p = sub.add_parser("plan", help="write a plan (title, cover prompt, video prompt); the run is stored")
     _add_plan_options(p)
+    p.add_argument("--video", default="storyboard",
+                   help="the video model the plan is written for: its video prompt fits that model's text encoder")
     p.add_argument("--candidates", type=int, default=1, help="write N plans and rank them by predicted popularity")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="also copy the run's run.json into this folder")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("render", help="render a plan into video.mp4 + cover.png + run.json")
-    p.add_argument("--plan", required=True)
+    p = sub.add_parser("render", help="render a plan into video.mp4 + cover.png + run.json; the run is stored")
+    p.add_argument("--plan", required=True, help="a plan JSON file (as `plan --json` prints it) or a stored run's id")
     _add_video_options(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="also copy the run's files into this folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-score", action="store_true", help="skip the popularity score")
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("run", help="plan, render, compose and score one query")
+    p = sub.add_parser("run", help="plan, render, compose and score one query; the run is stored")
     _add_plan_options(p)
     _add_video_options(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="also copy the run's files into this folder")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("score", help="predicted popularity of a title + description")

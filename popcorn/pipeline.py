@@ -7,8 +7,11 @@
     compose   the title is overlaid; MP4 + cover + metadata are written
     score     h: predicted popularity of the result, next to the human-matched MicroLens baseline
 
-Each step is a plain function with typed inputs and outputs. `run()` chains them, times each, reports progress through
-one callback `progress(stage, fraction, message)`, and writes run.json. Failures are StageError naming the step.
+Each step is a plain function with typed inputs and outputs (the records of popcorn/types.py). `make_plans` (retrieve
+-> plan) and `render_run` (render -> compose -> score) are the only plan and render paths: `run()`, the CLI, the
+studio, a ZeroGPU slot and the batch all call them. They time each step, report progress through one callback
+`progress(stage, fraction, message)` and write run.json. The stage names are types.STAGES ("input" is `check`, before
+any work); every failure is a StageError naming one of them.
 """
 
 from __future__ import annotations
@@ -17,88 +20,62 @@ import json
 import os
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from popcorn.llm import prompts
-from popcorn.types import Plan, Retrieval, StageError
+from popcorn.llm.parse import TITLE_LIMIT, shorten_title
+from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, RENDER, RETRIEVE, SCORE, STAGES, STEPS, Plan, Retrieval, Run,
+                           Settings, StageError)
+from popcorn.video.base import check_memory_mode, check_speed
 
-STAGES = ("retrieve", "plan", "render", "compose", "score")
-MODES = ("basic", "pe")
+__all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
+           "StageError", "check", "compose", "fit_title", "make_plans", "plan_steps", "quick_note", "rank", "render",
+           "render_run", "render_steps", "retrieve", "run", "score", "score_run", "write_plan", "write_plans",
+           "write_run_json"]
 
 Progress = Callable[[str, float, str], None]
+# what run.json's plan holds beside the Plan's own fields: how it was written (write_plan's second value)
+PLAN_INFO = ("budget", "title_whole", "attempts", "usage")
 
 
 def _quiet(stage: str, fraction: float, message: str) -> None:
     pass
 
 
-@dataclass
-class Settings:
-    query: str
-    mode: str = "pe"
-    llm: str = "local"
-    video: str = "storyboard"
-    k: int = 10
-    router: str = "ours"
-    seed: int = 0
-    memory_mode: str = "auto"  # video: see popcorn/video/base.py
-    speed: str = "auto"  # video: see popcorn/video/speed.py
-    # a diffusers text-to-image model (hub id or folder) for cover.png; "" = the clip's best frame
-    cover_model: str = field(default_factory=lambda: os.environ.get("POPCORN_COVER_MODEL", ""))
-    candidates: int = 1
-    max_tokens: int = 0  # 0: from the plan schema's bounds (an answer can never need more)
-    temperature: float = 0.7
-    attempts: int = 3  # fresh samples of a plan before its failure is reported
-
-    def check(self) -> None:
-        if not prompts.clean_query(self.query):
-            raise StageError("input", "the query is empty", "type a one-line idea for the video")
-        if self.mode not in MODES:
-            raise StageError("input", f"unknown mode {self.mode!r}", f"use one of {MODES}")
-        if not 1 <= self.candidates <= 16:
-            raise StageError("input", f"candidates={self.candidates} is out of range", "use 1 to 16")
-        if not 1 <= self.attempts <= 10:
-            raise StageError("input", f"attempts={self.attempts} is out of range", "use 1 to 10")
-        from popcorn.video.base import check_memory_mode, check_speed
-
-        try:  # the video stage's own checks, asked before any work is done
-            self.memory_mode, self.speed = check_memory_mode(self.memory_mode), check_speed(self.speed)
-        except StageError as exc:
-            raise StageError("input", exc.message, exc.hint) from None
+def check(settings: Settings) -> Settings:
+    """The input stage: refuse what cannot run before any work is done (StageError('input', ...)); returns the
+    settings with the video options normalised."""
+    if not prompts.clean_query(settings.query):
+        raise StageError(INPUT, "the query is empty", "type a one-line idea for the video")
+    if settings.mode not in MODES:
+        raise StageError(INPUT, f"unknown mode {settings.mode!r}", f"use one of {MODES}")
+    if not 1 <= settings.candidates <= 16:
+        raise StageError(INPUT, f"candidates={settings.candidates} is out of range", "use 1 to 16")
+    if not 1 <= settings.attempts <= 10:
+        raise StageError(INPUT, f"attempts={settings.attempts} is out of range", "use 1 to 10")
+    try:  # the video stage's own checks, asked before any work is done
+        settings.memory_mode, settings.speed = check_memory_mode(settings.memory_mode), check_speed(settings.speed)
+    except StageError as exc:
+        raise StageError(INPUT, exc.message, exc.hint) from None
+    return settings
 
 
-@dataclass
-class Run:
-    """Everything one run produced; `to_dict()` is run.json."""
+def plan_steps(settings: Settings) -> tuple[str, ...]:
+    """The steps make_plans goes through for these settings, in order (for a progress bar)."""
+    return ((RETRIEVE,) if settings.mode == "pe" else ()) + (PLAN,) + ((SCORE,) if settings.candidates > 1 else ())
 
-    settings: Settings
-    id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
-    retrieval: Retrieval | None = None
-    plan: Plan | None = None
-    candidates: list[dict] = field(default_factory=list)  # best-of-N: plans with their predicted scores, best first
-    plan_info: dict = field(default_factory=dict)  # how the plan was written: budget, attempts, tokens, seconds
-    video: dict = field(default_factory=dict)  # what compose wrote (paths, size, fps, preview flag, notes)
-    score: dict = field(default_factory=dict)  # h of the result
-    baseline: dict = field(default_factory=dict)  # the human-matched MicroLens video(s)
-    timings: dict = field(default_factory=dict)  # stage -> seconds
-    notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "settings": self.settings.__dict__,
-            "plan": {**self.plan.to_dict(), **self.plan_info} if self.plan else None,
-            "retrieval": self.retrieval.to_dict() if self.retrieval else None,
-            "candidates": self.candidates,
-            "video": self.video,
-            "score": self.score,
-            "baseline": self.baseline,
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-            "notes": self.notes,
-        }
+def render_steps(with_score: bool = True) -> tuple[str, ...]:
+    """The steps render_run goes through, in order."""
+    return (RENDER, COMPOSE) + ((SCORE,) if with_score else ())
+
+
+def fit_title(title: str) -> str:
+    """A title cut to TITLE_LIMIT characters at a phrase break (as a plan's own title is), whitespace collapsed."""
+    title = " ".join(str(title or "").split())
+    return shorten_title(title, TITLE_LIMIT) if len(title) > TITLE_LIMIT else title
 
 
 # ------------------------------------------------------------------------------------------------------------ steps
@@ -120,14 +97,6 @@ def quick_note(retrieval: Retrieval | None) -> str:
             "and later plans use it)")
 
 
-def plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
-         max_tokens: int = 0, temperature: float = 0.7, video: str = "storyboard", attempts: int = 3,
-         progress: Callable[[float, str], None] | None = None) -> Plan:
-    """f(x): one plan from the LLM (see write_plan, which also says how the plan was written)."""
-    return write_plan(query, mode, llm, retrieval, seed=seed, max_tokens=max_tokens, temperature=temperature,
-                      video=video, attempts=attempts, progress=progress)[0]
-
-
 def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
                max_tokens: int = 0, temperature: float = 0.7, video: str = "storyboard", attempts: int = 3,
                progress: Callable[[float, str], None] | None = None) -> tuple[Plan, dict]:
@@ -141,19 +110,19 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
     progress(fraction, message) hears how far the answer has grown (at most twice a second); an exception it raises
     (Cancel) stops the LLM mid-answer."""
     from popcorn.llm import get_llm
-    from popcorn.llm.parse import TITLE_LIMIT, longest_sentences, max_chars, plan_schema, shorten_title
+    from popcorn.llm.parse import longest_sentences, max_chars, plan_schema
     from popcorn.video.budget import budget as video_budget
     from popcorn.video.budget import estimate_tokens
 
     backend = get_llm(llm)
     ok, reason = backend.available()
     if not ok:
-        raise StageError("plan", f"LLM {llm!r} cannot run here: {reason}", "pick another LLM (python -m popcorn llms)")
+        raise StageError(PLAN, f"LLM {llm!r} cannot run here: {reason}", "pick another LLM (python -m popcorn llms)")
     fit = video_budget(video)
     words = (fit.words_min, fit.words_max)
     if mode == "pe":
         if retrieval is None:
-            raise StageError("plan", "PE mode needs the retrieved references", "run the retrieve step first")
+            raise StageError(PLAN, "PE mode needs the retrieved references", "run the retrieve step first")
         messages = prompts.pe_messages(query, retrieval, words)
     else:
         messages = prompts.basic_messages(query, words)
@@ -209,7 +178,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         }
         return the_plan, info
     raise StageError(
-        "plan",
+        PLAN,
         f"the LLM {llm!r} gave no usable plan in {len(tries)} attempt(s): {last_problem}",
         "try again (each attempt draws a fresh answer), raise the attempts, or pick a larger LLM",
         raw=last_raw,
@@ -266,11 +235,11 @@ def render(the_plan: Plan, video: str, *, seed: int = 0, memory_mode: str = "aut
     generator = get_generator(video)
     ok, reason = generator.available()
     if not ok:
-        raise StageError("render", f"video model {video!r} cannot run here: {reason}",
+        raise StageError(RENDER, f"video model {video!r} cannot run here: {reason}",
                          "pick another video model, or 'storyboard' for a preview")
     request, notes = generator.snap(RenderRequest(prompt=the_plan.video_prompt, seed=seed,
                                                             memory_mode=memory_mode, speed=speed))
-    clip = generator.render(request, progress=lambda f, msg: progress("render", f, msg))
+    clip = generator.render(request, progress=lambda f, msg: progress(RENDER, f, msg))
     clip.notes = list(notes) + list(clip.notes)
     return clip
 
@@ -346,52 +315,71 @@ def _prepare_llm_meanwhile(name: str) -> None:
     thread.start()
 
 
-def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None, *,
-               quick: bool = False) -> Run:
-    """retrieve -> plan (x N candidates, ranked by h when N > 1). Fills and returns a Run. `quick`: see retrieve."""
-    settings.check()
+def write_plans(run: Run, progress: Progress = _quiet) -> Run:
+    """The plan step: settings.candidates plans (candidate i drawn with seed + i) for the run's query and references.
+    Fills run.plan and run.plan_info with the first; with several, run.candidates holds each as {"plan", "info"} until
+    make_plans ranks them. Plain values in and out (run.to_dict() crosses a process boundary whole), so make_plans can
+    have it run elsewhere (the studio: in a ZeroGPU slot when the LLM needs a GPU)."""
+    s = run.settings
+    written = []
+    for i in range(s.candidates):
+        progress(PLAN, i / s.candidates, f"plan {i + 1} of {s.candidates}")
+        the_plan, info = write_plan(
+            s.query, s.mode, s.llm, run.retrieval, seed=s.seed + i, max_tokens=s.max_tokens, temperature=s.temperature,
+            video=s.video, attempts=s.attempts,
+            progress=lambda f, msg, i=i: progress(PLAN, (i + f) / s.candidates, msg))
+        written.append((the_plan, info))
+        failed = len(info["attempts"]) - 1
+        if failed:
+            run.notes.append(f"plan {i + 1}: {failed} answer(s) drawn again ("
+                             + "; ".join(t["problem"] for t in info["attempts"] if t.get("problem")) + ")")
+    run.plan, run.plan_info = written[0]
+    run.candidates = [{"plan": p.to_dict(), "info": info} for p, info in written] if len(written) > 1 else []
+    return run
+
+
+def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None, *, quick: bool = False,
+               write: Callable[[Run, Progress], Run] = write_plans) -> Run:
+    """check -> retrieve -> plan (x N candidates, ranked by h when N > 1): the one plan path (the CLI, the studio, the
+    batch call it). Fills and returns `run` (a new Run when none is given).
+
+    `quick`: an interactive plan (see retrieve); while it is made, the studio's warm-up steps aside (foreground).
+    `write`: where the plan step runs: write_plans here, or a caller's function that has it run elsewhere and fills
+    `run` in place with what it returned (the studio's ZeroGPU slot); retrieval and ranking stay here."""
+    from popcorn.retrieval.index import foreground  # heavy (faiss), and needed only when a plan is made
+
+    check(settings)
     run = run or Run(settings)
     if len(settings.query) > prompts.MAX_QUERY_CHARS:
         run.notes.append(f"the query was cut to {prompts.MAX_QUERY_CHARS} characters")
-    if settings.mode == "pe":
-        _prepare_llm_meanwhile(settings.llm)
-        with _Timer(run, "retrieve", progress):
-            run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick)
-        if quick_note(run.retrieval):
-            run.notes.append(quick_note(run.retrieval))
-    with _Timer(run, "plan", progress):
-        plans, infos = [], []
-        for i in range(settings.candidates):
-            progress("plan", i / settings.candidates, f"plan {i + 1} of {settings.candidates}")
-            the_plan, info = write_plan(
-                settings.query, settings.mode, settings.llm, run.retrieval, seed=settings.seed + i,
-                max_tokens=settings.max_tokens, temperature=settings.temperature, video=settings.video,
-                attempts=settings.attempts,
-                progress=lambda f, msg, i=i: progress("plan", (i + f) / settings.candidates, msg))
-            plans.append(the_plan)
-            infos.append(info)
-            failed = len(info["attempts"]) - 1
-            if failed:
-                run.notes.append(f"plan {i + 1}: {failed} answer(s) drawn again ("
-                                 + "; ".join(t["problem"] for t in info["attempts"] if t.get("problem")) + ")")
-    if settings.candidates > 1:
-        with _Timer(run, "score", progress):
-            run.candidates = rank(plans)
-        best = next(i for i, p in enumerate(plans) if p.to_dict() == run.candidates[0]["plan"])
-        run.plan, run.plan_info = Plan.from_dict(run.candidates[0]["plan"]), infos[best]
-    else:
-        run.plan, run.plan_info = plans[0], infos[0]
+    with foreground() if quick else nullcontext():
+        if settings.mode == "pe":
+            _prepare_llm_meanwhile(settings.llm)
+            with _Timer(run, RETRIEVE, progress):
+                run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick)
+            if quick_note(run.retrieval):
+                run.notes.append(quick_note(run.retrieval))
+        with _Timer(run, PLAN, progress):
+            write(run, progress)
+    if run.candidates:
+        written = [(Plan.from_dict(c["plan"]), c["info"]) for c in run.candidates]
+        with _Timer(run, SCORE, progress):
+            run.candidates = rank([p for p, _ in written])
+        best = next(i for i, (p, _) in enumerate(written) if p.to_dict() == run.candidates[0]["plan"])
+        run.plan, run.plan_info = written[best]
     return run
 
 
 def render_run(run: Run, out_dir: Path, progress: Progress = _quiet, with_score: bool = True) -> Run:
-    """render -> compose -> score for a run that has a plan; writes out_dir/video.mp4, cover.png, run.json."""
+    """render -> compose -> score for a run that has a plan: the one render path (the CLI, the studio, a ZeroGPU slot
+    and the batch call it); writes out_dir/video.mp4, cover.png, run.json. `with_score` False: the score step is left
+    to score_run (the studio and the batch score outside the GPU slot, so a failing score never loses the video)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _Timer(run, "render", progress):
+    with _Timer(run, RENDER, progress):
         clip = render(run.plan, run.settings.video, seed=run.settings.seed, memory_mode=run.settings.memory_mode,
                       speed=run.settings.speed, progress=progress)
-    with _Timer(run, "compose", progress):
+    with _Timer(run, COMPOSE, progress):
         run.video = compose(clip, run.plan, out_dir, cover_model=run.settings.cover_model)
     if with_score:
         score_run(run, progress)
@@ -401,7 +389,7 @@ def render_run(run: Run, out_dir: Path, progress: Progress = _quiet, with_score:
 
 def score_run(run: Run, progress: Progress = _quiet) -> Run:
     """score a run's plan (and its video, when rendered): fills run.score and run.baseline."""
-    with _Timer(run, "score", progress):
+    with _Timer(run, SCORE, progress):
         run.score, run.baseline = score(run.plan, run.video.get("video"))
     return run
 

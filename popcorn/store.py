@@ -288,9 +288,12 @@ class Store:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._record(row) if row else None
 
-    def list_runs(self, limit: int = 50, visitor: str | None = None) -> list[dict]:
-        """The newest runs first (without their artifacts); only `visitor`'s when given."""
-        where, args = ("WHERE visitor = ? ", (visitor,)) if visitor is not None else ("", ())
+    def list_runs(self, limit: int = 50, visitor: str | list[str] | None = None) -> list[dict]:
+        """The newest runs first (without their artifacts); only `visitor`'s (or those of a list of visitors) when
+        given."""
+        makers = [visitor] if isinstance(visitor, str) else list(visitor or [])
+        where = f"WHERE visitor IN ({', '.join('?' * len(makers))}) " if visitor is not None else ""
+        args = tuple(makers) if visitor is not None else ()
         with self._connect() as conn:
             rows = conn.execute(f"SELECT * FROM runs {where}ORDER BY created DESC, rowid DESC LIMIT ?",
                                 (*args, int(limit)))

@@ -25,7 +25,7 @@ def test_small_batch_reports_progress_and_failures(tmp_path):
     summary = actions.small_batch("concrete\tPets\ta dog surfing", ["basic"], ["no-such-llm"], ["storyboard"], 1,
                                   str(tmp_path), progress=lambda done, total, msg: heard.append((done, total)))
     assert (summary["grid"], summary["failed"], summary["done"]) == (1, 1, 0)
-    assert summary["failures"][0]["stage"] == "llm"
+    assert summary["failures"][0]["stage"] == "plan"
     assert heard[-1] == (3, 3)  # the failed run's render and score counted as skipped: the bar ends full
 
 

@@ -60,7 +60,7 @@ def test_comments_from_the_official_comment_file(tmp_path):
 def test_missing_files_give_a_clear_message(tmp_path):
     with pytest.raises(StageError) as err:
         load_raw_dir(tmp_path / "nope")
-    assert err.value.stage == "corpus" and "POPCORN_DATA_DIR" in str(err.value)
+    assert err.value.stage == "retrieve" and "POPCORN_DATA_DIR" in str(err.value)
     with pytest.raises(StageError, match="no title file"):
         load_raw_dir(tmp_path)
     _write(tmp_path, "MicroLens-100k_title_en.csv", "1, t\n")

@@ -91,7 +91,7 @@ def test_damaged_headers_fail_with_a_clear_message(tmp_path, damage, message):
     bad.write_bytes(damage(good))
     with pytest.raises(StageError) as info:
         gguf.verify(bad)
-    assert info.value.stage == "llm"
+    assert info.value.stage == "plan"
     assert "not a valid GGUF" in info.value.message and message in info.value.message
     assert "POPCORN_GGUF" in info.value.hint
 
@@ -235,7 +235,7 @@ def test_local_backends_report_availability_without_loading(tmp_path, monkeypatc
 def test_missing_file_is_a_stage_error(tmp_path):
     with pytest.raises(StageError) as info:
         gguf_file(str(tmp_path / "nope.gguf")).complete(MESSAGES, max_tokens=4)
-    assert info.value.stage == "llm" and "no GGUF file" in info.value.message
+    assert info.value.stage == "plan" and "no GGUF file" in info.value.message
 
 
 @pytest.mark.llm

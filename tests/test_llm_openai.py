@@ -68,7 +68,7 @@ def test_available_says_which_variable_is_missing(monkeypatch):
 def test_unavailable_backend_raises_a_stage_error_without_calling_out():
     with pytest.raises(StageError) as info:
         openai_llm().complete(MESSAGES)
-    assert info.value.stage == "llm" and "OPENAI_API_KEY" in str(info.value)
+    assert info.value.stage == "plan" and "OPENAI_API_KEY" in str(info.value)
 
 
 # --- scripted server: the paid APIs' behaviour ---------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_retries_are_bounded_and_the_error_says_what_happened(deepseek_env, monk
         deepseek_chat().complete(MESSAGES)
     assert len(deepseek_env.requests) == tries
     err = info.value
-    assert err.stage == "llm"
+    assert err.stage == "plan"
     assert "deepseek-chat" in err.message and f"HTTP {status} after {tries} tries" in err.message
     assert hint in err.hint
 

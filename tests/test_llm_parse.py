@@ -30,7 +30,7 @@ def test_corpus(name):
     if "error" in expected:
         with pytest.raises(StageError) as info:
             parse_plan(raw)
-        assert info.value.stage == "llm"
+        assert info.value.stage == "plan"
         assert expected["error"] in info.value.message
         assert info.value.raw == raw  # kept for display
         assert info.value.hint
@@ -69,7 +69,7 @@ def test_unrecoverable_answer_raises_stage_error_with_raw_text():
     for raw in ["", "   ", "I cannot do that.", '{"title": "Only a title"}', "```json\n{\n```"]:
         with pytest.raises(StageError) as info:
             parse_plan(raw)
-        assert info.value.stage == "llm"
+        assert info.value.stage == "plan"
         assert "could not read a plan" in info.value.message
         assert info.value.raw == raw
 

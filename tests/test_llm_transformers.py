@@ -102,7 +102,7 @@ def test_a_model_without_chat_template_is_a_clear_error(tmp_path, tiny_model_dir
     llm = TransformersLLM("t", "tiny", str(folder))
     with pytest.raises(StageError) as info:
         llm.complete(MESSAGES, max_tokens=2)
-    assert info.value.stage == "llm" and "no chat template" in info.value.message
+    assert info.value.stage == "plan" and "no chat template" in info.value.message
 
 
 def test_paper_models_need_cuda_here():

@@ -3,6 +3,7 @@ and the CLI around it."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def scripted_llm(monkeypatch, scripted_server):
 
 def test_unreadable_answer_is_drawn_again_with_a_fresh_seed_then_parsed(scripted_llm):
     scripted_llm.play(chat_reply("Sure! Here is a great idea for your video about noodles."), chat_reply(GOOD))
-    plan = pipeline.plan("street noodles at night", "basic", "openai-compatible", seed=0)
+    plan, _ = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=0)
     assert plan.title == "Midnight noodles in Bangkok"
     assert plan.reasoning == "hook first"
     assert len(scripted_llm.requests) == 2
@@ -58,7 +59,7 @@ def test_plan_reports_the_answer_growing_and_an_exception_stops_it():
             raise Stop()
 
     with pytest.raises(Stop):
-        pipeline.plan("street noodles at night", "basic", "smollm2", progress=progress, seed=3)
+        pipeline.write_plan("street noodles at night", "basic", "smollm2", progress=progress, seed=3)
     assert len(heard) == 2 and all("writing the plan" in m for _, m in heard)
     assert 0 < heard[0][0] <= heard[1][0] <= 0.95
     from popcorn.llm import get_llm
@@ -70,7 +71,7 @@ def test_plan_reports_the_answer_growing_and_an_exception_stops_it():
 def test_unreadable_answers_fail_naming_the_plan_stage_and_keep_the_raw_text(scripted_llm):
     scripted_llm.play(chat_reply("no plan here"), chat_reply("nothing either"), chat_reply("still nothing useful"))
     with pytest.raises(StageError) as err:
-        pipeline.plan("street noodles at night", "basic", "openai-compatible")
+        pipeline.write_plan("street noodles at night", "basic", "openai-compatible")
     assert err.value.stage == "plan" and "3 attempt(s)" in err.value.message
     assert err.value.raw == "still nothing useful"
     assert len(scripted_llm.requests) == 3
@@ -120,11 +121,12 @@ def test_render_compose_and_run_json_from_a_plan(tmp_path):
 
 
 @pytest.mark.llm
-def test_cli_plan_pe_json_with_the_local_model():
+def test_cli_plan_pe_json_with_the_local_model(tmp_path):
     """The issue's done-condition command, with the real embedded LLM and the real shared data."""
     out = subprocess.run(
         [sys.executable, "-m", "popcorn", "plan", "Create a video showcasing street food in Bangkok", "--mode", "pe",
-         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=1500)
+         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=1500,
+        env={**os.environ, "POPCORN_HOME": str(tmp_path / "home")})  # the run is stored there
     assert out.returncode == 0, out.stderr[-2000:]
     plan = json.loads(out.stdout)
     assert plan["mode"] == "pe" and plan["llm"] == "local"

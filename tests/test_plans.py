@@ -405,14 +405,14 @@ def test_the_backend_instance_cache_stays_bounded():
         first = llm_base.get_llm("dummy-bounded:0")
         for i in range(1, llm_base.MAX_INSTANCES + 8):
             llm_base.get_llm(f"dummy-bounded:{i}")
-        assert len(llm_base._INSTANCES) <= llm_base.MAX_INSTANCES
+        assert len(llm_base.LLMS.built()) <= llm_base.MAX_INSTANCES
         assert llm_base.get_llm("dummy-bounded:0") is not first  # dropped, built again
-        assert llm_base.get_llm(f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}") is \
-            llm_base._INSTANCES[f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}"]
+        kept = llm_base.get_llm(f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}")
+        assert llm_base.get_llm(f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}") is kept
+        assert llm_base.LLMS.built()[-1] == f"dummy-bounded:{llm_base.MAX_INSTANCES + 6}"  # most recently used last
     finally:
-        llm_base._REGISTRY.pop("dummy-bounded", None)
-        for key in [k for k in llm_base._INSTANCES if k.startswith("dummy-bounded")]:
-            del llm_base._INSTANCES[key]
+        llm_base.LLMS.unregister("dummy-bounded")
+    assert not [name for name in llm_base.LLMS.built() if name.startswith("dummy-bounded")]
 
 
 @pytest.mark.llm

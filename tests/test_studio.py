@@ -158,7 +158,7 @@ def test_plan_with_an_unusable_llm_says_why_and_keeps_the_run(home):
 def test_plan_with_an_unknown_llm_names_the_stage(home):
     with pytest.raises(studio.StudioError) as info:
         studio.plan_action("a cat", "basic", 10, "no-such-model")
-    assert str(info.value).startswith("Stage llm failed: unknown LLM backend 'no-such-model'")
+    assert str(info.value).startswith("Stage plan failed: unknown LLM backend 'no-such-model'")
 
 
 def test_bad_numbers_are_an_input_error(home):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from popcorn.pipeline import Settings
+from popcorn.pipeline import Settings, check
 from popcorn.types import StageError
 from popcorn.video import RenderRequest
 from popcorn.video.diffusers_base import DiffusersGenerator
@@ -158,11 +158,11 @@ def test_auto_speed_is_plain_on_cpu_and_fast_is_refused_with_offload():
 
 def test_settings_check_memory_mode_and_speed_before_any_work():
     with pytest.raises(StageError, match="unknown speed") as err:
-        Settings(query="street food", speed="ludicrous").check()
+        check(Settings(query="street food", speed="ludicrous"))
     assert err.value.stage == "input"
     with pytest.raises(StageError, match="unknown memory mode"):
-        Settings(query="street food", memory_mode="swap").check()
-    Settings(query="street food", memory_mode="sequential_offload", speed="plain").check()
+        check(Settings(query="street food", memory_mode="swap"))
+    check(Settings(query="street food", memory_mode="sequential_offload", speed="plain"))
 
 
 def test_cli_takes_memory_mode_and_speed():

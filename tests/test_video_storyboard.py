@@ -124,5 +124,4 @@ def test_register_adds_a_generator_in_one_line():
     finally:
         from popcorn.video import base
 
-        base._REGISTRY.pop("solid-test", None)
-        base._INSTANCES.pop("solid-test", None)
+        base.GENERATORS.unregister("solid-test")

@@ -8,7 +8,6 @@ and the storyboard under another name. They record the process they ran in.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import os
 import sys
@@ -126,9 +125,8 @@ def _private_registries(monkeypatch) -> None:
     import popcorn.llm.base as llm_base
     import popcorn.video.base as video_base
 
-    for module in (llm_base, video_base):
-        monkeypatch.setattr(module, "_REGISTRY", copy.copy(module._REGISTRY))
-        monkeypatch.setattr(module, "_INSTANCES", copy.copy(module._INSTANCES))
+    monkeypatch.setattr(llm_base, "LLMS", llm_base.LLMS.copy())
+    monkeypatch.setattr(video_base, "GENERATORS", video_base.GENERATORS.copy())
 
 
 @pytest.fixture
@@ -172,7 +170,7 @@ def test_plan_and_render_run_in_gpu_workers_and_the_rest_in_the_main_process(zer
     assert ("slot-llm", "slot-llm") in choices["llm"] and ("slot-video", "slot-video") in choices["video"]
 
     planned = studio.plan_action("a golden retriever puppy sees the sea", "pe", 10, "slot-llm", 0, 2, visitor="v")
-    assert [c["fn"] for c in spaces.CALLS] == ["plan_candidates"]
+    assert [c["fn"] for c in spaces.CALLS] == ["write_plans"]
     plan_call = spaces.CALLS[0]
     settings = studio.get_store().get_run(planned.run_id)["settings"]
     # 2 candidates x 3 draws x 700 tokens at 30 tokens/s, + 10 s
@@ -182,7 +180,7 @@ def test_plan_and_render_run_in_gpu_workers_and_the_rest_in_the_main_process(zer
     assert len(planned.candidates) == 2  # ranked by h here, after the slot
     rendered = studio.render_action(planned.run_id, planned.title, planned.cover_prompt, planned.video_prompt,
                                     "slot-video", 0, visitor="v")
-    assert [c["fn"] for c in spaces.CALLS] == ["plan_candidates", "render_clip"]
+    assert [c["fn"] for c in spaces.CALLS] == ["write_plans", "render_video"]
     render_call = spaces.CALLS[1]
     assert render_call["duration"] == zg.render_seconds("slot-video") and render_call["exit"] == 0
     with open(rendered.video, "rb") as f:

@@ -36,7 +36,7 @@ from popcorn import pipeline
 from popcorn.experiments.grid import RunSpec
 from popcorn.experiments.shard import Shard, current_shard
 from popcorn.store import Store
-from popcorn.types import Plan, Retrieval, StageError
+from popcorn.types import COMPOSE, RENDER, SCORE, StageError
 
 MAX_ATTEMPTS = 3
 TMP_DIR = ".tmp"
@@ -75,7 +75,8 @@ def standing(row: dict | None, max_attempts: int = MAX_ATTEMPTS) -> str:
     if row["status"] == "failed":
         if int(meta.get("attempts", 0)) >= max_attempts:
             return GIVEN_UP
-        stage = {"render": PLANNED, "compose": PLANNED, "score": RENDERED}.get((meta.get("failure") or {}).get("stage"))
+        # a failed stage (types.STAGES) is tried again from where it starts
+        stage = {RENDER: PLANNED, COMPOSE: PLANNED, SCORE: RENDERED}.get((meta.get("failure") or {}).get("stage"))
     if stage == RENDERED and _files_present(row):
         return RENDERED
     return PLANNED if stage in (PLANNED, RENDERED) and row.get("plan") else NEW
@@ -235,13 +236,8 @@ class BatchRunner:
         self.result.failures.append({"id": spec.key, "stage": exc.stage, "error": str(exc)[:300]})
 
     def _run_from_row(self, spec: RunSpec, row: dict) -> pipeline.Run:
-        run = pipeline.Run(spec.settings(), id=spec.key,
-                           retrieval=Retrieval.from_dict(row["retrieval"]) if row.get("retrieval") else None,
-                           plan=Plan.from_dict(row["plan"]) if row.get("plan") else None,
-                           candidates=list(row.get("candidates") or []), video=dict(row.get("video") or {}),
-                           timings=dict(row.get("timings") or {}), notes=list(row.get("notes") or []))
-        if run.plan is not None:  # what run.json keeps beside the plan's own fields (budget, attempts, usage)
-            run.plan_info = {k: v for k, v in row["plan"].items() if k not in run.plan.to_dict()}
+        run = pipeline.Run.from_dict(row)  # the plan with how it was written (budget, attempts, usage), its files
+        run.settings, run.id = spec.settings(), spec.key
         return run
 
     # ------------------------------------------------------------------------------------------------ files

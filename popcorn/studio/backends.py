@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import html
 
+from popcorn import llm, video
 from popcorn.serve import access, zerogpu
 from popcorn.types import StageError
 
 
 def _registry(kind: str):
-    if kind == "llm":
-        from popcorn.llm import get_llm, registered
-
-        return registered(), get_llm
-    from popcorn.video import get_generator, registered
-
-    return registered(), get_generator
+    return (llm.registered(), llm.get_llm) if kind == "llm" else (video.registered(), video.get_generator)
 
 
 def _check(backend) -> tuple[bool, str]:
@@ -70,12 +65,10 @@ def backend_choices() -> dict:
 
     {"llm": [(label, name)], "llm_default": name, "video": [...], "video_default": name, "custom": bool}
     """
-    from popcorn.llm import default_llm
-
     llms, videos = rows("llm"), rows("video")
     return {
-        "llm": _choices(llms), "llm_default": _default(llms, default_llm()),
-        "video": _choices(videos), "video_default": _default(videos, "storyboard"),
+        "llm": _choices(llms), "llm_default": _default(llms, llm.default_llm()),
+        "video": _choices(videos), "video_default": _default(videos, video.DEFAULT_VIDEO),
         "custom": access.custom_allowed(),
     }
 
@@ -96,8 +89,6 @@ def backend_info(kind: str, name: str) -> str:
     text = html.escape(getattr(backend, "description", "") or str(name))
     line = f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {html.escape(str(reason))}"
     if kind == "video":  # what the plan writes for it: the video prompt fitted to its text encoder
-        from popcorn.video.budget import describe
-
         # underscores escaped: the line is Markdown, and "__call__" would turn bold
-        line += f"\n\n📏 Prompt budget: {html.escape(describe(name)).replace('_', chr(92) + '_')}"
+        line += f"\n\n📏 Prompt budget: {html.escape(video.describe_budget(name)).replace('_', chr(92) + '_')}"
     return line

@@ -18,6 +18,8 @@ from popcorn.video.base import (
     register,
     registered,
 )
+from popcorn.video.budget import budget as prompt_budget
+from popcorn.video.budget import describe as describe_budget
 from popcorn.video.cogvideox import COGVIDEOX_2B, COGVIDEOX_5B
 from popcorn.video.diffusers_base import DiffusersGenerator, DiffusersSpec, FrameRule
 from popcorn.video.hunyuan import HUNYUAN
@@ -59,9 +61,11 @@ __all__ = [
     "FrameRule",
     "RenderRequest",
     "VideoGenerator",
+    "describe_budget",
     "first_available",
     "get_generator",
     "list_generators",
+    "prompt_budget",
     "register",
     "registered",
 ]

@@ -5,19 +5,20 @@ with a factory:
 
     register("ltx", lambda: DiffusersGenerator(LTX), "LTX-Video 0.9 (2B, Lightricks)")
 
-`get_generator("ltx")` builds it once and keeps it (so a loaded diffusers pipeline stays loaded). Factories must be
+`get_generator("ltx")` builds it once and keeps it (so a loaded diffusers pipeline stays loaded); the registry is
+popcorn/registry.py's, shared with the LLMs. Factories must be
 cheap: no weights are read and no network call is made before the first `render()`.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from popcorn.registry import Registry
 from popcorn.types import StageError
 
 Progress = Callable[[float, str], None]
@@ -169,69 +170,29 @@ def check_speed(speed: str) -> str:
     return speed
 
 
-def with_prompt(req: RenderRequest, prompt: str) -> RenderRequest:
-    return replace(req, prompt=prompt)
-
-
 # ----------------------------------------------------------------------------------------------------- registry
 
 
-@dataclass
-class _Entry:
-    name: str
-    factory: Callable[[], VideoGenerator]
-    description: str
-
-
-_REGISTRY: dict[str, _Entry] = {}
-_INSTANCES: dict[str, VideoGenerator] = {}
-_LOCK = threading.RLock()
+GENERATORS: Registry[VideoGenerator] = Registry(
+    "video generator", stage="render",
+    hint=lambda names: "use one of: " + ", ".join(names) + " (`python -m popcorn videos` lists them with what each "
+    "needs)")
 
 
 def register(name: str, factory: Callable[[], VideoGenerator], description: str = "") -> None:
     """Make a generator reachable as get_generator(name). Registering a name again replaces it."""
-    if not name or not name.strip():
-        raise ValueError("a generator needs a name")
-    with _LOCK:
-        _REGISTRY[name] = _Entry(name, factory, description)
-        _INSTANCES.pop(name, None)
+    GENERATORS.register(name, factory, description)
 
 
 def registered() -> list[str]:
-    return list(_REGISTRY)
+    return GENERATORS.registered()
 
 
 def get_generator(name: str) -> VideoGenerator:
     """The generator called `name`, built once per process. Unknown names raise StageError('render', ...)."""
-    name = (name or "").strip()
-    with _LOCK:
-        if name in _INSTANCES:
-            return _INSTANCES[name]
-        entry = _REGISTRY.get(name)
-        if entry is None:
-            raise StageError(
-                "render",
-                f"unknown video generator {name!r}",
-                "use one of: " + ", ".join(_REGISTRY) + " (`python -m popcorn videos` lists them with what each needs)",
-            )
-        generator = entry.factory()
-        generator.name = name
-        if not getattr(generator, "description", ""):
-            generator.description = entry.description
-        _INSTANCES[name] = generator
-        return generator
+    return GENERATORS.get(name)
 
 
 def list_generators() -> list[dict]:
     """[{"name", "description", "available", "reason"}] for every registered generator, in registration order."""
-    rows = []
-    for entry in list(_REGISTRY.values()):
-        description = entry.description
-        try:
-            generator = get_generator(entry.name)
-            description = description or generator.description
-            ok, reason = generator.available()
-        except Exception as exc:  # shown as unavailable, with why, instead of breaking the list
-            ok, reason = False, str(exc)
-        rows.append({"name": entry.name, "description": description, "available": bool(ok), "reason": reason})
-    return rows
+    return GENERATORS.rows()
