@@ -8,7 +8,8 @@ the model is loaded and the retrieval indexes are read: the figures are warm.
 For each mode it reports
   valid         share of prompts that got a plan (no StageError; title, cover and video prompt non-empty)
   whole_titles  share whose title was written within 50 characters (no cut needed)
-  in_budget     share whose video prompt fits the video model's text-encoder budget (popcorn/video/budget.py)
+  in_budget     share whose video prompt fits the video model's text-encoder budget (popcorn/video/budget.py) and says
+                at least its minimum of words; under_min / over_max count the prompts that miss either way
   routed        where the file gives a category: share of PE plans whose matched categories include it
   seconds       p50 / p90 of one plan (PE: retrieval + plan), with prompt / generated tokens (mean) and attempts
 Last line: plans valid=<float> whole_titles=<float> in_budget=<float> p50_s=<float> p90_s=<float> n=<int>
@@ -63,6 +64,12 @@ LEGACY_SCHEMA = {
 }
 
 
+
+def _lengths(fit, video_prompt: str) -> dict:
+    """Whether a video prompt is within its budget both ways (over the encoder's tokens, under the minimum words)."""
+    over, under = not fit.fits(video_prompt), not fit.long_enough(video_prompt)
+    return {"in_budget": not (over or under), "over_max": over, "under_min": under}
+
 def llama_build() -> str:
     """The instruction sets llama.cpp was compiled with (scripts/setup.sh builds for the CPU it runs on)."""
     try:
@@ -106,7 +113,7 @@ def new_plan(query: str, mode: str, llm: str, video: str, seed: int) -> dict:
     return {
         "valid": bool(plan.title and plan.cover_prompt and plan.video_prompt and len(plan.title) <= TITLE_LIMIT),
         "whole_title": bool(info.get("title_whole")),
-        "in_budget": video_budget(video).fits(plan.video_prompt),
+        **_lengths(video_budget(video), plan.video_prompt),
         "matched": list(plan.matched_categories),
         "seconds": seconds,
         "prompt_tokens": usage.get("prompt_tokens"),
@@ -178,7 +185,7 @@ def legacy_plan(query: str, mode: str, llm: str, video: str, seed: int, template
     return {
         "valid": bool(fields["title"] and fields["cover_prompt"] and fields["video_prompt"]),
         "whole_title": len(raw["title"]) <= TITLE_LIMIT,
-        "in_budget": video_budget(video).fits(fields["video_prompt"]),
+        **_lengths(video_budget(video), fields["video_prompt"]),
         "matched": list(retrieval.matched_categories) if retrieval else [],
         "seconds": seconds,
         **total,
@@ -206,6 +213,8 @@ def summary(rows: list[dict], categories: list[str]) -> dict:
         "valid": sum(r["valid"] for r in rows) / n if n else float("nan"),
         "whole_titles": sum(bool(r.get("whole_title")) for r in rows) / n if n else float("nan"),
         "in_budget": sum(bool(r.get("in_budget")) for r in rows) / n if n else float("nan"),
+        "under_min": sum(bool(r.get("under_min")) for r in rows),
+        "over_max": sum(bool(r.get("over_max")) for r in rows),
         "routed": sum(routed) / len(routed) if routed else float("nan"),
         "p50_s": percentile(secs, 0.5),
         "p90_s": percentile(secs, 0.9),
@@ -220,7 +229,8 @@ def summary(rows: list[dict], categories: list[str]) -> dict:
 
 def show(label: str, s: dict) -> None:
     print(f"{label:<16} n={s['n']:<3} valid={s['valid']:.3f} whole_titles={s['whole_titles']:.3f} "
-          f"in_budget={s['in_budget']:.3f} routed={s['routed']:.3f} p50={s['p50_s']:.1f}s p90={s['p90_s']:.1f}s | "
+          f"in_budget={s['in_budget']:.3f} (under_min={s['under_min']} over_max={s['over_max']}) "
+          f"routed={s['routed']:.3f} p50={s['p50_s']:.1f}s p90={s['p90_s']:.1f}s | "
           f"prompt {s['prompt_tokens']:.0f} tok ({s['prompt_eval_tokens']:.0f} evaluated, {s['prompt_eval_s']:.1f}s) "
           f"generated {s['completion_tokens']:.0f} tok ({s['generation_s']:.1f}s) attempts {s['attempts']:.2f}",
           flush=True)

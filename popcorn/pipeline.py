@@ -29,6 +29,7 @@ from popcorn.llm.parse import TITLE_LIMIT, shorten_title
 from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, RENDER, RETRIEVE, SCORE, STAGES, STEPS, Plan, Retrieval, Run,
                            Settings, StageError)
 from popcorn.video.base import check_memory_mode, check_speed
+from popcorn.video.budget import count_words
 
 __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
            "StageError", "check", "compose", "fit_title", "make_plans", "plan_steps", "quick_note", "rank", "render",
@@ -148,11 +149,15 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         last_raw = completion.text
         problem, fields = _check_answer(completion.text, usage.get("finish_reason"), fit)
         if problem and fields and attempt + 1 == attempts:
-            # the last draw only overran the budget (the one problem that comes with fields): keep its whole
-            # sentences that fit rather than fail
-            fields["video_prompt"] = longest_sentences(fields["video_prompt"], fit.fits)
-            record["trimmed_to_budget"] = True
-            problem = "" if fields["video_prompt"] else problem
+            # the last draw's only problem is the video prompt's length (the one problem that comes with fields):
+            # keep its whole sentences that fit, or extend it with the plan's cover prompt, rather than fail
+            if fit.long_enough(fields["video_prompt"]):
+                fields["video_prompt"] = longest_sentences(fields["video_prompt"], fit.fits)
+                record["trimmed_to_budget"] = True
+            else:
+                fields["video_prompt"] = _extend(fields["video_prompt"], fields["cover_prompt"], fit)
+                record["extended_to_minimum"] = True
+            problem = "" if fields["video_prompt"] and fit.long_enough(fields["video_prompt"]) else problem
         record["problem"] = problem
         if problem:
             last_problem = problem
@@ -170,7 +175,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         )
         info = {
             "budget": {**fit.to_dict(), "estimated_tokens": estimate_tokens(the_plan.video_prompt),
-                       "words": len(the_plan.video_prompt.split())},
+                       "words": count_words(the_plan.video_prompt)},
             # written whole: not cut here, nor at its cap by a backend that writes field by field (local)
             "title_whole": title == fields["title"].strip() and "title" not in (usage.get("capped_fields") or []),
             "attempts": tries,
@@ -202,7 +207,17 @@ def _check_answer(text: str, finish_reason: str | None, fit) -> tuple[str, dict]
     if not fit.fits(fields["video_prompt"]):
         return (f"the video prompt is over the {fit.video} budget ({len(fields['video_prompt'].split())} words, "
                 f"{fit.tokens or fit.words_max} {'tokens' if fit.tokens else 'words'})"), fields
+    if not fit.long_enough(fields["video_prompt"]):
+        return (f"the video prompt is under the budget's minimum ({count_words(fields['video_prompt'])} words, "
+                f"at least {fit.words_min})"), fields
     return "", fields
+
+
+def _extend(video_prompt: str, cover_prompt: str, fit) -> str:
+    """A last draw's video prompt under the minimum, extended with the plan's own cover prompt (the opening frame it
+    describes), or "" when even that stays under the minimum or over the budget."""
+    extended = f"{video_prompt.rstrip()} Opening frame: {cover_prompt.strip()}"
+    return extended if fit.long_enough(extended) and fit.fits(extended) else ""
 
 
 def _sum_usage(tries: list[dict]) -> dict:

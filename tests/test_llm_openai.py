@@ -19,7 +19,7 @@ except ImportError:
 
 KEY = "sk-test-0123456789abcdefSECRET"
 PLAN_JSON = ('{"reasoning": "short pet clips do well", "title": "Cat vs Cucumber", '
-             '"cover_prompt": "a startled cat next to a cucumber", "video_prompt": "a cat jumps away from a cucumber"}')
+             '"cover_prompt": "a startled cat next to a cucumber", "video_prompt": "a cat turns, sees a cucumber behind it on the kitchen floor and jumps straight up in surprise while the camera holds a low, steady shot in warm evening light"}')
 MESSAGES = [
     {"role": "system", "content": "You plan short videos. Answer with one JSON object with the keys reasoning, "
                                   "title (at most 50 characters), cover_prompt and video_prompt."},

@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover - when tests/ is on sys.path directly
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = json.dumps({"reasoning": "hook first", "title": "Midnight noodles in Bangkok",
                    "cover_prompt": "a steaming wok under neon light",
-                   "video_prompt": "A vendor tosses noodles in a flaming wok at night, slow push-in, neon glow."})
+                   "video_prompt": "A vendor tosses noodles in a flaming wok at night; steam curls past red lanterns "
+                                   "as the camera pushes in slowly, neon light flickering on wet pavement."})
 
 
 @pytest.fixture

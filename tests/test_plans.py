@@ -429,3 +429,41 @@ def test_one_loaded_gguf_per_process_by_default(qwen_path):
     assert local.load_model(small)[0] is tiny
     again, _ = local.load_model(qwen_path)
     assert again is not big and len(local.loaded()) == 1
+
+
+# --- the budget's minimum: a video prompt too short to describe motion is drawn again, like one over the maximum ---
+
+
+def test_an_under_minimum_video_prompt_is_drawn_again(scripted_llm):
+    short = "A wok flames at night."  # 5 words: under the minimum every budget states
+    scripted_llm.play(chat_reply(plan_json(video_prompt=short)), chat_reply(plan_json()))
+    the_plan, info = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1, video="ltx")
+    assert the_plan.video_prompt == VIDEO
+    assert "under the budget's minimum (5 words, at least 25)" in info["attempts"][0]["problem"]
+    assert info["budget"]["words"] >= info["budget"]["words_min"]
+
+
+def test_the_last_draw_under_the_minimum_is_extended_with_the_plans_cover_prompt(scripted_llm):
+    short = "A vendor tosses noodles in a flaming wok while the camera pushes in."  # 13 words
+    cover = "a steaming wok under red lanterns at a night market, neon reflections on wet pavement, close-up, cinematic"
+    scripted_llm.play(chat_reply(plan_json(video_prompt=short, cover_prompt=cover)))
+    the_plan, info = pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1,
+                                         video="ltx", attempts=1)
+    assert the_plan.video_prompt == f"{short} Opening frame: {cover}"
+    assert vb.budget("ltx").long_enough(the_plan.video_prompt) and vb.budget("ltx").fits(the_plan.video_prompt)
+    assert info["attempts"][0]["extended_to_minimum"]
+
+
+def test_a_last_draw_too_short_even_when_extended_fails_the_plan_stage(scripted_llm):
+    scripted_llm.play(chat_reply(plan_json(video_prompt="A wok flames.", cover_prompt="a wok, close-up")))
+    with pytest.raises(StageError) as err:
+        pipeline.write_plan("street noodles at night", "basic", "openai-compatible", seed=1, video="ltx", attempts=1)
+    assert err.value.stage == "plan" and "minimum" in err.value.message
+
+
+def test_words_are_counted_across_languages():
+    assert vb.count_words("A vendor tosses noodles") == 4
+    assert vb.count_words("夜市的炒面在锅里翻滚") == 7  # 10 characters / 1.5
+    assert vb.count_words("LTX 视频：夜市") == 1 + 3  # "LTX" and the CJK characters (the colon is a separator)
+    sixty = "镜头缓缓推近" * 10
+    assert vb.budget("ltx").long_enough(sixty) and not vb.budget("ltx").long_enough("夜市炒面")

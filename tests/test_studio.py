@@ -241,7 +241,7 @@ def test_plan_pe_with_a_huge_query_through_a_paid_api_stand_in(home, monkeypatch
     monkeypatch.setenv("DEEPSEEK_BASE_URL", scripted_server.base_url)
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-SECRET-0123456789")
     plan_json = ('{"title": "First snow, first zoomies", "cover_prompt": "a kitten in fresh snow", '
-                 '"video_prompt": "A kitten steps into snow for the first time and leaps."}')
+                 '"video_prompt": "A kitten steps into fresh snow for the first time, sniffs it, then leaps and rolls as the camera follows low at its eye level in soft morning light."}')
     scripted_server.play(chat_reply(plan_json, reasoning="Popular cat clips show a <first> reaction.",
                                     model="deepseek-reasoner"))
     query = "猫咪第一次看到雪 " + "雪" * 3000

@@ -92,7 +92,7 @@ class SlotLLM:
         _log("llm-complete")
         slow = "slowly" in messages[-1]["content"]
         plan = json.dumps({"title": f"Sea puppy, take {seed}", "cover_prompt": "a puppy on a beach",
-                           "video_prompt": "A puppy runs into a small wave, jumps back, barks at the sea."})
+                           "video_prompt": "A puppy runs into a small wave, jumps back, barks at the sea, then runs in again as the camera follows low along the wet sand at sunset."})
         text = ""
         for i in range(400 if slow else 1):
             text = plan[: max(1, len(plan) * (i + 1) // (400 if slow else 1))]

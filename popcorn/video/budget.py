@@ -57,6 +57,10 @@ class Budget:
     words_max: int  # the video prompt's range in the template
     max_chars: int  # the constrained decoder's maxLength for the video prompt
 
+    def long_enough(self, text: str) -> bool:
+        """Whether `text` says at least words_min words (a CJK prompt counted as words by count_words)."""
+        return count_words(text) >= self.words_min
+
     def fits(self, text: str) -> bool:
         """Whether `text` fits the budget by the conservative estimate (and the word cap where no budget is known)."""
         if self.tokens is None:
@@ -65,6 +69,19 @@ class Budget:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+CJK_CHARS_PER_WORD = 1.5  # a Chinese word is 1-2 characters; an English word's worth of meaning takes ~1.5
+
+
+def count_words(text: str) -> int:
+    """Words in `text`, for a length in words that holds across languages: space-separated words of the text without
+    its CJK characters, plus the CJK characters / CJK_CHARS_PER_WORD (Chinese and Japanese put no spaces between
+    words, so a Chinese video prompt of 60 characters would otherwise count as one word)."""
+    cjk = len(_CJK.findall(text))
+    words = [w for w in _CJK.sub(" ", text).split() if any(ch.isalnum() for ch in w)]  # not lone punctuation
+    return len(words) + int(round(cjk / CJK_CHARS_PER_WORD))
 
 
 def estimate_tokens(text: str) -> int:
