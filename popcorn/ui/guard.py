@@ -182,8 +182,9 @@ class Guard:
         if scope["method"] == "OPTIONS" and allowed_origin and "access-control-request-method" in headers:
             return await _preflight(send, allowed_origin, headers.get("access-control-request-headers", ""))
 
+        broken: list[_Refused] = []  # a limit the body broke while the app was reading it
         try:
-            receive = self._bounded_body(scope, headers, receive)
+            receive = self._bounded_body(scope, headers, receive, broken)
         except _Refused as exc:
             return await _refuse(send, exc.status, exc.reason)
 
@@ -194,6 +195,8 @@ class Guard:
         state = {"started": False, "rewrite": False, "held": []}
 
         async def guarded_send(message):
+            if broken:  # the app's answer to a body it could not read (a 500): ours goes out instead
+                return
             if message["type"] == "http.response.start":
                 message = dict(message)
                 out = _response_headers(message.get("headers", []), cookie, allowed_origin)
@@ -223,13 +226,18 @@ class Guard:
             return await send(message)
 
         try:
-            return await self.app(scope, receive, guarded_send)
-        except _Refused as exc:  # the body broke a limit while the app was reading it
-            if not state["started"]:
-                return await _refuse(send, exc.status, exc.reason)
+            await self.app(scope, receive, guarded_send)
+        except _Refused:
+            pass
+        except Exception:
+            if not broken:
+                raise
+        if broken and not state["started"]:
+            await _refuse(send, broken[0].status, broken[0].reason)
 
-    def _bounded_body(self, scope, headers: dict[str, str], receive):
-        """`receive`, limited as the module's docstring says; _Refused at once when the declared length is over."""
+    def _bounded_body(self, scope, headers: dict[str, str], receive, broken: list):
+        """`receive`, limited as the module's docstring says; _Refused at once when the declared length is over,
+        later (also put in `broken`) when the body comes too slowly or holds too many files."""
         limits = access.request_limits()
         upload = scope["path"].rstrip("/") in UPLOAD_ROUTES
         cap = limits["upload_files"] * limits["file_bytes"] + limits["body"] if upload else limits["body"]
@@ -252,13 +260,15 @@ class Guard:
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(0.0, left))
             except asyncio.TimeoutError:
-                raise _Refused(408, "the request body was not sent in time") from None
+                broken.append(_Refused(408, "the request body was not sent in time"))
+                raise broken[-1] from None
             if boundary and message["type"] == "http.request":
                 seen = parts["tail"] + message.get("body", b"")
                 parts["n"] += seen.count(b"--" + boundary + b"\r\n")
                 parts["tail"] = seen[-(len(boundary) + 4):]
                 if parts["n"] > limits["upload_files"]:
-                    raise _Refused(413, f"an upload holds at most {limits['upload_files']} files")
+                    broken.append(_Refused(413, f"an upload holds at most {limits['upload_files']} files"))
+                    raise broken[-1]
             return message
 
         return bounded_receive
@@ -275,8 +285,11 @@ def _response_headers(headers, cookie: bytes, allowed_origin: str) -> list[tuple
     out = [(k.lower(), v) for k, v in headers]
     out = [(k, v) for k, v in out if k not in REQUEST_ONLY_HEADERS and not k.startswith(b"sec-")
            and not k.startswith(b"access-control-") and k not in (b"content-security-policy", b"x-frame-options")]
-    out += [(b"content-security-policy", content_security_policy().encode()),
-            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"strict-origin-when-cross-origin")]
+    out.append((b"content-security-policy", content_security_policy().encode()))
+    defaults = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"strict-origin-when-cross-origin"))
+    for name, value in defaults:
+        if not any(k == name for k, _ in out):  # a route's own (the study's no-referrer) is kept
+            out.append((name, value))
     if allowed_origin:
         out += [(b"access-control-allow-origin", allowed_origin.encode("latin-1")),
                 (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
