@@ -241,7 +241,7 @@ def test_a_strangers_file_is_refused_before_any_file_work_and_uploads_are_bounde
     data[at] = _filedata(path)
     data[0] = "a wrong secret"
     refused = _join(server, cookie, fn_index, data, headers={"x-forwarded-for": "192.0.2.50"})
-    assert refused.status_code == 403 and "only the studio's owner may send files" in refused.json()["detail"]
+    assert refused.status_code == 403 and "only the studio's owner may use this" in refused.json()["detail"]
     data[0] = SECRET
     accepted = _join(server, cookie, fn_index, data, headers={"x-forwarded-for": "192.0.2.51"})
     assert accepted.status_code == 200, accepted.text  # the owner's file goes on to the event
@@ -319,6 +319,15 @@ def test_a_runs_text_is_plain_text_for_the_visitor_and_the_owner_and_pages_work_
                 assert "![x](" in page.locator("#history").inner_text()
                 _no_injected_markup(page, attacker)
                 page.screenshot(path=str(ARTIFACTS / f"hostile_text_{who}.png"), full_page=True)
+                if who == "visitor":  # an error toast quoting what the visitor typed shows it as text too
+                    page.get_by_role("tab", name="Studio").click()
+                    tag = f"<img src=//{attacker.url[7:]}/toast.png>"
+                    _field(page, "llm").fill(tag)
+                    _field(page, "llm").press("Enter")
+                    page.locator("#plan-btn").click()
+                    toast = _wait(page, "the error toast", lambda: _error_toast(page), 120)
+                    assert tag in toast, toast
+                    assert page.locator("[data-testid='toast-body'] img").count() == 0
                 if who == "owner":  # the owner's own upload still reaches the Study tab's event (relative paths)
                     page.get_by_role("tab", name="Study").click()
                     _field(page, "study-secret").fill(SECRET)
@@ -357,6 +366,23 @@ def test_strangers_cannot_lock_the_owner_out(server):
     for _ in range(3):  # the owner, elsewhere, any number of times: right tries never count
         message = _call(server, cookie, owner_fn, [SECRET], {"x-forwarded-for": "198.51.100.2"})
         assert message["logs"] == ["Owner mode: the history shows every visitor's runs."], message["logs"]
+
+
+def test_guessing_through_the_study_tab_counts_per_address_too(server):
+    """The Study tab's events take the secret too: a stranger renewing their cookie for each guess is stopped after
+    the address's tries (before, each fresh visitor id had tries of its own), and the owner elsewhere is not."""
+    config = _config(server, _cookie(server))
+    listing = next(d["id"] for d in config["dependencies"]
+                   if [c["props"].get("type") for c in config["components"] if c["id"] in d["inputs"]] == ["password"]
+                   and d.get("api_name") != "on_owner")
+    stranger = {"x-forwarded-for": "203.0.113.80"}
+    for i in range(access.SECRET_TRIES["client"][0]):
+        refused = _join(server, _cookie(server), listing, [f"guess-{i}"], headers=stranger)
+        assert refused.status_code == 403 and "only the studio's owner may use this" in refused.text, refused.text
+    refused = _join(server, _cookie(server), listing, [SECRET], headers=stranger)
+    assert refused.status_code == 429 and "too many wrong admin secret tries" in refused.text
+    owner = _call(server, _cookie(server), listing, [SECRET], {"x-forwarded-for": "198.51.100.80"})
+    assert owner["success"], owner
 
 
 def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(monkeypatch):

@@ -6,9 +6,11 @@ Every way into the queue (the browser's /queue/join by fn_index, gradio_client's
 - 400 when the event does not exist (an unknown fn_index was an unhandled KeyError, HTTP 500, before);
 - 400 when a file input is a URL (Gradio would download it on the visitor's behalf, past the 10 MB upload limit) or
   a path outside Gradio's upload folder, unless the owner sets POPCORN_ALLOW_URL_FILES=1;
-- 403 on a public studio when an event that takes a file comes from someone who is not the owner: the owner signed
-  in (History -> Owner), or the admin secret in one of the event's password fields (one try against the limits of
-  popcorn.serve.access). So a stranger's file is never copied, hashed or parsed;
+- 403 on a public studio when an owner's event (one that takes a file, or has a password field: the Study tab's) comes
+  from someone who is not the owner: the owner signed in (History -> Owner), or the admin secret in the event's
+  password field (one try against the limits of popcorn.serve.access, per client address; 429 past them). So a
+  stranger's file is never copied, hashed or parsed, and a stranger's guesses count against their address however
+  often they renew their visitor id;
 - 429 with Retry-After on a public studio when the visitor (or their address) already has as many jobs queued or
   running as popcorn.serve.access.queue_limits() allows (the owner is exempt; a private studio has no such limit).
 """
@@ -25,6 +27,9 @@ from gradio.utils import get_upload_folder
 from popcorn.serve import access
 from popcorn.types import StageError
 
+# events that take the admin secret to sign in, counting their own tries (popcorn/ui/history.py); every other event
+# with a password field is the owner's (the Study tab's) and its secret is checked here, per client address
+SIGN_IN_EVENTS = {"on_owner"}
 URL_LIKE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//|\\\\)")
 
 
@@ -66,12 +71,12 @@ def file_refusal(data, upload_folder: Path) -> str:
     return ""
 
 
-def _who(request) -> tuple[str, str]:
-    """(visitor id, client address) of the request behind a queued event or a join."""
+def _who(request, session: str | None, user: str | None) -> tuple[str, str]:
+    """(visitor id, client address) of the request behind a queued event or a join (ids as popcorn.ui.requester's)."""
     cookies = getattr(request, "cookies", None) or {}
     headers = getattr(request, "headers", None) or {}
     client = getattr(request, "client", None)
-    return (access.visitor_id(cookies.get(access.COOKIE)),
+    return (access.visitor_id(cookies.get(access.COOKIE), session, user),
             access.client_address(getattr(client, "host", ""), headers.get("x-forwarded-for")))
 
 
@@ -88,7 +93,7 @@ def _retry_after(queue, fn) -> int:
     return max(5, min(600, round(timed.avg_time))) if timed and timed.count else 30
 
 
-async def check_join(queue, body, request) -> None:
+async def check_join(queue, body, request, username: str | None = None) -> None:
     """HTTPException when the join may not be queued (see the module's docstring); nothing when it may."""
     fns = queue.blocks.fns
     if not isinstance(body.fn_index, int) or body.fn_index not in fns:
@@ -100,24 +105,23 @@ async def check_join(queue, body, request) -> None:
         raise HTTPException(400, detail=reason)
     if not access.public():
         return
-    visitor, address = _who(request)
-    visitor = visitor or (f"s:{body.session_hash}" if body.session_hash else "")
+    visitor, address = _who(request, body.session_hash, username)
     owner = access.is_owner(visitor)
-    if any(True for _ in _files(data)) and not owner:
-        secrets = [v for c, v in zip(fn.inputs, data) if isinstance(c, gr.Textbox) and c.type == "password"]
+    secrets = [v for c, v in zip(fn.inputs, data) if isinstance(c, gr.Textbox) and c.type == "password"]
+    owners_only = any(True for _ in _files(data)) or (secrets and fn.name not in SIGN_IN_EVENTS)
+    if owners_only and not owner:
         try:
             ok = bool(secrets) and await access.admin_secret_ok_async(str(secrets[0] or ""), f"owner:{address}")
         except StageError as exc:
             raise HTTPException(429, detail=f"{exc.message}: {exc.hint}") from None
         if not ok:
-            raise HTTPException(403, detail="only the studio's owner may send files here: give the admin secret")
+            raise HTTPException(403, detail="only the studio's owner may use this: give the admin secret")
     if owner:
         return
     limits = access.queue_limits()
     mine = same_group = from_address = 0
     for event in _jobs(queue):
-        their_visitor, their_address = _who(event.request)
-        their_visitor = their_visitor or f"s:{event.session_hash}"
+        their_visitor, their_address = _who(event.request, event.session_hash, event.username)
         if their_visitor == visitor:
             mine += 1
             same_group += event.concurrency_id == fn.concurrency_id
@@ -135,7 +139,7 @@ def install(demo: gr.Blocks) -> None:
     push = queue.push
 
     async def checked_push(body, request, username):
-        await check_join(queue, body, request)
+        await check_join(queue, body, request, username)
         return await push(body=body, request=request, username=username)
 
     queue.push = checked_push

@@ -6,6 +6,7 @@ tab; each action is one try against popcorn.serve.access's limits. Participants 
 
 from __future__ import annotations
 
+import html
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -22,7 +23,7 @@ def _shown() -> Iterator[None]:
     try:
         yield
     except StudyError as exc:
-        raise gr.Error(exc.message, title="Study", print_exception=False) from None
+        raise gr.Error(html.escape(exc.message, quote=False), title="Study", print_exception=False) from None
 
 
 def on_create(secret, name, question, source, factor, a, b, pair_file, batch_dir, per_participant, checks,
