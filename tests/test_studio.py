@@ -9,6 +9,7 @@ import pytest
 
 from popcorn import studio
 from popcorn.store import Store
+from popcorn.studio.views import plain_markdown
 from popcorn.types import StageError
 
 try:
@@ -113,7 +114,7 @@ def test_references_table_and_why_from_a_retrieval(retriever):
     assert table["label"].tolist().count("popular") == 9 and table["label"].tolist().count("unpopular") == 1
     assert table["comments"].dtype.kind == "i"
     why = studio.why_markdown(retrieval, ["the query was cut to 2000 characters"])
-    assert "**Matched categories:** " + retrieval["matched_categories"][0] in why
+    assert "**Matched categories:** " + plain_markdown(retrieval["matched_categories"][0]) in why
     assert "9 popular and 1 unpopular" in why and "the query was cut" in why
 
 
@@ -249,7 +250,7 @@ def test_plan_pe_with_a_huge_query_through_a_paid_api_stand_in(home, monkeypatch
     assert (out.title, out.cover_prompt) == ("First snow, first zoomies", "a kitten in fresh snow")
     assert len(out.references) == 10
     assert "the query was cut to 2000 characters" in out.why
-    assert "Popular cat clips show a &lt;first&gt; reaction." in out.reasoning
+    assert "Popular cat clips show a \\<first\\> reaction\\." in out.reasoning  # model text stays text
     sent = scripted_server.requests[0]["json"]["messages"][-1]["content"]
     assert query[:2000] in sent and query[:2001] not in sent
     assert out.references["title"].iloc[0] in sent  # the references shown are the ones the LLM saw
