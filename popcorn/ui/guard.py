@@ -109,7 +109,8 @@ def content_security_policy() -> str:
     template with Function() ('unsafe-eval'); its theme's font comes from Google Fonts."""
     return "; ".join([
         "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
-        "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com", "font-src 'self' data: https://fonts.gstatic.com",
+        "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com",
+        "font-src 'self' data: https://fonts.gstatic.com",
         "img-src 'self' data: blob:", "media-src 'self' data: blob:", "connect-src 'self'", "worker-src 'self' blob:",
         "frame-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
         "frame-ancestors " + " ".join(access.frame_ancestors()),
