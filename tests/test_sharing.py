@@ -32,7 +32,8 @@ PLAN = ("Puppy meets the sea", "a golden retriever puppy on a beach at dawn",
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sharing")
     env = {"POPCORN_PUBLIC": "1", "POPCORN_ADMIN_SECRET": SECRET, "GRADIO_TEMP_DIR": str(tmp / "gradio"),
-           "POPCORN_BACKENDS": "", "POPCORN_ALLOW_CUSTOM_BACKENDS": ""}
+           "POPCORN_BACKENDS": "", "POPCORN_ALLOW_CUSTOM_BACKENDS": "",
+           "POPCORN_TRUSTED_PROXIES": "127.0.0.1"}  # so a test can guess from an address of its own
     with StudioServer(tmp / "home", "studio_sharing.log", env=env) as s:
         s.gradio_cache = tmp / "gradio"
         yield s
@@ -338,19 +339,29 @@ def test_the_public_api_offers_no_endpoint_across_visitors(server, visitors):
         client.predict(api_name="/on_history")  # the History tab's events are not on the API
 
 
-def _queue_call(server, cookie: str | None, fn_index: int, data: list, event_data: dict | None = None) -> dict:
+def _queue_call(server, cookie: str | None, fn_index: int, data: list, event_data: dict | None = None,
+                headers: dict | None = None) -> dict:
     """One event through Gradio's queue API by fn_index, as the browser sends it (private events are callable this
     way too); returns the process_completed message."""
-    import json
     import uuid
 
     session = uuid.uuid4().hex[:11]
-    with httpx.Client(base_url=server.url, cookies={access.COOKIE: cookie} if cookie else None, timeout=120) as c:
-        joined = c.post("/gradio_api/queue/join", json={"data": data, "event_data": event_data, "fn_index": fn_index,
-                                                        "trigger_id": None, "session_hash": session})
-        if joined.status_code != 200:
-            return {"success": False, "joined": joined.status_code, "output": joined.text}
-        logs = []  # gr.Info / gr.Warning messages
+    joined = httpx.post(server.url + "gradio_api/queue/join", headers=headers, timeout=120,
+                        cookies={access.COOKIE: cookie} if cookie else None,
+                        json={"data": data, "event_data": event_data, "fn_index": fn_index, "trigger_id": None,
+                              "session_hash": session})
+    if joined.status_code != 200:
+        return {"success": False, "joined": joined.status_code, "output": joined.text}
+    return queue_outcome(server, session, cookie)
+
+
+def queue_outcome(server, session: str, cookie: str | None, timeout: float = 900) -> dict:
+    """The process_completed message of the event joined under `session`, with its gr.Info / gr.Warning messages
+    ("logs")."""
+    import json
+
+    logs = []
+    with httpx.Client(base_url=server.url, cookies={access.COOKIE: cookie} if cookie else None, timeout=timeout) as c:
         with c.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
             for line in stream.iter_lines():
                 message = json.loads(line[5:]) if line.startswith("data:") else {}
@@ -358,7 +369,7 @@ def _queue_call(server, cookie: str | None, fn_index: int, data: list, event_dat
                     logs.append(message.get("log", ""))
                 if message.get("msg") == "process_completed":
                     return {**message, "logs": logs}
-    raise AssertionError(f"event {fn_index} did not complete")
+    raise AssertionError(f"the event of session {session} did not complete")
 
 
 def test_no_event_private_or_public_hands_a_stranger_another_visitors_run(server, visitors):
@@ -397,37 +408,43 @@ def test_no_event_private_or_public_hands_a_stranger_another_visitors_run(server
     assert {"on_history", "on_load"} <= succeeded, succeeded  # b's own history was read, and holds nothing of a's
 
 
-def test_admin_secret_tries_are_limited_per_visitor_and_per_server(monkeypatch):
+def test_admin_secret_tries_are_limited_per_client_and_right_ones_never_count(monkeypatch):
     from popcorn.types import StageError
 
     monkeypatch.setenv("POPCORN_ADMIN_SECRET", SECRET)
     monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(3, 900))
     monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(5, 900))
-    assert not access.sign_in_owner("c:guesser", "guess-1") and not access.sign_in_owner("c:guesser", "guess-2")
-    assert not access.sign_in_owner("c:guesser", "guess-3")
-    with pytest.raises(StageError, match="too many admin secret tries"):
-        access.sign_in_owner("c:guesser", SECRET)  # over the visitor's tries: not even the right secret is compared
-    assert not access.is_owner("c:guesser")
-    assert access.sign_in_owner("c:owner", SECRET) and access.is_owner("c:owner")  # the 5th try of the server
+    for _ in range(5):
+        assert access.sign_in_owner("c:owner", SECRET, "198.51.100.2")  # right tries never count
     access.sign_out_owner("c:owner")
-    with pytest.raises(StageError, match="too many admin secret tries"):
-        access.sign_in_owner("c:fresh-id", SECRET)  # a renewed visitor id does not renew the server's tries
+    for i in range(3):
+        assert not access.sign_in_owner(f"c:guesser-{i}", f"guess-{i}", "203.0.113.7")  # a fresh id each time
+    with pytest.raises(StageError, match="too many wrong admin secret tries"):
+        access.sign_in_owner("c:guesser-new", SECRET, "203.0.113.7")  # over: not even the right secret is compared
+    assert not access.is_owner("c:guesser-new")
+    assert access.sign_in_owner("c:owner", SECRET, "198.51.100.2") and access.is_owner("c:owner")  # elsewhere: in
+    access.sign_out_owner("c:owner")
 
 
 def test_admin_secret_guessing_over_the_queue_api_is_stopped(server):
-    """A stranger calling the History tab's private owner event by fn_index: refused after SECRET_TRIES, even with the
-    right secret then."""
+    """A stranger calling the History tab's private owner event by fn_index: refused after SECRET_TRIES from their
+    address, even with the right secret then; the owner, elsewhere, still signs in."""
     cookie = httpx.get(server.url, timeout=30).cookies[access.COOKIE]
     config = httpx.get(server.url + "config", cookies={access.COOKIE: cookie}, timeout=30).json()
     owner = next(d["id"] for d in config["dependencies"] if d.get("api_name", "").startswith("on_owner"))
-    tries = access.SECRET_TRIES["visitor"][0]
+    tries = access.SECRET_TRIES["client"][0]
+    stranger = {"x-forwarded-for": "203.0.113.70"}
     for i in range(tries):
-        message = _queue_call(server, cookie, owner, [f"guess-{i}"])
+        message = _queue_call(server, cookie, owner, [f"guess-{i}"], headers=stranger)
         assert message["success"] and message["output"]["data"][1]["data"] == []
         assert message["logs"] == ["That is not the admin secret."]
-    message = _queue_call(server, cookie, owner, [SECRET])
+    message = _queue_call(server, cookie, owner, [SECRET], headers=stranger)
     assert message["success"] and message["output"]["data"][1]["data"] == []  # the history stays the visitor's own
-    assert len(message["logs"]) == 1 and message["logs"][0].startswith("too many admin secret tries on this studio")
+    assert len(message["logs"]) == 1
+    assert message["logs"][0].startswith("too many wrong admin secret tries from your address")
+    other = httpx.get(server.url, timeout=30).cookies[access.COOKIE]
+    message = _queue_call(server, other, owner, [SECRET], headers={"x-forwarded-for": "198.51.100.70"})
+    assert message["logs"] == ["Owner mode: the history shows every visitor's runs."]
 
 
 # ------------------------------------------------------------------------------------------------ the History tab

@@ -1,6 +1,5 @@
 """The studio's functions, without a browser: real retrieval, real (tiny or embedded) LLMs, storyboard, real store."""
 
-import html
 import json
 import re
 from pathlib import Path
@@ -9,7 +8,13 @@ import pytest
 
 from popcorn import studio
 from popcorn.store import Store
+from popcorn.studio.views import plain_markdown
 from popcorn.types import StageError
+
+
+def plain_text_of(markdown: str) -> str:
+    """What a backslash-escaped Markdown line reads as."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 try:
     from tests.llm_server import chat_reply, scripted_server  # noqa: F401
@@ -94,15 +99,18 @@ def test_backend_choices_offer_every_backend_and_say_why_not(monkeypatch):
     assert choices["llm_default"] == "local" and choices["video_default"] == "storyboard"
     assert "cannot run here" in studio.backend_info("video", "ltx")
     # the video model's prompt budget is shown where it is picked (its text encoder reads 128 / 512 tokens)
-    assert "Prompt budget: ltx: its text encoder reads 128 tokens" in studio.backend_info("video", "ltx")
+    assert "Prompt budget: ltx: its text encoder reads 128 tokens" in plain_text_of(studio.backend_info("video", "ltx"))
     assert "reads 512 tokens" in studio.backend_info("video", "wan-1.3b")
     assert studio.backend_info("llm", "local").startswith("✅")
     typed = studio.backend_info("llm", "local:/nowhere/model.gguf")  # a name typed into the box: off by default
-    assert html.unescape(typed).startswith("⚠️ custom LLM backends like 'local:/nowhere/model.gguf' are switched off")
+    assert plain_text_of(typed).startswith("⚠️ custom LLM backends like 'local:/nowhere/model.gguf' are switched "
+                                           "off")
     monkeypatch.setenv("POPCORN_ALLOW_CUSTOM_BACKENDS", "1")  # the owner allows typed names
     typed = studio.backend_info("llm", "local:/nowhere/model.gguf")
-    assert "cannot run here" in typed and "/nowhere/model.gguf" in typed
-    assert studio.backend_info("video", "no-such-model").startswith("⚠️ unknown backend no-such-model")
+    assert "cannot run here" in typed and "/nowhere/model.gguf" in plain_text_of(typed)
+    unknown = studio.backend_info("video", "no-such-model")
+    assert plain_text_of(unknown).startswith("⚠️ unknown backend no-such-model")
+    assert not re.search(r"(?<!\\)<", studio.backend_info("llm", "<img src=//evil.example/x>"))  # stays text
 
 
 def test_references_table_and_why_from_a_retrieval(retriever):
@@ -113,7 +121,7 @@ def test_references_table_and_why_from_a_retrieval(retriever):
     assert table["label"].tolist().count("popular") == 9 and table["label"].tolist().count("unpopular") == 1
     assert table["comments"].dtype.kind == "i"
     why = studio.why_markdown(retrieval, ["the query was cut to 2000 characters"])
-    assert "**Matched categories:** " + retrieval["matched_categories"][0] in why
+    assert "**Matched categories:** " + plain_markdown(retrieval["matched_categories"][0]) in why
     assert "9 popular and 1 unpopular" in why and "the query was cut" in why
 
 
@@ -249,7 +257,7 @@ def test_plan_pe_with_a_huge_query_through_a_paid_api_stand_in(home, monkeypatch
     assert (out.title, out.cover_prompt) == ("First snow, first zoomies", "a kitten in fresh snow")
     assert len(out.references) == 10
     assert "the query was cut to 2000 characters" in out.why
-    assert "Popular cat clips show a &lt;first&gt; reaction." in out.reasoning
+    assert "Popular cat clips show a \\<first\\> reaction\\." in out.reasoning  # model text stays text
     sent = scripted_server.requests[0]["json"]["messages"][-1]["content"]
     assert query[:2000] in sent and query[:2001] not in sent
     assert out.references["title"].iloc[0] in sent  # the references shown are the ones the LLM saw

@@ -21,7 +21,7 @@ from popcorn.ui import study as tab  # noqa: E402
 @pytest.fixture(autouse=True)
 def fresh_secret_tries(monkeypatch):
     """The admin secret's try limits (popcorn.serve.access) are per process: each test starts with its own."""
-    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["visitor"]))
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["client"]))
     monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(*access.SECRET_TRIES["server"]))
 
 

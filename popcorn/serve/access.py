@@ -10,7 +10,10 @@ Visitors
     "s:<session hash>".
 Owner
     POPCORN_ADMIN_SECRET set: a visitor who gives it (compared with hmac.compare_digest, never logged) sees every run.
-    Tries are limited per visitor and per server (SECRET_TRIES).
+    A right try never counts. Wrong tries are limited per client address (SECRET_TRIES["client"]; `client_address`
+    believes X-Forwarded-For only from the proxies in POPCORN_TRUSTED_PROXIES); past SECRET_TRIES["server"] wrong
+    tries on the whole server, every try waits a little longer before it is compared (a backoff up to
+    SECRET_BACKOFF_MAX seconds): guessing slows down, the right secret is still accepted.
 Backends
     POPCORN_BACKENDS: the LLM and video names remote callers may choose (comma-separated; "*" = all registered).
     Default: all registered on a studio bound to this machine only (127.0.0.1), "local,storyboard" on a public one
@@ -24,15 +27,18 @@ Paid backends (API keys of the owner)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable
 
 from popcorn import config
 from popcorn.types import StageError
@@ -116,30 +122,119 @@ def owner_mode_enabled() -> bool:
     return bool(os.environ.get("POPCORN_ADMIN_SECRET", ""))
 
 
-def admin_secret_ok(secret, who: str) -> bool:
-    """Is `secret` POPCORN_ADMIN_SECRET? Compared in constant time (digests, so the length is not timed either), never
-    logged. Each try counts against `who` and against the server as a whole (a visitor id is free to renew): over
-    SECRET_TRIES, StageError('input') with the wait, and the secret is not compared."""
-    expected = os.environ.get("POPCORN_ADMIN_SECRET", "")
-    if not expected:
-        return False
-    for key, limiter in (("server", _SECRET_TRIES_SERVER), (who or "anonymous", _SECRET_TRIES)):
-        wait = limiter.take(key)
-        if wait:
-            raise StageError("input", "too many admin secret tries on this studio",
-                             f"try again in {max(1, round(wait / 60))} minutes")
+def _secret_matches(secret, expected: str) -> bool:
+    # digests, so the length is not timed either; bytes, so non-ASCII text is no exception
     given = hashlib.sha256(str(secret or "").encode(errors="replace")).digest()
     return hmac.compare_digest(given, hashlib.sha256(expected.encode()).digest())
 
 
-def sign_in_owner(visitor: str, secret: str) -> bool:
-    """True (and `visitor` becomes the owner for this server's life) when `secret` is POPCORN_ADMIN_SECRET
-    (admin_secret_ok: StageError when there were too many tries)."""
-    if not visitor or not admin_secret_ok(secret, visitor):
+def _reserve_secret_try(client: str) -> float:
+    """Count one try against `client` and the server before comparing (so tries sent at once all count), and return
+    the server's backoff in seconds; StageError('input') with the wait when `client` is over its wrong tries."""
+    wait = _SECRET_TRIES.take(client or "anonymous")
+    if wait:
+        raise StageError("input", "too many wrong admin secret tries from your address",
+                         f"try again in {max(1, math.ceil(wait / 60))} minutes")
+    _SECRET_TRIES_SERVER.add("server")
+    free, _ = SECRET_TRIES["server"]
+    over = _SECRET_TRIES_SERVER.count("server") - free
+    return min(SECRET_BACKOFF_MAX, SECRET_BACKOFF_STEP * over) if over > 0 else 0.0
+
+
+def _settle_secret_try(secret, client: str) -> bool:
+    """Compare; a right try is taken back from both counts (it never counts)."""
+    ok = _secret_matches(secret, os.environ.get("POPCORN_ADMIN_SECRET", ""))
+    if ok:
+        _SECRET_TRIES.give_back(client or "anonymous")
+        _SECRET_TRIES_SERVER.give_back("server")
+    return ok
+
+
+def admin_secret_ok(secret, client: str) -> bool:
+    """Is `secret` POPCORN_ADMIN_SECRET? Compared in constant time, never logged. `client` is who is counted (an
+    address from `client_address`): over its wrong tries, StageError('input') with the wait and nothing is compared.
+    Past the server's free wrong tries, the answer comes after the backoff (this thread sleeps; async callers use
+    admin_secret_ok_async)."""
+    if not owner_mode_enabled():
         return False
+    delay = _reserve_secret_try(client)
+    if delay:
+        time.sleep(delay)
+    return _settle_secret_try(secret, client)
+
+
+async def admin_secret_ok_async(secret, client: str) -> bool:
+    """admin_secret_ok for an event loop: the backoff is awaited, holding no worker thread."""
+    if not owner_mode_enabled():
+        return False
+    delay = _reserve_secret_try(client)
+    if delay:
+        await asyncio.sleep(delay)
+    return _settle_secret_try(secret, client)
+
+
+PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")  # where a Space's own proxy sits
+
+
+def trusted_proxies(configured: Iterable[str] | None = None) -> list:
+    """The proxies whose X-Forwarded-For is believed, as networks (an address is a /32 or /128; a range such as
+    10.0.0.0/8 is allowed; "*" is any peer): `configured`, else POPCORN_TRUSTED_PROXIES (comma-separated). On a
+    Hugging Face Space (SPACE_ID set) with none configured: the private ranges, where the Space's proxy sits (no client
+    from the internet reaches the app from a private address). Malformed entries trust nothing."""
+    if configured is None:
+        raw = os.environ.get("POPCORN_TRUSTED_PROXIES", "")
+        configured = raw.split(",") if raw.strip() else (PRIVATE_NETS if os.environ.get("SPACE_ID") else ())
+    nets = []
+    for entry in (str(e).strip() for e in configured):
+        if entry == "*":
+            nets += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue
+    return nets
+
+
+def _is_proxy(address: str, proxies: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in proxies)
+
+
+def client_address(peer: str | None, forwarded_for: str | None = None, proxies: list | None = None) -> str:
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the right-most X-Forwarded-For address
+    that is not itself a trusted proxy (proxies append: anything left of that is what the client claimed). A
+    forwarded address from anyone else is ignored: a client cannot pick its own address by sending the header.
+    (Uvicorn must run with proxy_headers=False, else it rewrites the peer from the header first.)"""
+    peer = str(peer or "")
+    proxies = trusted_proxies() if proxies is None else proxies
+    if not forwarded_for or not _is_proxy(peer, proxies):
+        return peer
+    for hop in reversed([h.strip() for h in str(forwarded_for).split(",") if h.strip()]):
+        if not _is_proxy(hop, proxies):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a malformed entry: the proxy's own address is all we can vouch for
+    return peer
+
+
+def sign_in_owner(visitor: str, secret: str, client: str | None = None) -> bool:
+    """True (and `visitor` becomes the owner for this server's life) when `secret` is POPCORN_ADMIN_SECRET; tries
+    count against `client` (default: the visitor id). StageError when `client` had too many wrong tries."""
+    if not visitor or not admin_secret_ok(secret, client or visitor):
+        return False
+    make_owner(visitor)
+    return True
+
+
+def make_owner(visitor: str) -> None:
+    """`visitor` sees every run for this server's life (after a right secret: admin_secret_ok*)."""
     with _OWNERS_LOCK:
         _OWNERS.add(visitor)
-    return True
 
 
 def sign_out_owner(visitor: str) -> None:
@@ -232,6 +327,23 @@ class RateLimiter:
                 return 0.0
             return calls[over - 1] + self.window - now if n <= self.limit else float("inf")
 
+    def count(self, key: str, now: float | None = None) -> int:
+        """Calls under `key` in the current window."""
+        self.wait(key, 0, now)  # drops the expired ones
+        with self._lock:
+            return len(self._calls[key])
+
+    def add(self, key: str, now: float | None = None) -> None:
+        """Count one call whatever the limit (a counter for backoff, not a gate)."""
+        with self._lock:
+            self._calls[key].append(time.monotonic() if now is None else now)
+
+    def give_back(self, key: str) -> None:
+        """Uncount the latest call under `key` (a try that turned out not to count)."""
+        with self._lock:
+            if self._calls[key]:
+                self._calls[key].pop()
+
     def take(self, key: str, n: int = 1, now: float | None = None) -> float:
         """Count `n` calls; returns 0 when allowed, else the seconds until they are allowed (nothing counted)."""
         now = time.monotonic() if now is None else now
@@ -242,11 +354,12 @@ class RateLimiter:
             return wait
 
 
-# admin secret tries (admin_secret_ok): per visitor, and for the whole server against visitors who renew their id;
-# 60 tries per 15 minutes is ~5,800 a day: nothing against a long random secret (docs/DEPLOY.md), and a lock-out of
-# the owner's web sign-in for at most 15 minutes while someone guesses
-SECRET_TRIES = {"visitor": (10, 900.0), "server": (60, 900.0)}
-_SECRET_TRIES = RateLimiter(*SECRET_TRIES["visitor"])
+# admin secret tries (admin_secret_ok): wrong tries per client address (10 per 15 minutes), and, for the whole
+# server, 60 wrong tries per 15 minutes before every try waits SECRET_BACKOFF_STEP seconds more per further wrong try
+# (at most SECRET_BACKOFF_MAX) before it is compared. The right secret is never refused for others' wrong tries.
+SECRET_TRIES = {"client": (10, 900.0), "server": (60, 900.0)}
+SECRET_BACKOFF_STEP, SECRET_BACKOFF_MAX = 0.25, 10.0
+_SECRET_TRIES = RateLimiter(*SECRET_TRIES["client"])
 _SECRET_TRIES_SERVER = RateLimiter(*SECRET_TRIES["server"])
 
 _PAID: dict[str, RateLimiter] = {}
@@ -291,6 +404,80 @@ def charge_paid(visitor: str, name: str, calls: int = 1) -> None:
     raise StageError("input", f"{name!r} uses the owner's API key and {who} {used} times in the last "
                      f"{limiter.window / 60:.0f} minutes; the limit is {limiter.limit}{asked}",
                      f"{when}, or pick the local LLM / storyboard")
+
+
+# ------------------------------------------------------------------------------------------------------------ queue
+
+# per visitor on a public studio: jobs queued or running at once, by concurrency group of the studio's events ("llm":
+# Plan, "gpu": Render; "other": each other event, counted per event), "total" over all groups, and "address" for all
+# visitors of one client address (a visitor id is free to renew; an address is not)
+QUEUE_LIMITS = {"llm": 2, "gpu": 1, "other": 4, "total": 12, "address": 32}
+GROUP_NAMES = {"llm": "Plans", "gpu": "Renders"}
+
+
+def queue_limits() -> dict[str, int]:
+    """QUEUE_LIMITS, with POPCORN_QUEUE_LIMITS (e.g. "llm=3,gpu=1,address=64") over them."""
+    limits = dict(QUEUE_LIMITS)
+    for part in os.environ.get("POPCORN_QUEUE_LIMITS", "").split(","):
+        name, _, value = part.partition("=")
+        if name.strip() in limits and value.strip().isdigit():
+            limits[name.strip()] = int(value)
+    return limits
+
+
+def queue_verdict(group: str, in_group: int, total: int, from_address: int, limits: dict[str, int]) -> str:
+    """'' when one more job in `group` may join (the visitor has `in_group` there and `total` in all; their address
+    `from_address`), else why not."""
+    cap = limits.get(group, limits["other"])
+    what = GROUP_NAMES.get(group, "Jobs of this kind")
+    if in_group >= cap:
+        return f"{what} you have queued or running: {in_group}; the limit per visitor is {cap}"
+    if total >= limits["total"]:
+        return f"jobs you have queued or running: {total}; the limit per visitor is {limits['total']}"
+    if from_address >= limits["address"]:
+        return (f"jobs your address has queued or running: {from_address}; the limit per address is "
+                f"{limits['address']}")
+    return ""
+
+
+def url_files_allowed() -> bool:
+    """POPCORN_ALLOW_URL_FILES=1: file inputs may be URLs the server downloads (off: only uploaded files)."""
+    return _flag("POPCORN_ALLOW_URL_FILES")
+
+
+# ------------------------------------------------------------------------------------------------------------ requests
+
+# limits on every request (popcorn.ui.guard, popcorn.serve.connections); POPCORN_<NAME> (e.g. POPCORN_BODY_SECONDS)
+# sets one: "body" bytes of any request body (uploads: "upload_files" files of "file_bytes" each, + "body"),
+# "body_seconds" to send a body (+1 s per 100 kB), "header_seconds" to send a request's headers, "pending" connections
+# that have not sent their headers yet (all together, and "pending_per_address" from one address)
+REQUEST_LIMITS = {"body": 1_000_000, "upload_files": 4, "file_bytes": 10_000_000, "body_seconds": 20,
+                  "header_seconds": 10, "pending": 512, "pending_per_address": 32}
+
+
+def request_limits() -> dict[str, int]:
+    limits = dict(REQUEST_LIMITS)
+    for name in limits:
+        value = os.environ.get(f"POPCORN_{name.upper()}", "").strip()
+        if value.isdigit():
+            limits[name] = int(value)
+    return limits
+
+
+SPACE_FRAME_ANCESTORS = ("https://huggingface.co", "https://*.hf.space")
+
+
+def frame_ancestors() -> list[str]:
+    """Who may frame the studio's pages: itself; on a Space also huggingface.co and *.hf.space (its page frames the
+    app); POPCORN_FRAME_ANCESTORS adds origins (space-separated)."""
+    out = ["'self'"] + (list(SPACE_FRAME_ANCESTORS) if os.environ.get("SPACE_ID") else [])
+    return out + os.environ.get("POPCORN_FRAME_ANCESTORS", "").split()
+
+
+def cors_origins() -> set[str]:
+    """POPCORN_CORS_ORIGINS: origins (comma-separated, e.g. https://example.org) whose pages may call this studio
+    with the visitor's cookies; none by default."""
+    return {o.strip().rstrip("/") for o in os.environ.get("POPCORN_CORS_ORIGINS", "").split(",") if o.strip()}
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs

@@ -31,8 +31,8 @@ from popcorn.studio import slots
 from popcorn.studio.errors import Cancelled, StudioError, from_error_dict, studio_error, user_message
 from popcorn.studio.progress import Sink, StageProgress, cancellable
 from popcorn.studio.runs import get_store, keep_run, new_run_id, run_to_render, visible_run
-from popcorn.studio.views import (candidates_table, neighbours_table, popularity_card, reasoning_markdown,
-                                  references_table, why_markdown)
+from popcorn.studio.views import (candidates_table, neighbours_table, plain_markdown, popularity_card,
+                                  reasoning_markdown, references_table, why_markdown)
 from popcorn.types import INPUT, PLAN, RENDER, RETRIEVE, SCORE, Plan, Run, Settings, StageError
 from popcorn.video import get_generator
 
@@ -268,7 +268,7 @@ def _render_output(record: dict, holder: str) -> RenderOutput:
     lines = []
     if video.get("is_preview"):
         lines.append("🎞️ **Storyboard preview** — not a model render (no video model could run here).")
-    lines += [f"ℹ️ {html.escape(str(n))}" for n in (record.get("notes") or []) + (video.get("notes") or [])]
+    lines += [f"ℹ️ {plain_markdown(n)}" for n in (record.get("notes") or []) + (video.get("notes") or [])]
     timings = record.get("timings") or {}
     if timings:
         lines.append("⏱️ " + " · ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items()))

@@ -6,10 +6,9 @@ GPU slot, where the pipeline asks it.
 
 from __future__ import annotations
 
-import html
-
 from popcorn import llm, video
 from popcorn.serve import access, zerogpu
+from popcorn.studio.views import plain_markdown
 from popcorn.types import StageError
 
 
@@ -79,16 +78,15 @@ def backend_info(kind: str, name: str) -> str:
     try:
         access.check_backend(kind, name)
     except StageError as exc:
-        return f"⚠️ {html.escape(exc.message)}: {html.escape(exc.hint)}"
+        return f"⚠️ {plain_markdown(exc.message)}: {plain_markdown(exc.hint)}"  # quotes the typed name: text
     _, get = _registry(kind)
     try:
         backend = get(name)
     except StageError as exc:
-        return f"⚠️ unknown backend {html.escape(str(name))}: {html.escape(exc.message)}"
+        return f"⚠️ unknown backend {plain_markdown(name)}: {plain_markdown(exc.message)}"
     ok, reason = _check(backend)
-    text = html.escape(getattr(backend, "description", "") or str(name))
-    line = f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {html.escape(str(reason))}"
+    text = plain_markdown(getattr(backend, "description", "") or str(name))
+    line = f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {plain_markdown(reason)}"
     if kind == "video":  # what the plan writes for it: the video prompt fitted to its text encoder
-        # underscores escaped: the line is Markdown, and "__call__" would turn bold
-        line += f"\n\n📏 Prompt budget: {html.escape(video.describe_budget(name)).replace('_', chr(92) + '_')}"
+        line += f"\n\n📏 Prompt budget: {plain_markdown(video.describe_budget(name))}"  # "__call__" stays, not bold
     return line

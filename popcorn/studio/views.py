@@ -1,12 +1,16 @@
 """What the studio's panels show, as plain values: tables (pandas), markdown and the popularity card (HTML).
 
-Everything user-written (titles, queries, category names) is HTML-escaped here.
+Everything a visitor or the model wrote (titles, queries, prompts, notes, reasoning, category names) stays text: in
+HTML it is HTML-escaped; in Markdown every ASCII punctuation character is backslash-escaped (`plain_markdown`), so no
+image, link, autolink, raw HTML, heading or emphasis can come from it (an HTML-escaped `![](//host/x)` was still an
+image to the Markdown renderer, issue 25).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 
 import pandas as pd
 
@@ -15,6 +19,18 @@ CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
 NEIGHBOUR_COLUMNS = ["title", "category", "comments", "similarity"]
 HISTORY_COLUMNS = ["when", "run", "status", "mode", "LLM", "video", "title", "comments", "query"]
 CHART_COLUMNS = ["video", "comments", "kind"]
+
+
+# every ASCII punctuation character: CommonMark lets each be backslash-escaped, and each escaped one is literal text
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain_markdown(text, keep_lines: bool = False) -> str:
+    """`text` as Markdown that renders as exactly that text: punctuation backslash-escaped, runs of spaces folded
+    (no indented code blocks); line breaks kept as hard breaks when `keep_lines`, else folded too."""
+    lines = str(text or "").splitlines() if keep_lines else [str(text or "")]
+    escaped = [_MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(line.split())) for line in lines]
+    return "  \n".join(line for line in escaped if line) if keep_lines else escaped[0]
 
 
 def references_table(retrieval: dict | None) -> pd.DataFrame:
@@ -52,23 +68,23 @@ def why_markdown(retrieval: dict | None, notes: list[str] | None = None, mode: s
     if retrieval:
         matched = retrieval.get("matched_categories") or []
         scores = retrieval.get("category_scores") or []
-        lines.append("**Matched categories:** " + (", ".join(html.escape(c) for c in matched) or "none"))
+        lines.append("**Matched categories:** " + (", ".join(plain_markdown(c) for c in matched) or "none"))
         if scores:
             lines.append("Router candidates: " + " · ".join(
-                f"{html.escape(s['category'])} {float(s['score']):.2f}" for s in scores))
+                f"{plain_markdown(s['category'])} {float(s['score']):.2f}" for s in scores))
         refs = retrieval.get("references") or []
         popular = sum(1 for r in refs if r.get("label") == "popular")
         lines.append(f"{popular} popular and {len(refs) - popular} unpopular references were shown to the LLM.")
     elif mode == "basic":
         lines.append("Basic mode: the LLM saw the idea alone, no references.")
     for note in notes or []:
-        lines.append(f"ℹ️ {html.escape(note)}")
+        lines.append(f"ℹ️ {plain_markdown(note)}")
     return "\n\n".join(lines)
 
 
 def reasoning_markdown(plan: dict | None) -> str:
     text = (plan or {}).get("reasoning", "").strip()
-    return html.escape(text) if text else "_The model gave no separate reasoning._"
+    return plain_markdown(text, keep_lines=True) if text else "_The model gave no separate reasoning._"
 
 
 def _baseline_videos(baseline: dict | None) -> list[dict]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import ipaddress
 import json
 import os
 import tempfile
@@ -40,11 +39,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from popcorn.serve import access
 from popcorn.study import StudyError, analysis, owner
 
 PAGE = (Path(__file__).with_name("page.html")).read_text(encoding="utf-8")  # the participant page's template
 PROXIES_ENV = "POPCORN_TRUSTED_PROXIES"  # comma-separated addresses of the proxies whose X-Forwarded-For is believed
-PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 COOKIE = "sp"
 SIDES = {"A": "left", "B": "right", "tie": "tie", "both_bad": "both_bad"}
 MAX_BODY = 16_384  # a vote is ~100 bytes, its reason at most 500 characters (up to 4 bytes each, JSON-escaped)
@@ -59,51 +58,12 @@ def _studies():
     return owner.get_studies(_HOME[0] if _HOME else None)
 
 
-def _trusted_proxies() -> list:
-    """The configured proxies as networks (an address is a /32 or /128; a range such as 10.0.0.0/8 is allowed). On a
-    Hugging Face Space (SPACE_ID set) with none configured: the private ranges, where the Space's own proxy sits (no
-    client from the internet reaches the app from a private address)."""
-    configured = os.environ.get(PROXIES_ENV, "")
-    if _PROXIES:
-        entries = _PROXIES[0]
-    elif not configured.strip() and os.environ.get("SPACE_ID"):
-        entries = PRIVATE_NETS
-    else:
-        entries = {p.strip() for p in configured.split(",")}
-    nets = []
-    for entry in entries:
-        try:
-            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            continue  # an empty or malformed entry trusts nothing
-    return nets
-
-
-def _is_proxy(address: str, proxies: list) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in proxies)
-
-
 def client_address(request: Request) -> str:
-    """The participant's address for the join limit: the peer's, unless the peer is a configured proxy; then the
-    right-most X-Forwarded-For entry that is not one of the proxies (what the proxy itself saw). A forwarded address
-    from anyone else is ignored: a client cannot pick its own address by sending the header. (Run uvicorn with
-    proxy_headers=False, as main() does: otherwise uvicorn rewrites the peer from the header first.)"""
-    peer = request.client.host if request.client else ""
-    proxies = _trusted_proxies()
-    if not _is_proxy(peer, proxies):
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _is_proxy(hop, proxies):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # a malformed entry: the proxy's own address is all we can vouch for
-    return peer
+    """The participant's address for the join limit (popcorn.serve.access.client_address: the peer's, or what a
+    configured proxy saw; create_app(trusted_proxies=...) else POPCORN_TRUSTED_PROXIES)."""
+    proxies = access.trusted_proxies(_PROXIES[0]) if _PROXIES else None
+    return access.client_address(request.client.host if request.client else "",
+                                 request.headers.get("x-forwarded-for", ""), proxies)
 
 
 def _error(exc: StudyError) -> JSONResponse:

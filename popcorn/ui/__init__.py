@@ -11,6 +11,7 @@ and `shared`, where a page leaves components another page wires to (the studio's
 
 from __future__ import annotations
 
+import html
 from contextlib import contextmanager
 from typing import Any, Iterator, NamedTuple
 
@@ -30,7 +31,8 @@ def shown_errors() -> Iterator[None]:
         yield
     except StudioError as exc:
         title = f"{exc.stage or 'Studio'} failed"
-        raise gr.Error(str(exc), duration=None, title=title, print_exception=False) from None
+        # a toast renders its message as HTML, and messages quote what the visitor typed: shown as text
+        raise gr.Error(html.escape(str(exc), quote=False), duration=None, title=title, print_exception=False) from None
 
 
 class Requester(NamedTuple):

@@ -20,6 +20,7 @@ import gradio as gr
 
 from popcorn import config, ui
 from popcorn.serve import access, serving, zerogpu
+from popcorn.ui import joins
 
 log = logging.getLogger("popcorn.ui")
 
@@ -101,6 +102,7 @@ def create_app(demo: gr.Blocks | None = None):
     cache = Path(get_upload_folder()).resolve()  # Gradio's cache: what it serves, and where it copies what it serves
     serving.set_root(cache / "popcorn-serve")  # hand-outs are made there, so Gradio serves them as they are
     demo.queue(default_concurrency_limit=2, max_size=64)
+    joins.install(demo)  # fair per-visitor limits, known events, no URL files, the owner before any file work
     app = gr.mount_gradio_app(
         app, demo, path="/", theme=gr.themes.Soft(primary_hue="orange", secondary_hue="rose"), css=CSS,
         footer_links=["api"], run_history=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
@@ -135,4 +137,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Popcorn studio on http://{args.host}:{args.port}/ "
           f"({'public' if access.public() else 'this machine only'}; backends: "
           f"{', '.join(sorted(access.enabled_names() or ['all registered']))})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    from popcorn.serve.connections import HeaderDeadlineProtocol
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeaderDeadlineProtocol)

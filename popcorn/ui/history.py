@@ -23,15 +23,21 @@ def on_open_run(evt: gr.SelectData, request: gr.Request):
     return (loaded.query, *loaded.plan, *rendered[:6], rendered.notes, gr.Tabs(selected="studio"))
 
 
-def on_owner(secret, request: gr.Request):
-    """Owner mode: the admin secret lets this visitor see every run (checked in constant time; never logged)."""
+async def on_owner(secret, request: gr.Request):
+    """Owner mode: the admin secret lets this visitor see every run (constant time, never logged; wrong tries count
+    against the client's address, and the server's backoff is awaited here, holding no worker thread)."""
     who = ui.requester(request)
+    client = getattr(request, "client", None)
+    address = access.client_address(getattr(client, "host", ""), (getattr(request, "headers", None) or {})
+                                     .get("x-forwarded-for"))
     try:
-        signed_in = access.sign_in_owner(who.visitor, str(secret or "")[: access.LIMITS["secret"]])
-    except StageError as exc:  # too many tries
+        signed_in = bool(who.visitor) and await access.admin_secret_ok_async(
+            str(secret or "")[: access.LIMITS["secret"]], f"owner:{address}")
+    except StageError as exc:  # too many wrong tries from this address
         gr.Warning(f"{exc.message}: {exc.hint}.")
     else:
         if signed_in:
+            access.make_owner(who.visitor)
             gr.Info("Owner mode: the history shows every visitor's runs.")
         else:
             gr.Warning("That is not the admin secret.")
@@ -64,6 +70,6 @@ def build_tab() -> None:
     history.select(on_open_run, None, [page["query"], *page["plan_outputs"], *page["render_outputs"][:6],
                                        page["render_outputs"][7], ui.shared["tabs"]], api_visibility="private")
     refresh.click(on_history, None, history, api_visibility="private")
-    sign_in.click(on_owner, secret, [secret, history], api_visibility="private")
+    sign_in.click(on_owner, secret, [secret, history], api_visibility="private", concurrency_limit=None)
     sign_out.click(on_leave_owner, None, history, api_visibility="private")
     ui.page_load(on_history, [history])

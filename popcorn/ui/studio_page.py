@@ -96,12 +96,12 @@ def build_tab() -> None:
                                           max_height=260, elem_id="candidates-table")
 
         gr.Markdown("### 3 · What the LLM saw")
-        why = gr.Markdown(elem_id="why")
+        why = gr.Markdown(elem_id="why", latex_delimiters=[])  # visitor text: no LaTeX
         references = gr.Dataframe(label="Retrieved MicroLens references (popular and unpopular)",
                                   headers=studio.REFERENCE_COLUMNS, interactive=False, wrap=True, max_height=340,
                                   column_widths=["9%", "12%", "9%", "9%", "61%"], elem_id="references")
         with gr.Accordion("Reasoning", open=False, elem_id="reasoning-box"):
-            reasoning = gr.Markdown(elem_id="reasoning")
+            reasoning = gr.Markdown(elem_id="reasoning", latex_delimiters=[])
 
         gr.Markdown("### 4 · The video and its predicted popularity")
         with gr.Row(equal_height=False):
@@ -110,7 +110,7 @@ def build_tab() -> None:
             cover = gr.Image(label="Cover", height=460, type="filepath", interactive=False, elem_id="cover")
             with gr.Column():
                 card = gr.HTML(studio.popularity_card(None, None), elem_id="popularity-card")
-                notes = gr.Markdown(elem_id="render-notes")
+                notes = gr.Markdown(elem_id="render-notes", latex_delimiters=[])
                 files = gr.File(label="Downloads: run.json and video.mp4", file_count="multiple", interactive=False,
                                 elem_id="downloads")
         with gr.Accordion("Neighbours that drove the score", open=False):

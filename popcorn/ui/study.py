@@ -7,6 +7,7 @@ popcorn.serve.access's limits. Participants use /s/<link>/, not this tab.
 
 from __future__ import annotations
 
+import html
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -23,7 +24,7 @@ def _shown() -> Iterator[None]:
     try:
         yield
     except StudyError as exc:
-        raise gr.Error(exc.message, title="Study", print_exception=False) from None
+        raise gr.Error(html.escape(exc.message, quote=False), title="Study", print_exception=False) from None
 
 
 def on_create(secret, name, question, source, factor, a, b, pair_file, batch_dir, per_participant, checks,
