@@ -31,7 +31,7 @@ CLIP_S = 1.0
 
 @pytest.fixture(autouse=True)
 def fresh_secret_tries(monkeypatch):
-    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["visitor"]))
+    monkeypatch.setattr(access, "_SECRET_TRIES", access.RateLimiter(*access.SECRET_TRIES["client"]))
     monkeypatch.setattr(access, "_SECRET_TRIES_SERVER", access.RateLimiter(*access.SECRET_TRIES["server"]))
 
 
