@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import imageio_ffmpeg
 import numpy as np
 
 from popcorn import config
@@ -155,8 +156,6 @@ class SoraGenerator:
 
 def decode_mp4_bytes(content: bytes) -> tuple[np.ndarray, int]:
     """MP4 bytes -> ((T, H, W, 3) uint8 frames, fps), through imageio-ffmpeg."""
-    import imageio_ffmpeg
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sora.mp4"
         path.write_bytes(content)
