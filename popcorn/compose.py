@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
+from popcorn.serve import resident
 from popcorn.types import StageError
 from popcorn.video.base import Clip
 from popcorn.video.text import TextStyle, paste_rgba, text_block
@@ -85,10 +87,8 @@ def _release_cover_model(cover_model: str) -> None:
 def generate_cover_image(cover_model: str, prompt: str, width: int, height: int, seed: int = 0) -> Image.Image:
     """Text-to-image with a diffusers pipeline (hub id or local folder), loaded once and kept until another model
     loads (popcorn/serve/resident.py: loading it releases the video pipelines, and a later video load releases it)."""
-    import torch
+    import torch  # heavy, and optional: only a cover model needs them
     from diffusers import AutoPipelineForText2Image
-
-    from popcorn.serve import resident
 
     holder = f"cover:{cover_model}"
     with resident.exclusive():
@@ -135,8 +135,6 @@ def make_cover(clip: Clip, title: str, cover_prompt: str = "", cover_model: str 
 
 def encode_mp4(frames: np.ndarray, fps: int, path: Path, crf: int = CRF) -> None:
     """H.264 / yuv420p / faststart MP4 at `fps`. Odd sizes are padded by one pixel (yuv420p needs even sizes)."""
-    import imageio_ffmpeg
-
     total, height, width = frames.shape[:3]
     if height % 2 or width % 2:
         frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from popcorn.llm import PLAN_SCHEMA, get_llm, gguf, parse_plan
-from popcorn.llm.parse import plan_schema
-from popcorn.llm.local import LlamaCppLLM, gguf_file, load_model, local
+from popcorn.llm.llama_models import load_model
+from popcorn.llm.local import LlamaCppLLM, gguf_file, local
+from popcorn.llm.plan_schema import plan_schema
 from popcorn.types import StageError
 
 needs_llama = pytest.mark.skipif(
@@ -306,7 +307,7 @@ def test_smollm2_smoke():
 def test_a_plan_written_field_by_field_counts_each_token_once():
     """The values written for one field are part of the next field's prompt: they are counted as completion tokens
     only, so prompt + completion tokens are the tokens of the chat prompt and the answer."""
-    from popcorn.llm.local import _chat_prompt
+    from popcorn.llm.token_mask import chat_prompt
 
     llm = get_llm("smollm2")
     ok, why = llm.available()
@@ -324,7 +325,7 @@ def test_a_plan_written_field_by_field_counts_each_token_once():
     assert out.usage["finish_reason"] == "stop", out.text
     model, _ = load_model(llm.model_path())
     count = lambda text: len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))  # noqa: E731
-    prompt, fields = _chat_prompt(model, MESSAGES), len(schema["properties"])
+    prompt, fields = chat_prompt(model, MESSAGES), len(schema["properties"])
     # re-tokenising may join or split a token at each of the 2 x 4 quotes around the values
     assert abs(out.usage["prompt_tokens"] + out.usage["completion_tokens"] - count(prompt + out.text)) <= 2 * fields
     assert count(prompt) < out.usage["prompt_tokens"] < count(prompt) + 8 * fields  # the keys, not the values

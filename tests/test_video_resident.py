@@ -21,7 +21,7 @@ from popcorn import compose as compose_module  # noqa: E402
 from popcorn.serve import resident  # noqa: E402
 from popcorn.types import StageError  # noqa: E402
 from popcorn.video import DiffusersGenerator, RenderRequest, get_generator  # noqa: E402
-from popcorn.video.diffusers_base import check_recipe, pipeline_signature  # noqa: E402
+from popcorn.video.diffusers_spec import check_recipe, pipeline_signature  # noqa: E402
 from popcorn.video.hunyuan15 import HUNYUAN_15  # noqa: E402
 from popcorn.video.ltx import LTX  # noqa: E402
 from popcorn.video.speed import artifact_path  # noqa: E402

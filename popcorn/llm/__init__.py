@@ -10,7 +10,9 @@ Each backend module registers itself on import; adding a model is one small modu
 """
 
 from popcorn.llm.base import LLM, Completion, default_llm, get_llm, list_backends, register, registered
-from popcorn.llm.parse import PLAN_SCHEMA, parse_plan, shorten_title
+from popcorn.llm.parse import parse_plan
+from popcorn.llm.plan_schema import PLAN_SCHEMA
+from popcorn.llm.trim import shorten_title
 
 # backends (each registers its names at import)
 from popcorn.llm import local as _local  # noqa: E402,F401  local, qwen2.5-1.5b-instruct, smollm2

@@ -19,9 +19,12 @@ import json
 import os
 import struct
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
+
+import huggingface_hub
 
 from popcorn import config
 from popcorn.types import StageError
@@ -292,8 +295,6 @@ def copy_hashing(sources: list[Path], out: BinaryIO, *, total: int | None = None
     the GIL on large buffers) while the main thread writes the same bytes, so hashing costs no extra pass and
     overlaps the disk write.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     digest = hashlib.sha256()
     buffers = (bytearray(chunk), bytearray(chunk))
     done, turn = 0, 0
@@ -377,11 +378,8 @@ def packaged_file(module: str, filename: str) -> Path | None:
 def hub_file(repo_id: str, filename: str) -> Path:
     """A GGUF from the Hugging Face hub (downloaded once into the HF cache). Needs network unless already cached."""
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise StageError("plan", "huggingface_hub is not installed", "pip install huggingface_hub") from exc
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=config.offline()))
+        return Path(huggingface_hub.hf_hub_download(repo_id=repo_id, filename=filename,
+                                                    local_files_only=config.offline()))
     except Exception as exc:
         raise StageError(
             "plan",
@@ -393,8 +391,6 @@ def hub_file(repo_id: str, filename: str) -> Path:
 
 def hub_cached(repo_id: str, filename: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+        return isinstance(huggingface_hub.try_to_load_from_cache(repo_id, filename), str)
     except Exception:
         return False

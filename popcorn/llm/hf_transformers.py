@@ -19,25 +19,21 @@ from pathlib import Path
 from typing import Callable
 
 from popcorn import config
+from popcorn.llm import gguf
 from popcorn.llm.base import Completion, register, require_available
+from popcorn.serve import resident
 from popcorn.types import StageError
+
+# torch and transformers are imported inside the functions that use them: heavy (seconds), and only this backend
+# needs them
 
 
 @functools.lru_cache(maxsize=1)
 def _cuda() -> bool:
     try:
-        import torch
+        import torch  # heavy; see above
 
         return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
-def _hub_cached(model_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
     except Exception:
         return False
 
@@ -77,7 +73,7 @@ class TransformersLLM:
             if not (Path(self.model_id).expanduser() / "config.json").is_file():
                 return False, f"{self.model_id} has no config.json"
             return True, ""
-        if _hub_cached(self.model_id):
+        if gguf.hub_cached(self.model_id, "config.json"):
             return True, ""
         if config.offline():
             return False, f"offline and {self.model_id} is not in the Hugging Face cache"
@@ -89,13 +85,11 @@ class TransformersLLM:
         """(model, tokenizer), loaded once: 4-bit NF4 with bf16 compute on CUDA, float32 on the CPU. A load is one of
         the process's resident models (popcorn/serve/resident.py): it releases the others first (a video pipeline, the cover
         model), and a later video load releases it, so an LLM and a video model never hold the GPU together."""
-        from popcorn.serve import resident
-
         with resident.exclusive(), self._lock:
             if self._model is None:
                 resident.make_room(self._holder)
                 require_available(self)
-                import torch
+                import torch  # heavy; see above
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 source = str(Path(self.model_id).expanduser()) if self.is_folder else self.model_id
@@ -103,7 +97,7 @@ class TransformersLLM:
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
                     if _cuda():
-                        from transformers import BitsAndBytesConfig
+                        from transformers import BitsAndBytesConfig  # heavy; see above
 
                         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                    bnb_4bit_compute_dtype=torch.bfloat16)
@@ -123,8 +117,6 @@ class TransformersLLM:
 
     def release(self) -> None:
         """Let go of the loaded model (called by popcorn/serve/resident.py when another model loads)."""
-        from popcorn.serve import resident
-
         with self._lock:
             self._model = self._tokenizer = None
             resident.drop(self._holder)
@@ -148,8 +140,6 @@ class TransformersLLM:
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        from popcorn.serve import resident
-
         # loaded and run as one of the resident GPU models: a video model cannot load (and release this one) while it
         # generates, so the two never hold the GPU together (the lock is re-entrant: load() takes it too)
         with resident.exclusive():
@@ -157,7 +147,7 @@ class TransformersLLM:
                                   on_text=on_text)
 
     def _complete(self, messages, *, max_tokens, temperature, seed, on_text) -> Completion:
-        import torch
+        import torch  # heavy; see above
 
         model, tokenizer = self.load()
         prompt = self.build_prompt(messages)
@@ -191,7 +181,7 @@ class TransformersLLM:
 def _reporter(tokenizer, prompt_tokens: int, on_text: Callable[[str], None], every: int = 8):
     """A generate() stopping criterion that never stops on its own: it passes the text so far to on_text every
     `every` tokens; an exception from on_text ends generate()."""
-    import torch
+    import torch  # heavy; see above
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class Reporter(StoppingCriteria):

@@ -106,7 +106,7 @@ class OpenAICompatLLM:
     # --- calling ---------------------------------------------------------------------------------------------
 
     def _client(self):
-        import openai
+        import openai  # ~1 s to import, and only the API backends need it
 
         return openai.OpenAI(api_key=self._key(), base_url=self.base_url, timeout=self.timeout, max_retries=0)
 
@@ -174,7 +174,7 @@ class OpenAICompatLLM:
         times. The response_format steps down its ladder when the server refuses a format: at once on HTTP 400/422,
         and after max_tries 5xx answers for a format it never accepted (llama.cpp's server answers json_schema with
         a 500); a format refused is not sent again by this backend."""
-        import openai
+        import openai  # ~1 s to import, and only the API backends need it
 
         formats = [f for f in self.json_formats if f not in self._rejected] if json_schema else []
         suspect = None  # a format that met only 5xx answers: rejected for good once the next one works
@@ -231,7 +231,7 @@ class OpenAICompatLLM:
         return refused
 
     def _model_or_error(self, client) -> str:
-        import openai
+        import openai  # ~1 s to import, and only the API backends need it
 
         try:
             return self._model(client)

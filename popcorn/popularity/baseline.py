@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from popcorn.popularity.predictor import Predictor, Score, get_predictor, log_progress
+from popcorn.retrieval.embed import get_embedder, title_vectors
 from popcorn.types import Plan, StageError
 
 
@@ -22,8 +23,6 @@ def _match(predictor: Predictor, query: str, candidates: np.ndarray, k: int,
     """The k memory rows (among `candidates`) nearest to the query, by sentence embedding or by TF-IDF."""
     bank = predictor.model.memory
     if matcher == "embedding":
-        from popcorn.retrieval.embed import get_embedder, title_vectors
-
         embedder = get_embedder()
         fingerprint = predictor.info["fingerprint"]
         if len(candidates) < len(bank):  # one category: only its titles are needed (a first score embeds those

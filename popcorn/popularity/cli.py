@@ -1,25 +1,13 @@
-"""The operations behind `python -m popcorn predictor train|eval` and `python -m popcorn score`: plain functions
-that take plain values and return JSON-ready dicts (the CLI only parses arguments and prints)."""
+"""The operation behind `python -m popcorn score` and the pipeline's score step: a plain function that takes plain
+values and returns a JSON-ready dict (the CLI only parses arguments and prints). `predictor train|eval` call
+popcorn.popularity's train and evaluate directly."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from popcorn.popularity.baseline import human_baseline
-from popcorn.popularity.evaluate import evaluate
-from popcorn.popularity.predictor import get_predictor, log_progress, train
-
-
-def predictor_train(data_dir: str | Path | None = None, seed: int = 0,
-                    progress: Callable[[str], None] | None = log_progress) -> dict[str, Any]:
-    """Train on all of the corpus (POPCORN_DATA_DIR, or `data_dir`); save the checkpoint in the cache."""
-    return train(data_dir, seed=seed, progress=progress)
-
-
-def predictor_eval(data_dir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
-    """{"n", "nMSE", "SRC", "MAE", "per_category_SRC", ...} on a MicroLens raw folder that was not trained on."""
-    return evaluate(data_dir, checkpoint)
+from popcorn.popularity.predictor import get_predictor
 
 
 def score(title: str, description: str = "", category: str | None = None, video: str | None = None,

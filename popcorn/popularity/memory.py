@@ -95,7 +95,7 @@ class _SplitProduct:
 
 def _top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k largest entries of each row, largest first (torch's top-k is several times faster than numpy's)."""
-    import torch
+    import torch  # heavy (~2 s): loaded when the first score needs it, not when popcorn.popularity is imported
 
     values, indices = torch.topk(torch.from_numpy(block), k, dim=1, largest=True, sorted=True)
     return indices.numpy(), values.numpy()

@@ -19,6 +19,7 @@ unseen video.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,9 +31,10 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from popcorn.retrieval.corpus import UNKNOWN_CATEGORY, popularity_label
 from popcorn.popularity import encoding, memory, text
 from popcorn.popularity.memory import MemoryBank
+from popcorn.retrieval.corpus import UNKNOWN_CATEGORY, popularity_label
+from popcorn.retrieval.embed import get_embedder
 
 Progress = Callable[[str], None]
 
@@ -84,8 +86,6 @@ def _fit_stackers(features: np.ndarray, labels: np.ndarray, subsets: list[np.nda
                   seed: int) -> list[HistGradientBoostingRegressor]:
     """One gradient boosting per row subset, side by side on the cores (each on one OpenMP thread, set inside its
     own worker thread: OpenMP's thread count is per thread). Each fit is the same as alone (fixed seed, its rows)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def fit(rows: np.ndarray) -> HistGradientBoostingRegressor:
         with _one_openmp_thread():
             return _stacker(seed).fit(features[rows], labels[rows])
@@ -136,8 +136,6 @@ class PopularityModel:
     def query_spaces(self, inputs: Inputs, categories: list[str | None]) -> dict[str, object]:
         spaces: dict[str, object] = dict(self.text_matrices(inputs.titles, categories))
         if "embedding" in self.settings.retrieval:
-            from popcorn.retrieval.embed import get_embedder
-
             spaces["embedding"] = get_embedder(self.settings.embedding).encode_many(inputs.titles)
         if "visual" in self.settings.retrieval and self.visual_encoder is not None:
             spaces["visual"] = self.visual_encoder.query_matrix(inputs.visual, len(inputs.titles))
@@ -254,8 +252,6 @@ class PopularityModel:
             name, train_idx, _ = job
             x, y = (inputs[name], labels) if train_idx is None else (inputs[name][train_idx], labels[train_idx])
             return Ridge(alpha=RIDGE_ALPHA).fit(x, y)
-
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # scipy's sparse products free the GIL
             fitted = list(pool.map(fit_ridge, jobs))

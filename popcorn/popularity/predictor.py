@@ -20,10 +20,12 @@ import joblib
 import numpy as np
 
 from popcorn import config
-from popcorn.retrieval.corpus import Corpus, load_corpus
 from popcorn.popularity.metrics import regression_metrics
 from popcorn.popularity.model import Inputs, PopularityModel, Settings
 from popcorn.popularity.visual import MIN_COVERAGE, VisualSpace
+from popcorn.retrieval.corpus import Corpus, load_corpus
+from popcorn.retrieval.embed import get_embedder, title_vectors
+from popcorn.serve import prebuilt
 from popcorn.types import StageError
 
 Progress = Callable[[str], None]
@@ -208,8 +210,6 @@ def fit_predictor(corpus: Corpus, settings: Settings = Settings(), progress: Pro
     say(f"training the popularity predictor on {len(corpus)} MicroLens videos from {corpus.source}")
     embeddings = None
     if "embedding" in settings.retrieval:
-        from popcorn.retrieval.embed import get_embedder, title_vectors
-
         embeddings = title_vectors(corpus.table["title"].tolist(), corpus.fingerprint, get_embedder(settings.embedding),
                                    say)
     visual = VisualSpace.load(corpus.source) if "visual" in settings.retrieval else None
@@ -265,8 +265,6 @@ def get_predictor(data_dir: str | Path | None = None, progress: Progress | None 
         path = checkpoint_path(corpus, settings)
         say = progress or log_progress
         if not path.exists():  # online, a verified prebuilt checkpoint saves the training (popcorn/serve/prebuilt.py)
-            from popcorn.serve import prebuilt
-
             prebuilt.install(corpus, say)
         if path.exists():
             _PREDICTORS[key] = Predictor.load(path)

@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pandas as pd
 
@@ -204,10 +205,8 @@ def load_raw_dir(folder: str | Path) -> Corpus:
 
 def load_hub(repo_id: str | None = None) -> Corpus:
     """Load `junchenfu/microlens_rag` from the Hugging Face hub (needs a network; cached by huggingface_hub)."""
-    from huggingface_hub import snapshot_download
-
     repo_id = repo_id or config.hub_dataset()
-    local = Path(snapshot_download(repo_id=repo_id, repo_type="dataset"))
+    local = Path(huggingface_hub.snapshot_download(repo_id=repo_id, repo_type="dataset"))
     frames = []
     for path in sorted(local.rglob("*")):
         if path.suffix == ".parquet":

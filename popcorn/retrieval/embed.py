@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import importlib.util
 import os
+import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 
 from popcorn import config
+
+# torch, onnxruntime and sentence_transformers are imported inside the functions that use them: heavy (seconds), and
+# a process that finds its embeddings cached never needs them
 from popcorn.types import StageError
 
 HUB_MODEL = "sentence-transformers/all-MiniLM-L12-v2"  # the paper's choice
@@ -53,14 +60,10 @@ def _resolve_auto(offline: bool) -> str:
 def _hub_reachable() -> bool:
     """Whether the hub model is already cached or the hub answers; cheap and never raises."""
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if try_to_load_from_cache(HUB_MODEL, "config.json") not in (None,):
+        if huggingface_hub.try_to_load_from_cache(HUB_MODEL, "config.json") not in (None,):
             return True
     except Exception:
         pass
-    import socket
-
     try:
         socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
         return True
@@ -134,7 +137,7 @@ def _mean_pooled_transformer(model):
 def _encode_bf16(transformer, texts: list[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Mean-pooled, L2-normalised embeddings with the transformer's matrix products in bfloat16 (autocast; pooling
     and normalising in float32), length-sorted batches on every core."""
-    import torch
+    import torch  # heavy; see the imports above
 
     model = transformer.auto_model.eval()
 
@@ -151,7 +154,7 @@ def _encode_bf16(transformer, texts: list[str], batch_size: int = BATCH_SIZE) ->
 
 
 def _onnx_session(path: Path, threads: int):
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy; see the imports above
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -210,7 +213,7 @@ class _OnnxQueryEncoder:
 
     @staticmethod
     def _export(model, tokenizer, path: Path) -> None:
-        import torch
+        import torch  # heavy; see the imports above
 
         class MeanPooled(torch.nn.Module):
             def __init__(self, inner):
@@ -226,8 +229,6 @@ class _OnnxQueryEncoder:
         sample = tokenizer([_OnnxQueryEncoder.PROBE], return_tensors="pt")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.onnx")
-        import warnings
-
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches; checked by the probe
             torch.onnx.export(MeanPooled(model.eval()), (sample["input_ids"], sample["attention_mask"]), str(tmp),
@@ -286,7 +287,7 @@ class Embedder:
         (a single short text gains little from a second core and loses a lot when the other core is busy)."""
         if self.fast_encoder():
             return self._fast.encode(text)
-        import torch
+        import torch  # heavy; see the imports above
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -298,8 +299,6 @@ class Embedder:
     def encode_cached(self, texts: list[str]) -> np.ndarray:
         """Embeddings of a fixed list of texts (category descriptions, examples), kept by content + model: the same
         cache as title_vectors, keyed by a digest of the texts instead of a corpus fingerprint."""
-        import hashlib
-
         digest = hashlib.sha256("\x1f".join(texts).encode("utf-8")).hexdigest()[:16]
         return title_vectors(list(texts), f"texts-{digest}", self)
 
@@ -315,7 +314,7 @@ def get_embedder(name: str | None = None) -> Embedder:
     with _LOCK:
         if resolved in _LOADED:
             return _LOADED[resolved]
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # heavy; see the imports above
 
         try:
             if resolved == PACKAGED:
@@ -382,8 +381,6 @@ PART = "-part-"  # a cache file of some rows of a corpus: "<fingerprint>-part-<d
 def part_vectors(corpus, rows: np.ndarray, embedder: Embedder | None = None) -> np.ndarray:
     """Embeddings of some rows of a corpus (in the order given), cached like `title_vectors` so that the whole
     corpus' matrix later reuses them (and any row already embedded elsewhere costs nothing here)."""
-    import hashlib
-
     rows = np.asarray(rows, dtype=np.int64)
     titles = corpus.table["title"].tolist()
     digest = hashlib.blake2b(rows.tobytes(), digest_size=6).hexdigest()
@@ -418,8 +415,6 @@ def drop_parts(fingerprint: str, embedder: Embedder) -> None:
 
 def title_keys(titles: list[str]) -> np.ndarray:
     """A 64-bit digest of each text: which rows of another cached matrix of the same model hold the same text."""
-    import hashlib
-
     return np.fromiter((int.from_bytes(hashlib.blake2b(str(t).encode("utf-8"), digest_size=8).digest(), "little")
                         for t in titles), dtype=np.uint64, count=len(titles))
 

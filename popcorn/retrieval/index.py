@@ -13,6 +13,7 @@ cache and reloaded (`ReferenceIndex.load_or_build`). Routers live in popcorn/ret
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -25,6 +26,8 @@ import numpy as np
 from popcorn import config
 from popcorn.retrieval.corpus import Corpus, load_corpus
 from popcorn.retrieval.embed import Embedder, corpus_embeddings, drop_parts, get_embedder, known_titles, part_vectors
+from popcorn.retrieval.routing import BlendRouter, NameRouter, build_routers
+from popcorn.serve import prebuilt
 from popcorn.types import Reference, Retrieval, StageError
 
 K_CHOICES = (10, 50, 100)
@@ -171,8 +174,6 @@ class Retriever:
     """Routing + references for one corpus and embedding model; build once, call `retrieve` per query."""
 
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
-        from popcorn.retrieval.routing import build_routers
-
         faiss.omp_set_num_threads(1)  # one query at a time: threads cost more than they give at this size
         self.corpus = corpus
         self.embedder = embedder
@@ -214,8 +215,6 @@ _QUICK_LOCK = threading.Lock()
 def quick_sample(corpus: Corpus, size: int = QUICK_SAMPLE, floor: int = QUICK_FLOOR) -> np.ndarray:
     """Corpus rows of a stratified sample: each category keeps its share of `size` titles (at least `floor`, or all
     it has), picked by a digest of the video id, so every process and every run draws the same sample."""
-    import hashlib
-
     table = corpus.table
     labels = table["category"].to_numpy()
     rank = np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
@@ -250,8 +249,6 @@ class QuickRetriever:
             return self._retrieve(query, k, router, top_t)
 
     def _retrieve(self, query: str, k: int, router: str, top_t: int | None) -> Retrieval:
-        from popcorn.retrieval.routing import BlendRouter, NameRouter
-
         corpus, embedder = self.corpus, self.embedder
         vectors, known = known_titles(corpus, embedder)
         _embed_missing(corpus, embedder, quick_sample(corpus), vectors, known)
@@ -338,8 +335,6 @@ def _quick(corpus: Corpus, embedder: Embedder, ratio: float) -> QuickRetriever |
     QUICK_ENOUGH titles left to embed. None otherwise (then the whole index is loaded or built)."""
     if config.first_plan() != "quick" or (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():
         return None
-    from popcorn.serve import prebuilt
-
     if prebuilt.install(corpus):
         return None
     _, known = known_titles(corpus, embedder)
@@ -362,8 +357,6 @@ def get_retriever(data_dir: str | None = None, embed_model: str | None = None,
         if key not in _RETRIEVERS:
             if not (ReferenceIndex.folder_for(corpus, embedder, ratio) / "meta.json").exists():  # online, a
                 # verified prebuilt index (and its embeddings) can serve instead of a local build
-                from popcorn.serve import prebuilt
-
                 prebuilt.install(corpus)
             _RETRIEVERS[key] = Retriever(corpus, embedder, ratio)
         return _RETRIEVERS[key]

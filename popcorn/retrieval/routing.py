@@ -21,6 +21,7 @@ scoring the other half gives 0.86 and 0.91 (2-fold), see bench/RESULTS.md. Label
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -221,8 +222,6 @@ def fit_weights(router: BlendRouter, embedder: Embedder, labelled: list[tuple[st
 
     This is how the defaults were picked (on tests/data/routing_queries.tsv). Returns the weights and their accuracy.
     """
-    import itertools
-
     keys = list(WEIGHT_GRID)
     known = [(c, q) for c, q in labelled if c in router.categories]
     target = np.array([router.categories.index(c) for c, _ in known])

@@ -6,13 +6,16 @@
     guard.py        the ASGI middleware: visitor cookie, file routes limited to the visitor's own copies
 
 This module holds the glue the pages share: who is asking (`requester`), errors shown as messages (`shown_errors`),
-and `shared`, where a page leaves components another page wires to (the studio's panels, the tabs, the Blocks).
+`load_page` (a page that cannot be imported is an error), and `shared`, where a page leaves components another page
+wires to: the Blocks, the tabs, and the studio's panels as named fields (`StudioPanels`), filled by name (`fill`).
 """
 
 from __future__ import annotations
 
 import html
+import importlib
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any, Iterator, NamedTuple
 
 import gradio as gr
@@ -20,8 +23,59 @@ import gradio as gr
 from popcorn.serve import access
 from popcorn.studio import StudioError
 
-# filled while the app is built: "demo" (the Blocks), "tabs" (gr.Tabs), "studio" (the studio page's components)
+# filled while the app is built: "demo" (the Blocks), "tabs" (gr.Tabs), "studio" (StudioPanels)
 shared: dict[str, Any] = {}
+
+
+class PlanPanel(NamedTuple):
+    """The studio's plan components, one per field of popcorn.studio.PlanOutput (same names, same order)."""
+
+    title: gr.Textbox
+    cover_prompt: gr.Textbox
+    video_prompt: gr.Textbox
+    references: gr.Dataframe
+    reasoning: gr.Markdown
+    candidates: gr.Dataframe
+    run_id: gr.Textbox
+    why: gr.Markdown
+
+
+class RenderPanel(NamedTuple):
+    """The studio's render components, one per field of popcorn.studio.RenderOutput (same names, same order)."""
+
+    video: gr.Video
+    cover: gr.Image
+    card: gr.HTML
+    details: gr.JSON
+    neighbours: gr.Dataframe
+    files: gr.File
+    run_id: gr.Textbox
+    notes: gr.Markdown
+
+
+class StudioPanels(NamedTuple):
+    """What the studio page leaves in shared["studio"] for the other pages."""
+
+    query: gr.Textbox
+    plan: PlanPanel
+    render: RenderPanel
+    events: tuple  # the plan and render events (History refreshes after them)
+
+
+def fill(panel: NamedTuple, values: NamedTuple) -> dict:
+    """{component: value} for each of `values`' fields that `panel` has a component of the same name: an event
+    returns this to fill those components (gradio leaves the others of its outputs as they are)."""
+    return {getattr(panel, name): value for name, value in values._asdict().items() if name in panel._fields}
+
+
+def load_page(name: str) -> ModuleType:
+    """A page module. One that cannot be imported stops the build, naming the page: a studio silently missing a
+    page is worse than one that does not start."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(f"the studio page {name} cannot be imported ({exc}); fix the import or take the page out "
+                          "of popcorn.ui.app.PAGES") from exc
 
 
 @contextmanager

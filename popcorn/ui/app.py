@@ -1,6 +1,6 @@
 """The studio app: the pages in order, on a FastAPI app that also serves extra routers, behind popcorn.ui.guard.
 
-    PAGES    the page modules, each with build_tab() -> None (one gr.Tab); a page that cannot be imported is skipped
+    PAGES    the page modules, each with build_tab() -> None (one gr.Tab); a page that cannot be imported is an error
     ROUTERS  "module:attribute" of FastAPI APIRouters served beside the studio (the study's participant pages, /s/...)
     build()  the Blocks;  create_app()  the ASGI app;  main(argv)  serve it with uvicorn (app.py, `popcorn studio`)
 
@@ -80,7 +80,7 @@ def build() -> gr.Blocks:
         with gr.Tabs() as tabs:
             ui.shared["tabs"] = tabs
             for spec in PAGES:
-                page = None if spec in PRIVATE_PAGES and access.public() else _load(spec)
+                page = None if spec in PRIVATE_PAGES and access.public() else ui.load_page(spec)
                 if page is not None:
                     page.build_tab()
     return demo

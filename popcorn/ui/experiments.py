@@ -7,13 +7,12 @@ from __future__ import annotations
 import gradio as gr
 
 from popcorn.experiments import actions
+from popcorn.llm import list_backends
 from popcorn.types import StageError
+from popcorn.video import list_generators
 
 
 def _backend_names() -> tuple[list[str], list[str]]:
-    from popcorn.llm import list_backends
-    from popcorn.video import list_generators
-
     return ([r["name"] for r in list_backends() if r["available"]],
             [r["name"] for r in list_generators() if r["available"]])
 

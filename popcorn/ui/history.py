@@ -14,13 +14,20 @@ def on_history(request: gr.Request):
     return studio.history(ui.requester(request).visitor)
 
 
-def on_open_run(evt: gr.SelectData, request: gr.Request):
-    who = ui.requester(request)
-    with ui.shown_errors():
-        row = evt.row_value if isinstance(evt.row_value, (list, tuple)) else []
-        loaded = studio.load_run(row[1] if len(row) > 1 else "", who.visitor, who.holder)
-    rendered = loaded.render or studio.empty_render(loaded.plan.run_id, loaded.error)
-    return (loaded.query, *loaded.plan, *rendered[:6], rendered.notes, gr.Tabs(selected="studio"))
+def open_run_in(page: ui.StudioPanels, tabs: gr.Tabs):
+    """The event that opens the clicked run in the studio's panels (filled by name) and shows the Studio tab."""
+
+    def on_open_run(evt: gr.SelectData, request: gr.Request):
+        who = ui.requester(request)
+        with ui.shown_errors():
+            row = evt.row_value if isinstance(evt.row_value, (list, tuple)) else []
+            loaded = studio.load_run(row[1] if len(row) > 1 else "", who.visitor, who.holder)
+        rendered = loaded.render or studio.empty_render(loaded.plan.run_id, loaded.error)
+        # the plan's fields after the render's: where both have a field (run_id), the plan's names the run opened
+        return {page.query: loaded.query, **ui.fill(page.render, rendered), **ui.fill(page.plan, loaded.plan),
+                tabs: gr.Tabs(selected="studio")}
+
+    return on_open_run
 
 
 async def on_owner(secret, request: gr.Request):
@@ -64,11 +71,11 @@ def build_tab() -> None:
                 sign_in = gr.Button("See every run", size="sm", elem_id="owner-btn")
                 sign_out = gr.Button("Only mine", size="sm")
 
-    page = ui.shared["studio"]
-    for event in page["events"]:
+    page: ui.StudioPanels = ui.shared["studio"]
+    for event in page.events:
         event.then(on_history, None, history, api_visibility="private")
-    history.select(on_open_run, None, [page["query"], *page["plan_outputs"], *page["render_outputs"][:6],
-                                       page["render_outputs"][7], ui.shared["tabs"]], api_visibility="private")
+    opened = {id(c): c for c in (page.query, *page.plan, *page.render, ui.shared["tabs"])}  # run_id is in both panels
+    history.select(open_run_in(page, ui.shared["tabs"]), None, list(opened.values()), api_visibility="private")
     refresh.click(on_history, None, history, api_visibility="private")
     sign_in.click(on_owner, secret, [secret, history], api_visibility="private", concurrency_limit=None)
     sign_out.click(on_leave_owner, None, history, api_visibility="private")

@@ -9,7 +9,13 @@ from __future__ import annotations
 import gradio as gr
 
 from popcorn import studio, ui
-from popcorn.studio import EXAMPLES, K_CHOICES, MAX_CANDIDATES, MODE_CHOICES
+from popcorn.serve import warm
+from popcorn.studio import EXAMPLES, K_CHOICES, MAX_CANDIDATES, MODE_CHOICES, PlanOutput, RenderOutput
+
+# the panels are the outputs of the plan and render events, in the order of the records those events return
+if ui.PlanPanel._fields != PlanOutput._fields or ui.RenderPanel._fields != RenderOutput._fields:
+    raise TypeError("popcorn.ui.PlanPanel / RenderPanel no longer match popcorn.studio.PlanOutput / RenderOutput: "
+                    "give them the same fields in the same order")
 
 
 def on_plan(query, mode, k, llm, seed, candidates, video="storyboard", request: gr.Request = None,
@@ -45,8 +51,6 @@ def on_load(request: gr.Request):
 
 def on_warm_status():
     """The background warm-up's line (popcorn/serve/warm.py); the timer stops once it has finished."""
-    from popcorn.serve import warm
-
     state = warm.status()["state"]
     return warm.status_line(), gr.Timer(active=state == "running")
 
@@ -119,13 +123,15 @@ def build_tab() -> None:
         with gr.Accordion("Score details (JSON)", open=False):
             details = gr.JSON(elem_id="score-details")
 
-    plan_outputs = [title, cover_prompt, video_prompt, references, reasoning, candidates, run_id, why]
-    render_outputs = [video, cover, card, details, neighbours, files, run_id, notes]
-    plan_event = plan_btn.click(on_plan, [query, mode, k, llm, seed, n_candidates, video_model], plan_outputs,
+    plan_panel = ui.PlanPanel(title=title, cover_prompt=cover_prompt, video_prompt=video_prompt, references=references,
+                              reasoning=reasoning, candidates=candidates, run_id=run_id, why=why)
+    render_panel = ui.RenderPanel(video=video, cover=cover, card=card, details=details, neighbours=neighbours,
+                                  files=files, run_id=run_id, notes=notes)
+    plan_event = plan_btn.click(on_plan, [query, mode, k, llm, seed, n_candidates, video_model], list(plan_panel),
                                 api_name="plan",
                                 concurrency_limit=2, concurrency_id="llm", show_progress_on=[video_prompt, references])
     render_event = render_btn.click(on_render, [run_id, title, cover_prompt, video_prompt, video_model, seed],
-                                    render_outputs, api_name="render", concurrency_limit=1, concurrency_id="gpu",
+                                    list(render_panel), api_name="render", concurrency_limit=1, concurrency_id="gpu",
                                     show_progress_on=[video, card])
     cancel_btn.click(on_cancel, None, None, cancels=[plan_event, render_event], api_visibility="private")
     candidates.select(on_pick_candidate, run_id, [title, cover_prompt, video_prompt], api_visibility="private")
@@ -134,5 +140,5 @@ def build_tab() -> None:
     ui.page_load(on_load, [llm, video_model, llm_info, video_info])
     warm_timer.tick(on_warm_status, None, [warm_status, warm_timer], api_visibility="private", show_progress="hidden")
     # what the History page fills when a run is opened, and the events after which it refreshes
-    ui.shared["studio"] = {"query": query, "plan_outputs": plan_outputs, "render_outputs": render_outputs,
-                           "events": [plan_event, render_event]}
+    ui.shared["studio"] = ui.StudioPanels(query=query, plan=plan_panel, render=render_panel,
+                                          events=(plan_event, render_event))

@@ -27,10 +27,11 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from popcorn.video import get_generator, registered
 
 # for generators with no text encoder of their own
 PREVIEW = "storyboard"  # the CPU preview stands in for a diffusers model: it gets the tightest of theirs
@@ -161,14 +162,10 @@ def _override(spec) -> int | None:
 
 
 def _spec_of(name: str):
-    from popcorn.video import get_generator
-
     return getattr(get_generator(name), "spec", None)
 
 
 def _diffusers_names() -> list[str]:
-    from popcorn.video import registered
-
     names = []
     for name in registered():
         try:

@@ -7,7 +7,7 @@ and guidance (6.0) are the pipeline's own defaults.
 
 from dataclasses import replace
 
-from popcorn.video.diffusers_base import DiffusersSpec, FrameRule
+from popcorn.video.diffusers_spec import DiffusersSpec, FrameRule
 
 _FRAMES = FrameRule(multiple=4, default=49, minimum=49, maximum=49)
 

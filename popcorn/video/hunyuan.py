@@ -5,7 +5,7 @@ Guidance is embedded (guidance-distilled): the pipeline's default guidance_scale
 pass. Steps (50) are the pipeline's own default.
 """
 
-from popcorn.video.diffusers_base import DiffusersSpec, FrameRule
+from popcorn.video.diffusers_spec import DiffusersSpec, FrameRule
 
 HUNYUAN = DiffusersSpec(
     name="hunyuan",

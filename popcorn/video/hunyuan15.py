@@ -5,7 +5,7 @@ comes from the pipeline's own guider (guidance 6.0 in the released config), step
 pipeline has no step callback: popcorn reports its steps (and Cancel stops it) through the scheduler's step.
 """
 
-from popcorn.video.diffusers_base import DiffusersSpec, FrameRule
+from popcorn.video.diffusers_spec import DiffusersSpec, FrameRule
 
 HUNYUAN_15 = DiffusersSpec(
     name="hunyuan-1.5",

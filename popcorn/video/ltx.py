@@ -4,7 +4,7 @@ Any size divisible by 32 up to 720x1280 (so 9:16 portrait works), 8k+1 frames, c
 Steps (50) and guidance (3.0) are the pipeline's own defaults.
 """
 
-from popcorn.video.diffusers_base import DiffusersSpec, FrameRule
+from popcorn.video.diffusers_spec import DiffusersSpec, FrameRule
 
 _DECODE = ("Lightricks' recipe for LTX-Video (model card and diffusers' LTX docs): decode at timestep 0.03 with noise "
            "scale 0.025; read by VAEs with timestep conditioning (0.9.1 on), ignored by 0.9.0's")

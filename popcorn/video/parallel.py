@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import socket
+import subprocess
 import sys
 from typing import Iterator
 
@@ -58,7 +60,7 @@ def launched() -> bool:
 
 def device_count() -> int:
     try:
-        import torch
+        import torch  # heavy, and optional here: the CLI asks this before any model loads
 
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:
@@ -92,8 +94,6 @@ def launch_command(argv: list[str], gpus: int, script: str | None = None, port: 
 
 def relaunch(argv: list[str], gpus: int) -> int:
     """Run the command under accelerate with one process per GPU; returns its exit code."""
-    import subprocess
-
     command = launch_command(argv, gpus, port=_free_port())  # two split renders at once must not share a port
     env = dict(os.environ, **{ENV_GPUS: str(int(gpus))})
     print("[render] " + shlex.join(command[1:]), file=sys.stderr, flush=True)
@@ -101,8 +101,6 @@ def relaunch(argv: list[str], gpus: int) -> int:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -115,7 +113,7 @@ def active() -> bool:
 
 def state():
     """accelerate's process state; without CUDA the processes join on the CPU over gloo."""
-    from accelerate import PartialState
+    from accelerate import PartialState  # heavy (torch): only a split render needs it
 
     return PartialState(cpu=device_count() == 0)
 
@@ -132,7 +130,7 @@ def process_device() -> str:
 @contextlib.contextmanager
 def _accelerator_count_for_cpu() -> Iterator[None]:
     """diffusers assumes an accelerator when it sets up the mesh; on a CPU-only machine (tests) it sees one."""
-    import torch
+    import torch  # heavy: only a split render needs it (loaded already with its pipeline)
 
     if torch.accelerator.device_count() > 0:
         yield
@@ -147,7 +145,7 @@ def _accelerator_count_for_cpu() -> Iterator[None]:
 
 def enable(pipe, degree: int | None = None) -> str:
     """Split `pipe.transformer`'s attention across the launched processes (Ulysses). Returns a note for the run."""
-    from diffusers import ContextParallelConfig
+    from diffusers import ContextParallelConfig  # heavy (torch): only a split render needs it
 
     here = state()  # joins the process group accelerate launched us into (NCCL on GPUs, gloo on the CPU)
     degree = int(degree or here.num_processes)

@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.attention
+from diffusers.models.activations import GELU
+
+from popcorn import config
 
 # ------------------------------------------------------------------------------------------ 2. GEMM + GELU in one
 
@@ -61,8 +65,6 @@ def _gelu_epilogue_forward(module, hidden_states):
 
 def use_gelu_epilogue(transformer, on: bool = True) -> int:
     """Route diffusers' GELU(approximate='tanh') layers through linear_gelu_tanh (or back); returns how many."""
-    from diffusers.models.activations import GELU
-
     changed = 0
     for module in transformer.modules():
         if isinstance(module, GELU) and module.approximate == "tanh":
@@ -78,10 +80,8 @@ def use_gelu_epilogue(transformer, on: bool = True) -> int:
 
 
 def _sdpa_priority(backends: tuple[str, ...]) -> Callable[[], contextlib.AbstractContextManager]:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    order = [getattr(SDPBackend, name) for name in backends]
-    return lambda: sdpa_kernel(order, set_priority=True)
+    order = [getattr(torch.nn.attention.SDPBackend, name) for name in backends]
+    return lambda: torch.nn.attention.sdpa_kernel(order, set_priority=True)
 
 
 def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager] | None, str]:
@@ -93,15 +93,13 @@ def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager]
     if major not in (9, 10):
         return None, f"default SDPA (FlashAttention-4 needs compute capability 9.x or 10.x; this GPU is {major}.{minor})"
     try:
-        import flash_attn.cute.interface  # noqa: F401  (the flash-attn-4 package)
+        import flash_attn.cute.interface  # noqa: F401  (optional: the flash-attn-4 package, Hopper/Blackwell only)
     except Exception as exc:  # not installed, or its CUDA libraries do not load
         return None, f"default SDPA (flash-attn-4 not usable here: {type(exc).__name__}: {str(exc)[:120]})"
-    from torch.nn import attention
-
-    if not hasattr(attention, "register_flash_attention_impl"):
+    if not hasattr(torch.nn.attention, "register_flash_attention_impl"):
         return None, f"default SDPA (torch {torch.__version__} cannot route SDPA to another flash kernel)"
     try:
-        attention.register_flash_attention_impl(_FA4_NAME, register_fn=_register_fa4)
+        torch.nn.attention.register_flash_attention_impl(_FA4_NAME, register_fn=_register_fa4)
         with flash_attention_4_active():
             error = _probe_attention()
     except Exception as exc:
@@ -115,14 +113,12 @@ def flash_attention_4() -> tuple[Callable[[], contextlib.AbstractContextManager]
 def flash_attention_4_active() -> Iterator[None]:
     """Inside: SDPA prefers its flash backend, and that backend runs FlashAttention-4. Outside, nothing changes: the
     route is switched on for the pipeline call only, so other models in the process keep PyTorch's kernels."""
-    from torch.nn import attention
-
-    attention.activate_flash_attention_impl(_FA4_NAME)
+    torch.nn.attention.activate_flash_attention_impl(_FA4_NAME)
     try:
         with _sdpa_priority(("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"))():
             yield
     finally:
-        attention.restore_flash_attention_impl()
+        torch.nn.attention.restore_flash_attention_impl()
 
 
 _FA4_NAME = "popcorn-fa4"
@@ -140,7 +136,8 @@ class _Fa4Handle:
 def _register_fa4() -> _Fa4Handle:
     """Make SDPA's flash backend run FlashAttention-4's forward kernel (PyTorch's dispatcher calls this function
     instead of its own flash kernel while the handle lives). Inference only: no dropout, no debug mask."""
-    from flash_attn.cute.interface import _flash_attn_fwd  # the kernel entry that writes into a given `out`
+    # optional (flash-attn-4, checked above); the kernel entry that writes into a given `out`
+    from flash_attn.cute.interface import _flash_attn_fwd
 
     def flash_forward(query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, *, scale=None):
         if dropout_p or return_debug_mask:
@@ -210,15 +207,13 @@ def uncompile(transformer) -> None:
 
 
 def compile_cache_dir() -> Path:
-    from popcorn import config
-
     return config.cache_dir() / "compile"
 
 
 def use_persistent_compile_cache() -> str:
     """Point inductor's on-disk caches (FX graphs, AOT autograd, Triton kernels, autotuning) into the Popcorn cache
     folder, unless TORCHINDUCTOR_CACHE_DIR was set to somewhere other than torch's per-boot default in /tmp."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # inductor: loaded only to compile
 
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if current and current != default_cache_dir():
@@ -287,7 +282,7 @@ class FastPath:
             if self._attention_context is not None:
                 stack.enter_context(self._attention_context())
             if not self.compiled:
-                import torch._inductor.config as inductor_config
+                import torch._inductor.config as inductor_config  # inductor: loaded only to compile
                 import torch.compiler.config as compiler_config
 
                 tag = "popcorn-fa4" if self._attention_context is not None else "popcorn-default-sdpa"

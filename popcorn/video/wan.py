@@ -5,7 +5,7 @@ at 16 fps. Steps (50) and guidance (5.0) are the pipeline's own defaults; the sc
 (UniPC, flow shift 3.0), except the 14B model at 720p (flow shift 5.0).
 """
 
-from popcorn.video.diffusers_base import DiffusersSpec, FrameRule
+from popcorn.video.diffusers_spec import DiffusersSpec, FrameRule
 
 _FRAMES = FrameRule(multiple=4, default=81, minimum=5, maximum=81)
 _NEGATIVE = "blurry, low quality, static, distorted, watermark, subtitles, overexposed, deformed, extra fingers"
