@@ -22,7 +22,8 @@ them again: those ratios understate the new step (its own p50 / p90 above, from 
 
 --fresh N then makes N PE plans, each in a new `python -m popcorn plan` process on the caches the run left (one more
 first, untimed), and prints their p50 from launch to exit against the in-process PE p50 (issue 27: <= 1.2x, the fixed
-instructions' llama.cpp state loaded from disk, popcorn/llm/llama_state.py).
+instructions' llama.cpp state loaded from disk, popcorn/llm/llama_state.py). `popcorn plan` fits the default video
+model (storyboard): use --video storyboard with --fresh.
 
 Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/plans.py [--prompts FILE] [--llm NAME] [--video NAME]
        [--limit N] [--modes pe,basic] [--order mode|prompt] [--reference N] [--fresh N] [--json OUT]
@@ -115,17 +116,18 @@ def new_plan(query: str, mode: str, llm: str, video: str, seed: int) -> dict:
     }
 
 
-def fresh_plans(rows_in: list[tuple[str, str, str]], n: int, llm: str, video: str, seed: int) -> list[dict]:
+def fresh_plans(rows_in: list[tuple[str, str, str]], n: int, llm: str, seed: int) -> list[dict]:
     """PE plans of the first n prompts, each by `python -m popcorn plan` in a new process (as a user's every CLI plan
-    is) on the caches this run left, after one untimed: seconds from the launch to the exit, the plan's own seconds,
+    is; its budget is the default video model's, so run the bench with --video storyboard to compare like with like)
+    on the caches this run left, after one untimed: seconds from the launch to the exit, the plan's own seconds,
     and the prompt tokens its first draw evaluated (few when the fixed instructions' saved state served:
     popcorn/llm/llama_state.py)."""
     rows = []
     for i, (_, _, query) in enumerate([rows_in[0]] + rows_in[:n]):
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "popcorn", "plan", query, "--mode", "pe", "--llm", llm,
-                               "--video", video, "--seed", str(seed + i), "--json"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=1800)
+                               "--seed", str(seed + i), "--json"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=1800)
         wall = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"fresh plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -315,7 +317,7 @@ def main() -> None:
                   f"(speed-up p50 {old['p50_s'] / same['p50_s']:.2f}x)", flush=True)
     fresh = []
     if args.fresh and "pe" in results:
-        fresh = fresh_plans(rows_in, args.fresh, args.llm, args.video, args.seed)
+        fresh = fresh_plans(rows_in, args.fresh, args.llm, args.seed)
         in_process = summary(results["pe"], cats)["p50_s"]
         walls = [r["wall_s"] for r in fresh]
         print(f"fresh processes: PE plan p50 {percentile(walls, 0.5):.2f}s from launch to exit "

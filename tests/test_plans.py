@@ -12,6 +12,7 @@ import pytest
 from popcorn import pipeline
 from popcorn.llm import base as llm_base
 from popcorn.llm.plan_schema import TITLE_LIMIT, plan_schema
+from popcorn.llm.token_mask import REDRAWS
 from popcorn.llm.trim import DANGLING_ENDINGS, shorten_title
 from popcorn.types import StageError
 from popcorn.video import budget as vb
@@ -114,8 +115,11 @@ def test_the_real_decoder_enforces_min_and_max_length(qwen_path):
     assert out.usage["finish_reason"] == "stop", out.text
     data = json.loads(out.text)
     assert 5 <= len(data["title"]) <= 12 and 40 <= len(data["story"]) <= 60, data
-    # the long title was drawn twice more (a phrase is cheap to draw again), then cut; the story is not a phrase
-    assert out.usage["redrawn_fields"] == {"title": 2} and "title" in out.usage["capped_fields"], out.usage
+    # the long title was drawn again (a phrase is cheap to draw again), and cut only once every redraw was spent
+    # (how many draws ran long depends on the draw, which depends on the CPU's kernels); the story is not a phrase
+    redrawn = out.usage.get("redrawn_fields", {})
+    assert set(redrawn) == {"title"} and 1 <= redrawn["title"] <= REDRAWS, out.usage
+    assert "title" not in out.usage["capped_fields"] or redrawn["title"] == REDRAWS, out.usage
     assert out.usage["prompt_eval_tokens"] > 0 and out.usage["generation_s"] > 0  # where the time went
 
 
