@@ -14,7 +14,9 @@ the index the first one embedded). `prep` is the studio's warm-up of the whole i
 title's embedding, indexes, routers, query encoder, GGUF assembly and verification, model load), timed step by step
 in one more fresh process through popcorn.serve.warm. `studio_plan`: the studio launched on an empty cache and a PE plan
 asked through its /plan API the moment the page answers (its warm-up steps aside for the plan). The page is timed cold while the studio warms (when the
-studio starts popcorn.serve.warm on launch). The last line is
+studio starts popcorn.serve.warm on launch). The warm plan is a fresh process too: it finds the PE instructions'
+llama.cpp state the first plan saved (popcorn/llm/llama_state.py). The report names the CPU, its instruction sets
+(AVX2, AVX-512, VNNI, AMX: bench/cpu.py) and the llama.cpp build. The last line is
 
     first_use score_s=<float> plan_s=<float> warm_score_s=<float> warm_plan_s=<float>
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from cpu import cpu_line, llama_build  # noqa: E402  (bench/cpu.py: instruction sets, llama.cpp build)
 from predictor import machine  # noqa: E402  (bench/predictor.py: CPU model, cores, load)
 
 PY = sys.executable
@@ -167,7 +170,7 @@ def main() -> None:
     parser.add_argument("--skip-plan", action="store_true", help="no LLM: the score and the page only")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    report: dict = {"machine": machine(), "loadavg_start": loadavg()}
+    report: dict = {"machine": machine(), "cpu": cpu_line(), "llama_cpp": llama_build(), "loadavg_start": loadavg()}
     print(report, flush=True)
     root = Path(tempfile.mkdtemp(prefix="popcorn-first-use-"))
     try:

@@ -21,8 +21,13 @@ commit e0aa6bc (templates read from git), and prints the new/old ratios of p50 a
 evicts the mode's instructions from llama.cpp's KV cache, so under --order mode the new plans it measures evaluate
 them again: those ratios understate the new step (its own p50 / p90 above, from a run without --reference, do not).
 
+--fresh N then makes N PE plans, each in a new `python -m popcorn plan` process on the caches the run left (one more
+first, untimed), and prints their p50 from launch to exit against the in-process PE p50 (issue 27: <= 1.2x, the fixed
+instructions' llama.cpp state loaded from disk, popcorn/llm/llama_state.py). `popcorn plan` fits the default video
+model (storyboard): use --video storyboard with --fresh.
+
 Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/plans.py [--prompts FILE] [--llm NAME] [--video NAME]
-       [--limit N] [--modes pe,basic] [--order mode|prompt] [--reference N] [--json OUT]
+       [--limit N] [--modes pe,basic] [--order mode|prompt] [--reference N] [--fresh N] [--json OUT]
 
 --order mode (default) makes every PE plan, then every Basic one, as `popcorn batch` plans: a mode's prompt starts with
 its fixed instructions, which then stay in llama.cpp's KV cache from plan to plan. --order prompt alternates the modes
@@ -52,6 +57,7 @@ from popcorn.video.budget import budget as video_budget  # noqa: E402
 from popcorn.video.budget import estimate_tokens  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from cpu import cpu_line, llama_build  # noqa: E402  (bench/cpu.py: instruction sets, llama.cpp build)
 from predictor import machine  # noqa: E402  (bench/predictor.py: CPU model, cores, load)
 
 DEFAULT_PROMPTS = ROOT / "tests" / "data" / "plan_prompts.tsv"
@@ -64,21 +70,10 @@ LEGACY_SCHEMA = {
 }
 
 
-
 def _lengths(fit, video_prompt: str) -> dict:
     """Whether a video prompt is within its budget both ways (over the encoder's tokens, under the minimum words)."""
     over, under = not fit.fits(video_prompt), not fit.long_enough(video_prompt)
     return {"in_budget": not (over or under), "over_max": over, "under_min": under}
-
-def llama_build() -> str:
-    """The instruction sets llama.cpp was compiled with (scripts/setup.sh builds for the CPU it runs on)."""
-    try:
-        import llama_cpp
-
-        info = llama_cpp.llama_print_system_info().decode()
-    except Exception as exc:  # not installed: the local LLM cannot run, and the bench says why later
-        return f"unavailable ({type(exc).__name__})"
-    return " ".join(part.split("=")[0].split(":")[-1].strip() for part in info.split("|") if part.strip().endswith("= 1"))
 
 
 def read_prompts(path: Path) -> list[tuple[str, str, str]]:
@@ -126,6 +121,32 @@ def new_plan(query: str, mode: str, llm: str, video: str, seed: int) -> dict:
         "video_words": len(plan.video_prompt.split()),
         "video_est_tokens": estimate_tokens(plan.video_prompt),
     }
+
+
+def fresh_plans(rows_in: list[tuple[str, str, str]], n: int, llm: str, seed: int) -> list[dict]:
+    """PE plans of the first n prompts, each by `python -m popcorn plan` in a new process (as a user's every CLI plan
+    is; its budget is the default video model's, so run the bench with --video storyboard to compare like with like)
+    on the caches this run left, after one untimed: seconds from the launch to the exit, the plan's own seconds,
+    and the prompt tokens its first draw evaluated (few when the fixed instructions' saved state served:
+    popcorn/llm/llama_state.py)."""
+    rows = []
+    for i, (_, _, query) in enumerate([rows_in[0]] + rows_in[:n]):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "popcorn", "plan", query, "--mode", "pe", "--llm", llm,
+                               "--seed", str(seed + i), "--json"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=1800)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"fresh plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        out = json.loads(done.stdout)
+        usage, first = out.get("usage", {}), (out.get("attempts") or [{}])[0]
+        row = {"query": query, "wall_s": round(wall, 2), "plan_s": usage.get("seconds"),
+               "prompt_tokens": first.get("prompt_tokens"), "prompt_eval_tokens": first.get("prompt_eval_tokens")}
+        print(f"  fresh {'(untimed)' if i == 0 else i:>9} {wall:6.1f}s plan {row['plan_s']}s, first draw evaluated "
+              f"{row['prompt_eval_tokens']} of {row['prompt_tokens']} prompt tokens | {query[:50]}", flush=True)
+        if i:
+            rows.append(row)
+    return rows
 
 
 # --- the previous plan step (reference) ----------------------------------------------------------------------------
@@ -250,6 +271,9 @@ def main() -> None:
                          "instructions stay in the KV cache); prompt: both modes prompt by prompt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write every plan's row here")
+    ap.add_argument("--fresh", type=int, default=0, metavar="N",
+                    help="then N PE plans of the first prompts, each in a fresh `popcorn plan` process (after one "
+                         "untimed), against the in-process PE p50")
     args = ap.parse_args()
 
     rows_in = read_prompts(args.prompts)
@@ -259,7 +283,7 @@ def main() -> None:
     fit = video_budget(args.video)
     print(f"{len(rows_in)} prompts from {args.prompts}; llm {args.llm}; video {args.video}: {fit.tokens} tokens "
           f"({fit.source}), {fit.words_min}-{fit.words_max} words, cap {fit.max_chars} characters", flush=True)
-    print(f"machine: {machine()}; llama.cpp: {llama_build()}", flush=True)
+    print(f"machine: {machine()}\ncpu: {cpu_line()}\nllama.cpp: {llama_build()}", flush=True)
     templates = _legacy_templates() if args.reference else None
 
     warm = time.perf_counter()
@@ -301,9 +325,17 @@ def main() -> None:
             show(f"new {mode} (same)", same)
             print(f"{mode}: new/old p50 {same['p50_s'] / old['p50_s']:.2f}x  p90 {same['p90_s'] / old['p90_s']:.2f}x  "
                   f"(speed-up p50 {old['p50_s'] / same['p50_s']:.2f}x)", flush=True)
+    fresh = []
+    if args.fresh and "pe" in results:
+        fresh = fresh_plans(rows_in, args.fresh, args.llm, args.seed)
+        in_process = summary(results["pe"], cats)["p50_s"]
+        walls = [r["wall_s"] for r in fresh]
+        print(f"fresh processes: PE plan p50 {percentile(walls, 0.5):.2f}s from launch to exit "
+              f"(the plan itself {percentile([r['plan_s'] for r in fresh], 0.5):.2f}s), in-process PE p50 "
+              f"{in_process:.2f}s: {percentile(walls, 0.5) / in_process:.2f}x (goal <= 1.2x)", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"new": results, "reference": reference}, indent=1, ensure_ascii=False),
-                             encoding="utf-8")
+        args.json.write_text(json.dumps({"new": results, "reference": reference, "fresh": fresh}, indent=1,
+                                        ensure_ascii=False), encoding="utf-8")
     total = summary(every, [r["category"] for r in every])
     pe = summary(results.get("pe", []), cats) if "pe" in results else total
     print(f"plans valid={total['valid']:.3f} whole_titles={total['whole_titles']:.3f} "

@@ -80,16 +80,59 @@ def test_corpus_precision_takes_bf16_only_where_the_cpu_multiplies_it_and_names_
     from popcorn.types import StageError
 
     monkeypatch.delenv("POPCORN_CORPUS_PRECISION", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(embed, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_tile", "amx_bf16"}))
     assert embed.corpus_precision() == "bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN told to stay below AMX (a plain CPU emulated)
+    assert embed.corpus_precision() == "fp32"  # int8 is asked for, never picked: it moves routes and references
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert embed.corpus_precision() == "bf16"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(embed, "_cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert embed.corpus_precision() == "fp32"  # bf16 instructions without AMX tiles: no faster than ONNX fp32
+    monkeypatch.setattr(embed, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert embed.corpus_precision() == "fp32"
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "int8")
+    assert embed.corpus_precision() == "int8"
     monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "BF16")
     assert embed.corpus_precision() == "bf16"
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp32")
+    assert embed.corpus_precision() == "fp32"
     monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp16")
     with pytest.raises(StageError) as err:
         embed.corpus_precision()
-    assert err.value.stage == "embed" and "fp16" in str(err.value)
+    assert err.value.stage == "retrieve" and "fp16" in str(err.value) and "int8" in err.value.hint
+
+
+def test_a_corpus_in_int8_keeps_the_order_and_most_neighbours_of_fp32(corpus, tmp_path, monkeypatch):
+    """int8 (POPCORN_CORPUS_PRECISION=int8: faster on a CPU without AMX) moves a vector by ~1e-2: the order of the texts is kept,
+    vectors stay unit length and close to fp32's, and most of each title's nearest titles stay (the price is stated
+    by bench/corpus_precision.py); fp32 stays the exact path beside it."""
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))  # the quantized model is built here, from the export
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "int8")
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    embedder._fast = None  # this cache folder's ONNX encoder (the export and its quantized copy are made here)
+    try:
+        titles = corpus.table["title"].tolist()[1000:1600]  # lengths vary, so batches are reordered
+        quantized = embedder.encode_many(titles)
+        assert embedder.fast_encoder() and embedder._fast.int8_session() is not None
+        assert list((tmp_path / "onnx").glob("*.int8.onnx")), "the quantized model is kept on disk"
+        full = embedder.encode(titles)  # PyTorch float32, in the given order
+        assert quantized.shape == full.shape == (600, embedder.dim) and quantized.dtype == np.float32
+        assert np.allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
+        cosine = np.sum(quantized * full, axis=1)
+        assert cosine.min() > 0.97 and np.median(cosine) > 0.99
+        assert np.abs(quantized - full).max() > 1e-3  # really quantized: bf16 moves a vector by ~1e-4, fp32 ~1e-6
+        near_full = np.argsort(-(full @ full.T), axis=1)[:, 1:11]
+        near_int8 = np.argsort(-(quantized @ quantized.T), axis=1)[:, 1:11]
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(near_full, near_int8)])
+        assert overlap > 0.8 and np.mean(near_full[:, 0] == near_int8[:, 0]) > 0.8
+        monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp32")
+        assert np.sum(embedder.encode_many(titles) * full, axis=1).min() > 0.9999
+    finally:
+        embedder._fast = None  # the next test's cache folder builds its own
 
 
 def test_a_corpus_in_bf16_keeps_the_order_and_the_neighbours_of_fp32(corpus, monkeypatch):

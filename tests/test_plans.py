@@ -12,6 +12,7 @@ import pytest
 from popcorn import pipeline
 from popcorn.llm import base as llm_base
 from popcorn.llm.plan_schema import TITLE_LIMIT, plan_schema
+from popcorn.llm.token_mask import REDRAWS
 from popcorn.llm.trim import DANGLING_ENDINGS, shorten_title
 from popcorn.types import StageError
 from popcorn.video import budget as vb
@@ -114,8 +115,11 @@ def test_the_real_decoder_enforces_min_and_max_length(qwen_path):
     assert out.usage["finish_reason"] == "stop", out.text
     data = json.loads(out.text)
     assert 5 <= len(data["title"]) <= 12 and 40 <= len(data["story"]) <= 60, data
-    # the long title was drawn twice more (a phrase is cheap to draw again), then cut; the story is not a phrase
-    assert out.usage["redrawn_fields"] == {"title": 2} and "title" in out.usage["capped_fields"], out.usage
+    # the long title was drawn again (a phrase is cheap to draw again), and cut only once every redraw was spent
+    # (how many draws ran long depends on the draw, which depends on the CPU's kernels); the story is not a phrase
+    redrawn = out.usage.get("redrawn_fields", {})
+    assert set(redrawn) == {"title"} and 1 <= redrawn["title"] <= REDRAWS, out.usage
+    assert "title" not in out.usage["capped_fields"] or redrawn["title"] == REDRAWS, out.usage
     assert out.usage["prompt_eval_tokens"] > 0 and out.usage["generation_s"] > 0  # where the time went
 
 
@@ -189,10 +193,12 @@ def test_the_value_mask_allows_exactly_what_a_json_string_value_can_hold():
 
 def test_a_value_past_its_bound_is_closed_there_and_reported_as_cut_not_written_on_to_its_token_cap():
     """A value that ran past maxLength is cut (or drawn again) whatever comes next, so nothing more is generated: the
-    tokens up to the cap (~20 of a video prompt) were a tenth of a plan's generation time."""
+    tokens up to the cap (~20 of a video prompt) were a tenth of a plan's generation time. The bound is set from the
+    unbounded draw (half its length), so the test holds however long the model's greedy draw is on this CPU's
+    kernels (on an AVX2 build SmolLM2 wrote 57 characters here, on an AVX-512 one more than 60)."""
     from popcorn.llm import get_llm
     from popcorn.llm.llama_models import load_model
-    from popcorn.llm.token_mask import chat_prompt, one_value
+    from popcorn.llm.token_mask import chat_prompt, count_tokens, one_value
 
     llm = get_llm("smollm2")
     ok, why = llm.available()
@@ -204,12 +210,15 @@ def test_a_value_past_its_bound_is_closed_there_and_reported_as_cut_not_written_
     prompt += '{"video_prompt": "'
     with lock:  # each from an empty KV cache (a prompt found whole in it is evaluated differently at its end)
         model.reset()
-        free, _ = one_value(model, prompt, 60, 0.0, 5, 10, 10_000, None)
+        free, free_finish = one_value(model, prompt, 60, 0.0, 5, 10, 10_000, None)
+        bound = len(free) // 2
+        assert bound > 10, f"the unbounded draw is too short to set a bound past its minimum of 10: {free!r}"
         model.reset()
-        closed, closed_finish = one_value(model, prompt, 60, 0.0, 5, 10, 40, None)
-    assert len(free) > 60  # unbounded, it writes on
-    assert closed_finish == "length" and 40 < len(closed) <= 40 + 16  # closed by the first token past the bound
-    assert free.startswith(closed.rstrip()[:40])  # the same draw up to the bound
+        closed, closed_finish = one_value(model, prompt, 60, 0.0, 5, 10, bound, None)
+    assert free_finish in ("stop", "length")  # unbounded, it wrote on to its quote or its cap
+    assert closed_finish == "length" and bound < len(closed) <= bound + 16  # closed by the first token past the bound
+    assert free.startswith(closed[:bound])  # the same greedy draw up to the bound, then closed there
+    assert count_tokens(model, closed) < count_tokens(model, free)  # fewer tokens generated: not written on
 
 
 @pytest.mark.llm

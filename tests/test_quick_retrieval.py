@@ -140,7 +140,8 @@ def test_a_cold_quick_retrieval_embeds_the_sample_and_the_routed_category_only(r
     assert set(np.flatnonzero(known)) == {i for i, t in enumerate(titles) if t in embedded}  # (a repeated title once)
     assert known.sum() < len(corpus) / 4
     cosine = (now[wanted] * vectors[wanted]).sum(axis=1)
-    assert cosine.min() > 0.999  # the same vectors the whole index holds
+    # the same vectors the whole index holds (to bf16's rounding; int8, when asked for, moves more)
+    assert cosine.min() > (0.97 if embed.corpus_precision() == "int8" else 0.999)
     assert {r.category for r in got.references} == {"Delicacy"} and len(got.references) == 10
 
 

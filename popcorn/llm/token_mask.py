@@ -21,6 +21,7 @@ import re
 
 import numpy as np
 
+from popcorn.llm import llama_state
 from popcorn.llm.trim import bound_text
 from popcorn.types import StageError
 
@@ -130,6 +131,7 @@ def complete_fields(model, messages, fields, max_tokens, temperature, seed, on_t
     """Write the JSON object of bounded string `fields` one value at a time (see above): (text, finish, usage).
     on_text hears the object grow token by token; an exception it raises stops the generation."""
     prompt = chat_prompt(model, messages)
+    primed = llama_state.prime(model, prompt, messages)  # the fixed instructions: from memory, disk, or evaluated
     values: dict[str, str] = {}
     generated = 0
     finish = "stop"
@@ -169,7 +171,7 @@ def complete_fields(model, messages, fields, max_tokens, temperature, seed, on_t
     # prompt and found in the KV cache there, are the completion's tokens, so each token is counted once.)
     prompt_tokens = count_tokens(model, prompt) + count_tokens(model, json.dumps(dict.fromkeys(values, "")))
     return text, finish, {"completion_tokens": generated, "prompt_tokens": prompt_tokens, "capped_fields": capped,
-                          **({"redrawn_fields": redrawn} if redrawn else {})}
+                          **({"redrawn_fields": redrawn} if redrawn else {}), **primed}
 
 
 def count_tokens(model, text: str) -> int:
