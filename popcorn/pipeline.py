@@ -24,9 +24,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-from popcorn.llm import prompts
+from popcorn.llm import plus, prompts
 from popcorn.llm.parse import TITLE_LIMIT, shorten_title
-from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, RENDER, RETRIEVE, SCORE, STAGES, STEPS, Plan, Retrieval, Run,
+from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER, RETRIEVE, SCORE, STAGES, STEPS, Plan, Retrieval, Run,
                            Settings, StageError)
 from popcorn.video.base import check_memory_mode, check_speed
 from popcorn.video.budget import count_words
@@ -38,7 +38,7 @@ __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Prog
 
 Progress = Callable[[str, float, str], None]
 # what run.json's plan holds beside the Plan's own fields: how it was written (write_plan's second value)
-PLAN_INFO = ("budget", "title_whole", "attempts", "usage")
+PLAN_INFO = ("budget", "title_whole", "attempts", "usage", "drafts")  # drafts: PE+ only (popcorn/llm/plus.py)
 
 
 def _quiet(stage: str, fraction: float, message: str) -> None:
@@ -65,7 +65,7 @@ def check(settings: Settings) -> Settings:
 
 def plan_steps(settings: Settings) -> tuple[str, ...]:
     """The steps make_plans goes through for these settings, in order (for a progress bar)."""
-    return ((RETRIEVE,) if settings.mode == "pe" else ()) + (PLAN,) + ((SCORE,) if settings.candidates > 1 else ())
+    return ((RETRIEVE,) if settings.mode in REFERENCE_MODES else ()) + (PLAN,) + ((SCORE,) if settings.candidates > 1 else ())
 
 
 def render_steps(with_score: bool = True) -> tuple[str, ...]:
@@ -121,9 +121,9 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         raise StageError(PLAN, f"LLM {llm!r} cannot run here: {reason}", "pick another LLM (python -m popcorn llms)")
     fit = video_budget(video)
     words = (fit.words_min, fit.words_max)
-    if mode == "pe":
+    if mode in REFERENCE_MODES:
         if retrieval is None:
-            raise StageError(PLAN, "PE mode needs the retrieved references", "run the retrieve step first")
+            raise StageError(PLAN, f"{mode} mode needs the retrieved references", "run the retrieve step first")
         messages = prompts.pe_messages(query, retrieval, words)
     else:
         messages = prompts.basic_messages(query, words)
@@ -181,6 +181,10 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
             "attempts": tries,
             "usage": _sum_usage(tries),
         }
+        if mode == "plus":
+            the_plan, info["drafts"], drafted = _plus_title(backend, messages, the_plan, retrieval, temperature,
+                                                            attempt_seed, progress)
+            info["usage"] = {**_sum_usage([*tries, drafted]), "attempts": len(tries)}
         return the_plan, info
     raise StageError(
         PLAN,
@@ -218,6 +222,21 @@ def _extend(video_prompt: str, cover_prompt: str, fit) -> str:
     describes), or "" when even that stays under the minimum or over the budget."""
     extended = f"{video_prompt.rstrip()} Opening frame: {cover_prompt.strip()}"
     return extended if fit.long_enough(extended) and fit.fits(extended) else ""
+
+
+def _plus_title(backend, messages: list[dict], the_plan: Plan, retrieval: Retrieval, temperature: float, seed: int,
+                progress: Callable[[float, str], None] | None) -> tuple[Plan, list[dict], dict]:
+    """PE+'s step after PE's plan (popcorn/llm/plus.py): title drafts in the same conversation, near-copies of the
+    references dropped, the rest and PE's own title ranked by h. Returns (the plan with the chosen title, the drafts,
+    the drafts' usage). A drafts answer that cannot be read leaves PE's title: PE+ never fails where PE succeeds."""
+    if progress is not None:
+        progress(0.95, f"drafting {plus.TITLE_DRAFTS} more titles")
+    completion = backend.complete(plus.drafts_messages(messages, the_plan), json_schema=plus.drafts_schema(),
+                                  max_tokens=plus.TITLE_DRAFTS * 40 + 40, temperature=temperature, seed=seed + 7)
+    best, rows = plus.pick_title(the_plan, plus.read_drafts(completion.text), retrieval)
+    usage = completion.usage or {}
+    return best, rows, {k: usage[k] for k in ("prompt_tokens", "prompt_eval_tokens", "completion_tokens",
+                                              "prompt_eval_s", "generation_s", "seconds") if k in usage}
 
 
 def _sum_usage(tries: list[dict]) -> dict:
@@ -368,7 +387,7 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
     if len(settings.query) > prompts.MAX_QUERY_CHARS:
         run.notes.append(f"the query was cut to {prompts.MAX_QUERY_CHARS} characters")
     with foreground() if quick else nullcontext():
-        if settings.mode == "pe":
+        if settings.mode in REFERENCE_MODES:
             _prepare_llm_meanwhile(settings.llm)
             with _Timer(run, RETRIEVE, progress):
                 run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick)

@@ -24,7 +24,8 @@ FORMER_NAMES = {"llm": PLAN, "corpus": RETRIEVE, "embed": RETRIEVE, "report": IN
 # the one failure that belongs to no run: the user study's (popcorn.study.StudyError)
 OUTSIDE_RUNS = ("study",)
 
-MODES = ("basic", "pe")
+MODES = ("basic", "pe", "plus")  # plus: PE, then title drafts ranked by h (popcorn/llm/plus.py)
+REFERENCE_MODES = ("pe", "plus")  # the modes that retrieve MicroLens references and show them to the LLM
 
 
 class StageError(RuntimeError):

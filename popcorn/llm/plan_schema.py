@@ -31,7 +31,7 @@ BOUNDS = {
 def plan_schema(mode: str = "pe", video_chars: int | None = None) -> dict:
     """The JSON schema of a plan in `mode`: the reasoning fields first (so a constrained model thinks before it
     writes), then title, cover_prompt and video_prompt; every string bounded. `video_chars` caps the video prompt."""
-    keys = REASONING_FIELDS["pe" if mode == "pe" else "basic"] + FIELDS
+    keys = REASONING_FIELDS["pe" if mode in ("pe", "plus") else "basic"] + FIELDS
     properties = {}
     for key in keys:
         low, high = BOUNDS[key]

@@ -139,4 +139,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{', '.join(sorted(access.enabled_names() or ['all registered']))})", flush=True)
     from popcorn.serve.connections import HeaderDeadlineProtocol
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeaderDeadlineProtocol)
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; access.client_address decides whom to
+    # believe (POPCORN_TRUSTED_PROXIES), for the queue limits and the owner's secret as for the study's joins
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeaderDeadlineProtocol,
+                proxy_headers=False, server_header=False)
