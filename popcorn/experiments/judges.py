@@ -1,8 +1,8 @@
-"""Honest judging: is a title new, or a copy of what the LLM was shown? And does a win survive a judge that does not
-retrieve?
+"""Honest judging: is a title new, or a copy of what the LLM was shown? (The judge PE cannot flatter, trained on the
+judge set only, lives in popcorn/popularity/judges.py.)
 
 h is retrieval-augmented and PE shows the LLM popular MicroLens titles, so h could reward an LLM for copying them.
-Two checks sit beside h's tables:
+The near-copy checks beside the judges' tables (excluding near-copies stays a sensitivity analysis):
 
 - Novelty. Each generated title is compared with the references shown to the LLM (PE) and with every title of the
   corpus. The similarity is the Jaccard index of the two titles' character 3-gram sets after normalisation (NFKC,
@@ -11,23 +11,25 @@ Two checks sit beside h's tables:
   added hashtag or emoji, a changed word, a cut ending) and counts how many are caught and how often two different
   corpus titles are flagged. For Basic runs, which are shown nothing, the similarity to the references that PE was
   shown for the same prompt is reported as the control.
-- A second judge: h trained without its retrieval features (popcorn.popularity Settings(retrieval=())), so nothing
-  in it looks up neighbours in the corpus. Its checkpoint is cached beside h's (trained once, about a minute).
+- Containment: a reference (or corpus) title of at least MIN_CONTAINED character 3-grams whose 3-grams are, for at
+  least CONTAINED (0.9) of them, inside the generated title is a near-copy too: Jaccard misses a short reference
+  embedded in a longer title ("<reference> | day 3 of my challenge #fyp").
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
-from dataclasses import replace
 
 import numpy as np
 from scipy import sparse
 
 NEAR_COPY = 0.5
 NGRAM = 3
-SECOND_JUDGE = "h without retrieval features"
+CONTAINED = 0.9  # share of a title's n-grams found in the generated title
+MIN_CONTAINED = 12  # n-grams a title needs before its containment counts (short titles are contained by chance)
+DETECTOR = (f"character {NGRAM}-gram Jaccard of normalised titles >= {NEAR_COPY}, or a title of >= {MIN_CONTAINED} "
+            f"{NGRAM}-grams with >= {CONTAINED:.0%} of them inside the generated title (containment)")
 
 
 def normalise(title: str) -> str:
@@ -67,26 +69,38 @@ class NgramIndex:
 
     def jaccard(self, titles: list[str]) -> np.ndarray:
         """(len(titles), len(index)) Jaccard indexes."""
+        return self.similarities(titles)[0]
+
+    def similarities(self, titles: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(Jaccard, containment) of each title with each indexed one, both (len(titles), len(index)); containment is
+        the share of the indexed title's n-grams inside the title (0 for indexed titles under MIN_CONTAINED n-grams).
+        A query n-gram the index has never seen counts in its size, so it lowers the Jaccard as it should."""
         if not titles or not self.titles:
-            return np.zeros((len(titles), len(self.titles)), dtype=np.float32)
+            empty = np.zeros((len(titles), len(self.titles)), dtype=np.float32)
+            return empty, empty
         sizes = np.array([len(ngrams(t)) for t in titles], dtype=np.float32)
         query = self._rows(titles, grow=False)
         inter = (query @ self.matrix.T).toarray()
         union = sizes[:, None] + self.sizes[None, :] - inter
-        return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+        jac = np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float32)
+        long_enough = (self.sizes >= MIN_CONTAINED)[None, :]
+        contained = np.where(long_enough, inter / np.maximum(self.sizes[None, :], 1), 0.0).astype(np.float32)
+        return jac, contained
 
-    def nearest(self, titles: list[str], exclude: list[int | None] | None = None) -> list[tuple[float, str]]:
-        """For each title, its highest Jaccard in the index and that title; `exclude[i]`: a row of the index not to
-        count for title i (the title's own video)."""
+    def nearest(self, titles: list[str], exclude: list[int | None] | None = None) -> list[tuple[float, str, float, str]]:
+        """For each title: its highest Jaccard in the index and that title, its highest containment and that title;
+        `exclude[i]`: a row of the index not to count for title i (the title's own video)."""
         if not self.titles:
-            return [(0.0, "")] * len(titles)
+            return [(0.0, "", 0.0, "")] * len(titles)
         out = []
         for start in range(0, len(titles), 256):  # bounded memory: 256 x corpus at a time
-            sims = self.jaccard(titles[start:start + 256])
+            sims, contained = self.similarities(titles[start:start + 256])
             for i, row in enumerate((exclude or [])[start:start + 256]):
                 if row is not None:
-                    sims[i, row] = -1.0
-            out += [(round(float(sims[i, j]), 4), self.titles[j]) for i, j in enumerate(sims.argmax(axis=1))]
+                    sims[i, row] = contained[i, row] = -1.0
+            for i, (j, c) in enumerate(zip(sims.argmax(axis=1), contained.argmax(axis=1))):
+                out.append((round(float(sims[i, j]), 4), self.titles[j], round(float(contained[i, c]), 4),
+                            self.titles[c]))
         return out
 
 
@@ -96,13 +110,25 @@ def similarity(a: str, b: str) -> float:
     return len(x & y) / len(x | y) if x | y else 0.0
 
 
+def containment(title: str, other: str) -> float:
+    """The share of `other`'s 3-grams inside `title` (0 when `other` has fewer than MIN_CONTAINED)."""
+    x, y = ngrams(title), ngrams(other)
+    return len(x & y) / len(y) if len(y) >= MIN_CONTAINED else 0.0
+
+
 def is_near_copy(a: str, b: str, threshold: float = NEAR_COPY) -> bool:
-    return similarity(a, b) >= threshold
+    """a copies b: similar as a whole (Jaccard), or b sits inside a (containment)."""
+    return similarity(a, b) >= threshold or containment(a, b) >= CONTAINED
 
 
 def max_similarity(title: str, others: list[str]) -> tuple[float, str]:
     """The closest of `others` to `title` (0.0, '' when there are none)."""
     scored = [(similarity(title, o), o) for o in others]
+    return max(scored, default=(0.0, ""))
+
+
+def max_containment(title: str, others: list[str]) -> tuple[float, str]:
+    scored = [(containment(title, o), o) for o in others]
     return max(scored, default=(0.0, ""))
 
 
@@ -113,10 +139,10 @@ _CORPUS_INDEX: dict[str, NgramIndex] = {}
 
 
 def corpus_index() -> NgramIndex:
-    """The n-gram index of every MicroLens title of the configured corpus (built once per process)."""
+    """The n-gram index of every MicroLens title, all parts of the judge split (built once per process)."""
     from popcorn.retrieval.corpus import load_corpus
 
-    corpus = load_corpus()
+    corpus = load_corpus(part="all")
     if corpus.fingerprint not in _CORPUS_INDEX:
         _CORPUS_INDEX[corpus.fingerprint] = NgramIndex(corpus.table["title"].astype(str).tolist())
     return _CORPUS_INDEX[corpus.fingerprint]
@@ -128,11 +154,18 @@ def novelty(titles: list[str], shown: list[list[str]], index: NgramIndex | None 
     index = index if index is not None else corpus_index()
     nearest = index.nearest(titles)
     out = []
-    for title, refs, (corpus_sim, corpus_title) in zip(titles, shown, nearest):
+    for title, refs, (corpus_sim, corpus_title, corpus_in, corpus_in_title) in zip(titles, shown, nearest):
         ref_sim, ref_title = max_similarity(title, refs)
-        out.append({"title": title, "refs": len(refs), "ref_similarity": round(ref_sim, 4), "ref_title": ref_title,
-                    "ref_copy": bool(refs) and ref_sim >= threshold, "corpus_similarity": corpus_sim,
-                    "corpus_title": corpus_title, "corpus_copy": corpus_sim >= threshold})
+        ref_in, ref_in_title = max_containment(title, refs)
+        ref_contained = bool(refs) and ref_in >= CONTAINED
+        corpus_contained = corpus_in >= CONTAINED
+        out.append({"title": title, "refs": len(refs), "ref_similarity": round(ref_sim, 4),
+                    "ref_title": ref_title if ref_sim >= threshold or not ref_contained else ref_in_title,
+                    "ref_containment": round(ref_in, 4), "ref_contained": ref_contained,
+                    "ref_copy": bool(refs) and (ref_sim >= threshold or ref_contained),
+                    "corpus_similarity": corpus_sim, "corpus_containment": corpus_in,
+                    "corpus_title": corpus_title if corpus_sim >= threshold or not corpus_contained else corpus_in_title,
+                    "corpus_contained": corpus_contained, "corpus_copy": corpus_sim >= threshold or corpus_contained})
     return out
 
 
@@ -141,50 +174,11 @@ def human_base_rate(video_ids: list[int], threshold: float = NEAR_COPY) -> dict:
     the rate a generated title would show by chance of the corpus, next to which the generated rates are read."""
     from popcorn.retrieval.corpus import load_corpus
 
-    table = load_corpus().table
+    table = load_corpus(part="all").table  # the same table as corpus_index(), row for row
     row_of = {int(v): i for i, v in enumerate(table["video_id"])}
     rows = [row_of[int(v)] for v in dict.fromkeys(video_ids) if int(v) in row_of]
     index = corpus_index()
     nearest = index.nearest([index.titles[r] for r in rows], exclude=rows)
-    k = sum(sim >= threshold for sim, _ in nearest)
+    k = sum(sim >= threshold or contained >= CONTAINED for sim, _, contained, _ in nearest)
     return {"share": round(k / len(rows), 4) if rows else None, "k": k, "n": len(rows),
-            "median_corpus_similarity": round(float(np.median([sim for sim, _ in nearest])), 4) if rows else None}
-
-
-# ---------------------------------------------------------------------------------------------------- judge 2
-
-
-_SECOND_JUDGES: dict = {}  # corpus fingerprint -> the second judge, once per process
-_SECOND_LOCK = threading.Lock()
-
-
-def second_judge(progress=None):
-    """h without retrieval features: trained on the configured corpus once (its checkpoint cached beside h's), then
-    loaded from the cache once per process (each report of a long-lived studio reuses it)."""
-    from popcorn.retrieval.corpus import load_corpus
-    from popcorn.popularity import Predictor, fit_predictor
-    from popcorn.popularity.predictor import checkpoint_path, default_settings
-
-    corpus = load_corpus()
-    with _SECOND_LOCK:  # two reports at once train or load it once
-        if corpus.fingerprint in _SECOND_JUDGES:
-            return _SECOND_JUDGES[corpus.fingerprint]
-        settings = replace(default_settings(corpus), retrieval=())
-        path = checkpoint_path(corpus, settings)
-        if path.exists():
-            predictor = Predictor.load(path)
-        else:
-            if progress:
-                progress(f"training the second judge ({SECOND_JUDGE}) once -> {path}")
-            predictor = fit_predictor(corpus, settings, progress)
-            predictor.save(path)
-        _SECOND_JUDGES[corpus.fingerprint] = predictor
-        return predictor
-
-
-def second_judge_labels(items: list[dict], predictor=None) -> list[float]:
-    """Predicted labels of items {title, category} under the second judge."""
-    if not items:
-        return []
-    predictor = predictor or second_judge()
-    return [s.label for s in predictor.score_batch(items)]
+            "median_corpus_similarity": round(float(np.median([n[0] for n in nearest])), 4) if rows else None}
