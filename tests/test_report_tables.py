@@ -228,3 +228,30 @@ def test_rows_read_runs_scored_before_the_rule():
     del old["score"]["judges"], old["baseline"]["judges"], old["score"]["sensitivity"]
     row = _row({**old, "status": "done"})
     assert isinstance(row, Row) and row.labels == {"h": 2.0} and row.human == {"h": 1.0} and row.k == 10
+
+
+def test_rescore_brings_old_runs_to_the_rule_and_the_old_rule_goes_to_a_copy(tmp_path):
+    from popcorn.experiments.rescore import rescore
+
+    query = "grandma's secret dumpling recipe for the new year"
+    store = Store(home=tmp_path / "b")
+    for mode in ("basic", "pe"):
+        plan = _plan(mode, query, "Grandma's dumplings, the secret is the fold", ("Game",) if mode == "pe" else ())
+        store.save_run({"id": f"r-{mode}", "settings": {"query": query, "mode": mode, "llm": "local", "seed": 0,
+                                                        "batch": {"prompt_index": 0, "type": "concrete",
+                                                                  "category": "Delicacy"}},
+                        "plan": plan.to_dict(), "score": {"label": 1.0}, "baseline": {}}, status="done")
+    copy = rescore(tmp_path / "b", rule="confounded", dest=tmp_path / "old")
+    assert copy["rescored"] == 2 and not copy["failed"]
+    assert store.get_run("r-pe")["score"] == {"label": 1.0}  # the source folder is untouched
+    old = {r["id"]: r for r in Store(home=tmp_path / "old").list_runs()}
+    assert old["r-pe"]["score"]["category"] == "Game" and old["r-basic"]["score"]["category_inferred"]
+    result = rescore(tmp_path / "b")
+    assert result["rescored"] == 2
+    new = {r["id"]: r for r in Store(home=tmp_path / "b").list_runs()}
+    assert {r["score"]["category"] for r in new.values()} == {"Delicacy"}  # the prompt file's, for both arms
+    assert new["r-pe"]["score"]["judges"] == new["r-basic"]["score"]["judges"]
+    report = build_report(tmp_path / "b", judges=False)
+    assert report["same_inputs"]["holds"] and report["same_inputs"]["rules"] == ["same-inputs"]
+    with pytest.raises(StageError, match="already holds a store"):
+        rescore(tmp_path / "b", rule="confounded", dest=tmp_path / "old")
