@@ -7,7 +7,7 @@
 
 A video's part depends only on the seed and its id (a digest of the two, read as a number in [0, 1)), so the split is
 the same on every machine, whatever order or subset of the corpus is read, and a new video never moves an old one.
-`popcorn.retrieval.corpus.load_corpus()` returns the retrieval part (a filter at load time); `load_part()` the others.
+`popcorn.retrieval.corpus.load_corpus()` returns the retrieval part (a filter at load time); `load_corpus(part=...)` the others.
 """
 
 from __future__ import annotations
