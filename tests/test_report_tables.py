@@ -255,3 +255,21 @@ def test_rescore_brings_old_runs_to_the_rule_and_the_old_rule_goes_to_a_copy(tmp
     assert report["same_inputs"]["holds"] and report["same_inputs"]["rules"] == ["same-inputs"]
     with pytest.raises(StageError, match="already holds a store"):
         rescore(tmp_path / "b", rule="confounded", dest=tmp_path / "old")
+
+
+def test_a_folder_with_two_settings_never_pools_them(tmp_path):
+    store = Store(home=tmp_path)
+    for router, labels in (("ours", (1.0, 2.0)), ("paper", (3.0, 1.0))):
+        for mode, label in zip(("basic", "pe"), labels):
+            record = _record(0, mode, "a", 10 if mode == "pe" else None, label, 1.0, "abstract", "Game")
+            record["id"] += router
+            record["settings"]["batch"]["router"] = record["settings"]["router"] = router
+            store.save_run(record, status="done")
+    report = build_report(tmp_path, judges=False)
+    assert len(report["summary"]["settings"]) == 2
+    t3 = report["tables"]["h"]["table3"]
+    assert [(r["type"], r["n"], r["wins"], r["losses"]) for r in t3] == [  # one row per setting, never one of 2 pairs
+        ("abstract [router ours, clip 3.0, split 2502]", 1, 1, 0),
+        ("abstract [router paper, clip 3.0, split 2502]", 1, 0, 1)]
+    conditions = set(report["tables"]["h"]["table2"][0]["cells"])
+    assert len(conditions) == 4 and all("router" in c for c in conditions)

@@ -83,6 +83,7 @@ class Row:
     references: list[str] = field(default_factory=list)  # titles shown to the LLM (PE)
     video_used: bool = False  # h read the rendered video (a frame encoder), not only the title
     failed_stage: str = ""
+    show_setting: bool = False  # the folder holds several settings: conditions name theirs
 
     def __post_init__(self):
         if self.label is not None and "h" not in self.labels:
@@ -92,7 +93,8 @@ class Row:
 
     @property
     def condition(self) -> str:
-        return f"{self.llm}/{self.mode}" + (f" K={self.k}" if self.mode == "pe" and self.k is not None else "")
+        return (f"{self.llm}/{self.mode}" + (f" K={self.k}" if self.mode == "pe" and self.k is not None else "")
+                + (f" [{self.setting}]" if self.show_setting else ""))
 
 
 def _row(record: dict) -> Row | None:
@@ -136,6 +138,9 @@ def load_rows(out_dir: str | Path) -> list[Row]:
                          "give the --out folder of `python -m popcorn batch`")
     records = Store(home=folder).list_runs(limit=10**9)
     rows = [r for r in map(_row, records) if r is not None]
+    if len({r.setting for r in rows}) > 1:  # never pooled: every condition carries its setting
+        for r in rows:
+            r.show_setting = True
     return sorted(rows, key=lambda r: (r.prompt_index, r.mode, r.llm, r.seed, r.video, r.k or 0))
 
 
@@ -155,7 +160,12 @@ def human_judged(judge: str = "h", variant: str = "") -> Value:
 
 
 def by_type(rows: list[Row]) -> list[tuple[str, list[Row]]]:
-    """(prompt type, its rows) for each type, then all types together when there are several."""
+    """(prompt type, its rows) for each type, then all types together when there are several; per setting when the
+    rows hold several (a type is then named with its setting: no table row pools two settings)."""
+    settings = sorted(_names(rows, "setting"))
+    if len(settings) > 1:
+        return [(f"{kind} [{setting}]", part) for setting in settings
+                for kind, part in by_type([r for r in rows if r.setting == setting])]
     kinds = sorted({r.type for r in rows})
     out = [(kind or "(untyped)", [r for r in rows if r.type == kind]) for kind in kinds]
     return out + [(ALL, rows)] if len(kinds) > 1 else out
@@ -567,8 +577,8 @@ def to_markdown(report: dict, images: dict[str, str] | None = None) -> str:
              f"{', '.join(map(str, s['seeds']))}; K {', '.join(map(str, s['ks'])) or '-'}; settings: "
              f"{' | '.join(s['settings'])}."]
     if len(s["settings"]) > 1:
-        lines.append("**This folder holds runs of several settings: no pair crosses them (each setting is paired "
-                     "within itself), but medians of one condition pool them.**")
+        lines.append("**This folder holds runs of several settings: no pair crosses them, and every condition below "
+                     "names its setting.**")
     if s["failed_at_stage"]:
         lines.append("Failed runs by stage: " + ", ".join(f"{k} {v}" for k, v in s["failed_at_stage"].items()) + ".")
     same = report["same_inputs"]
