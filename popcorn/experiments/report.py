@@ -47,7 +47,8 @@ RULE = ("Same inputs for every arm of a prompt: the category each judge gets is 
 SCALE = ("h predicts MMRA's label for MicroLens, log2(1 + comments), so 3.0 means 7 predicted comments. The paper "
          "reports medians of 0.44-0.73 on a scale it does not define in what we could read (MMRA's released loader "
          "reads a precomputed `label` column; its transform is not in the code we found). On log2(1 + comments), "
-         "0.44-0.73 would be under one comment, below {below:.0%} of MicroLens videos, so the paper's numbers are on "
+         "0.44-0.73 would be under one comment, lower than {below:.0%} of the human pool's actual labels, so the paper's "
+         "numbers are on "
          "another (normalised) scale. With no definition there is no mapping: beside each median we give its "
          "percentile among the actual labels of the MicroLens human pool, a scale-free reading that the paper's "
          "numbers could be compared with if its transform were known.")
