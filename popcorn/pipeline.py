@@ -300,6 +300,8 @@ def score(the_plan: Plan, video_path: str | None = None, *, category: str | None
         return judges.score_confounded(the_plan.title, the_plan.video_prompt, query, own, video=video_path)
     if rule != judges.SAME_INPUTS:
         raise StageError("score", f"unknown scoring rule {rule!r}", f"use one of {judges.RULES}")
+    if category is None and the_plan.matched_categories:  # a plan scored alone (the studio's Score page)
+        category, category_source = the_plan.matched_categories[0], category_source or "given with the plan"
     return judges.score_same_footing(the_plan.title, the_plan.video_prompt, query, category, category_source,
                                      video=video_path)
 

@@ -273,3 +273,18 @@ def test_a_folder_with_two_settings_never_pools_them(tmp_path):
         ("abstract [router paper, clip 3.0, split 2502]", 1, 0, 1)]
     conditions = set(report["tables"]["h"]["table2"][0]["cells"])
     assert len(conditions) == 4 and all("router" in c for c in conditions)
+
+
+def test_a_title_scored_alone_keeps_its_category_and_the_card_fields():
+    """The studio's Score page: pipeline.score(plan) with the category given on the plan, or none (h infers it)."""
+    plan = _plan("basic", "my dog sees the sea", "When my dog sees the sea for the first time # cute pet", ("Animal",))
+    score, baseline = pipeline.score(plan)
+    assert score["category"] == "Animal" and score["category_source"] == "given with the plan"
+    video = baseline["videos"][0]
+    assert video["category"] == "Animal" and video["predicted_label"] == video["judges"]["h"]
+    assert video["predicted_comments"] == pytest.approx(2 ** video["predicted_label"] - 1, abs=0.01)
+    assert 0 <= video["percentile_category"] <= 100 and 0 <= video["percentile_overall"] <= 100
+    plan.matched_categories = []
+    score, baseline = pipeline.score(plan)
+    assert score["category_inferred"] and score["category_source"] == "title (inferred by h)"
+    assert baseline["videos"][0]["category"] == score["category"]  # matched within the inferred category

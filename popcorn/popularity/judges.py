@@ -99,14 +99,19 @@ def score_same_footing(title: str, description: str, query: str, category: str |
     judges = judges or get_judges()
     h = judges["h"]
     result = h.score(title, description=description, category=category, video=video).to_dict()
-    matched = human_match(query, category)
+    matched = human_match(query, result["category"])  # the given category, or the one h inferred from the title
     human_titles = [v["title"] for v in matched["videos"]]
     given = _labels(judges, [title] + human_titles, [result["category"]] * (1 + len(human_titles)))
     inferred = _labels(judges, [title] + human_titles, [None] * (1 + len(human_titles)))
-    result.update({"category_source": category_source, "rule": SAME_INPUTS, "judges": given[0],
+    source = category_source or ("title (inferred by h)" if result["category_inferred"] else "given")
+    result.update({"category_source": source, "rule": SAME_INPUTS, "judges": given[0],
                    "sensitivity": {"title_inferred": inferred[0]}})
     for video_row, labels, variant in zip(matched["videos"], given[1:], inferred[1:]):
-        video_row.update({"judges": labels, "sensitivity": {"title_inferred": variant}})
+        predicted = labels["h"]  # what the studio's card shows beside the generated video's h
+        video_row.update({"judges": labels, "sensitivity": {"title_inferred": variant},
+                          "predicted_label": predicted, "predicted_comments": round(2.0 ** predicted - 1.0, 2),
+                          "percentile_category": h.percentile(predicted, result["category"]),
+                          "percentile_overall": h.percentile(predicted)})
     baseline = {**matched, "category": result["category"], "rule": SAME_INPUTS,
                 "judges": _mean([v["judges"] for v in matched["videos"]]),
                 "sensitivity": {"title_inferred": _mean([v["sensitivity"]["title_inferred"]
