@@ -187,6 +187,7 @@ def test_basic_and_pe_of_one_prompt_get_the_same_inputs():
     for run in runs:
         assert run["score"]["category"] == "Delicacy" and run["score"]["category_source"] == "prompt file"
         assert set(run["score"]["judges"]) == {"h", "heldout"} and run["score"]["rule"] == "same-inputs"
+        assert run["score"]["split_seed"] == 2502  # the judge split the held-out judge was trained on
         assert run["baseline"]["videos"][0]["category"] == "Delicacy"
     assert basic["baseline"]["videos"][0]["video_id"] == pe["baseline"]["videos"][0]["video_id"]
     assert basic["score"]["judges"] == pe["score"]["judges"]  # one title, same inputs: the same scores

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from popcorn.popularity import split
 from popcorn.popularity.metrics import regression_metrics
 from popcorn.popularity.predictor import (Predictor, checkpoint_path, default_settings, fit_predictor, get_predictor,
                                           log_progress)
@@ -104,7 +105,7 @@ def score_same_footing(title: str, description: str, query: str, category: str |
     given = _labels(judges, [title] + human_titles, [result["category"]] * (1 + len(human_titles)))
     inferred = _labels(judges, [title] + human_titles, [None] * (1 + len(human_titles)))
     source = category_source or ("title (inferred by h)" if result["category_inferred"] else "given")
-    result.update({"category_source": source, "rule": SAME_INPUTS, "judges": given[0],
+    result.update({"category_source": source, "rule": SAME_INPUTS, "split_seed": split.SEED, "judges": given[0],
                    "sensitivity": {"title_inferred": inferred[0]}})
     for video_row, labels, variant in zip(matched["videos"], given[1:], inferred[1:]):
         predicted = labels["h"]  # what the studio's card shows beside the generated video's h
