@@ -286,14 +286,46 @@ def compose(clip, the_plan: Plan, out_dir: Path, cover_model: str = "") -> dict:
                         metadata={"title": the_plan.title, "video_prompt": the_plan.video_prompt})
 
 
-def score(the_plan: Plan, video_path: str | None = None) -> tuple[dict, dict]:
-    """h: the plan's predicted popularity, and the human-matched baseline for its query."""
-    from popcorn.popularity.cli import score as score_title
+def score(the_plan: Plan, video_path: str | None = None, *, category: str | None = None, category_source: str = "",
+          rule: str = "same-inputs") -> tuple[dict, dict]:
+    """h: the plan's predicted popularity under both judges, and the human-matched baseline for its query.
 
-    category = the_plan.matched_categories[0] if the_plan.matched_categories else None
-    out = score_title(the_plan.title, the_plan.video_prompt, category=category, video=video_path, baseline_k=1,
-                      query=the_plan.query or the_plan.title)
-    return out["score"], out["human_baseline"]
+    Same inputs for every arm of a prompt (rule "same-inputs", popcorn/popularity/judges.py): `category` and its
+    source come from score_category(), and the human-matched video from the query and that category alone. Rule
+    "confounded" re-scores as before issue 23 (each arm's own category: PE's routed, Basic's inferred from the title)."""
+    from popcorn.popularity import judges
+
+    query = the_plan.query or the_plan.title
+    if rule == judges.CONFOUNDED:
+        own = the_plan.matched_categories[0] if the_plan.matched_categories else None
+        return judges.score_confounded(the_plan.title, the_plan.video_prompt, query, own, video=video_path)
+    if rule != judges.SAME_INPUTS:
+        raise StageError("score", f"unknown scoring rule {rule!r}", f"use one of {judges.RULES}")
+    if category is None and the_plan.matched_categories:  # a plan scored alone (the studio's Score page)
+        category, category_source = the_plan.matched_categories[0], category_source or "given with the plan"
+    return judges.score_same_footing(the_plan.title, the_plan.video_prompt, query, category, category_source,
+                                     video=video_path)
+
+
+def score_category(settings: Settings, retrieval: Retrieval | None = None) -> tuple[str | None, str]:
+    """The category h gets, one source for every arm of a prompt: the prompt file's (Settings.category) where given
+    and known to MicroLens, else the category routed from the query with the run's router (a PE run's own routing
+    when it came from the whole index: the same router on the same query gives the same answer)."""
+    from popcorn.retrieval.corpus import load_corpus
+
+    known = {c.casefold(): c for c in load_corpus().categories()}
+    given = (settings.category or "").strip()
+    if given and given.casefold() in known:
+        return known[given.casefold()], "prompt file"
+    routed = retrieval if retrieval is not None and retrieval.index == "full" else None
+    if routed is None:
+        routed = retrieve(settings.query, 1, settings.router, quick=True)
+    source = f"routed from the query (router {settings.router})"
+    if routed.index != "full":
+        source += f", {routed.index}"
+    if given:
+        source += f"; the prompt file's {given!r} is not a MicroLens category"
+    return (routed.matched_categories[0] if routed.matched_categories else None), source
 
 
 def rank(plans: list[Plan]) -> list[dict]:
@@ -421,10 +453,12 @@ def render_run(run: Run, out_dir: Path, progress: Progress = _quiet, with_score:
     return run
 
 
-def score_run(run: Run, progress: Progress = _quiet) -> Run:
-    """score a run's plan (and its video, when rendered): fills run.score and run.baseline."""
+def score_run(run: Run, progress: Progress = _quiet, rule: str = "same-inputs") -> Run:
+    """score a run's plan (and its video, when rendered): fills run.score and run.baseline (see score)."""
     with _Timer(run, SCORE, progress):
-        run.score, run.baseline = score(run.plan, run.video.get("video"))
+        category, source = score_category(run.settings, run.retrieval)
+        run.score, run.baseline = score(run.plan, run.video.get("video"), category=category, category_source=source,
+                                        rule=rule)
     return run
 
 

@@ -2,6 +2,9 @@
 
     compare(a, b)             -> +1 / 0 / -1 per pair (a ties b when they differ by at most TIE_EPS)
     win_rate(outcomes, groups) -> n, wins, ties, losses, their shares, and a bootstrap 95% interval of the win share
+    prompt_means(outcomes, groups) -> each prompt's mean outcome (the unit of the bootstrap and of the test)
+    sign_flip_p(outcomes, groups) -> two-sided p of "A and B win equally often", sign flips over prompts
+    holm(pvalues)              -> Holm's step-down adjustment across one table's comparisons
 
 The interval resamples whole groups (the prompts) with replacement: pairs made from one prompt (several seeds or
 video models) are not independent, so the prompt is the unit that is drawn.
@@ -91,3 +94,51 @@ def two_way_bootstrap_interval(values: list[float], rows: list, cols: list, n_bo
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(shares, [tail, 100.0 - tail])
     return (round(float(low), 4), round(float(high), 4))
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+
+
+SIGN_FLIP_DRAWS = 20000
+EXACT_UP_TO = 16  # prompts with a non-zero mean outcome: up to this many, every sign pattern is enumerated
+
+
+def prompt_means(outcomes: list[int], groups: list | None = None) -> np.ndarray:
+    """The mean outcome (+1 / 0 / -1 averaged) of each group (prompt): the unit the tests and the bootstrap draw."""
+    outcomes = np.asarray(outcomes, dtype=float)
+    groups = list(range(outcomes.size)) if groups is None else list(groups)
+    keys = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    index = np.array([keys[g] for g in groups], dtype=int)
+    sums = np.bincount(index, weights=outcomes, minlength=len(keys))
+    return sums / np.bincount(index, minlength=len(keys))
+
+
+def sign_flip_p(outcomes: list[int], groups: list | None = None, draws: int = SIGN_FLIP_DRAWS,
+                seed: int = SEED) -> float | None:
+    """Two-sided p-value of "A and B win equally often", by flipping the sign of each prompt's mean outcome (prompts
+    are exchangeable under the null; ties contribute 0). With one pair per prompt this is the exact sign test with
+    ties left out. Exact enumeration up to EXACT_UP_TO prompts, else `draws` seeded random flips."""
+    means = prompt_means(outcomes, groups)
+    means = means[np.abs(means) > 1e-12]
+    if means.size == 0:
+        return None if len(outcomes) == 0 else 1.0
+    observed = abs(means.sum())
+    if means.size <= EXACT_UP_TO:
+        signs = 1 - 2 * ((np.arange(2 ** means.size)[:, None] >> np.arange(means.size)) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(draws, means.size))
+    totals = np.abs(signs @ means)
+    p = float(np.mean(totals >= observed - 1e-9))
+    return round(p, 4)
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of the p-values of one table's comparisons (None stays None)."""
+    present = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    m = len(present)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = round(running, 4)
+    return adjusted

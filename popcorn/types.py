@@ -175,6 +175,8 @@ class Settings:
     max_tokens: int = 0  # 0: from the plan schema's bounds (an answer can never need more)
     temperature: float = 0.7
     attempts: int = 3  # fresh samples of a plan before its failure is reported
+    # the score's category (h's input): a prompt file's category; "" = routed from the query (pipeline.score_category)
+    category: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Settings":

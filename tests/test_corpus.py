@@ -8,7 +8,8 @@ from popcorn.retrieval.corpus import COLUMNS, from_hub_table, load_corpus, load_
 from popcorn.types import StageError
 
 
-def test_real_corpus_is_normalised(corpus):
+def test_real_corpus_is_normalised(data_dir):
+    corpus = load_corpus(data_dir, part="all")  # the whole of MicroLens; the default is the retrieval part
     table = corpus.table
     assert list(table.columns) == COLUMNS
     assert len(table) == 17738
@@ -18,8 +19,8 @@ def test_real_corpus_is_normalised(corpus):
     assert sum(corpus.skipped.values()) == 0  # the shared files are clean
 
 
-def test_full_titles_win_over_the_short_ones(corpus):
-    row = corpus.table.set_index("video_id").loc[1]
+def test_full_titles_win_over_the_short_ones(data_dir):
+    row = load_corpus(data_dir, part="all").table.set_index("video_id").loc[1]
     # the 100k file holds the title up to its first comma; the 50k file holds all of it
     assert row["title"].startswith("Gu long song gaga bad, even three hundred years old")
     assert row["category"] == "Anime" and row["comments"] == 2

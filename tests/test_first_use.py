@@ -14,7 +14,7 @@ import pytest
 
 from popcorn import config
 from popcorn.serve import prebuilt
-from popcorn.retrieval.corpus import load_raw_dir
+from popcorn.retrieval.corpus import load_corpus, load_raw_dir  # load_corpus: the retrieval part the studio packs
 from popcorn.llm import gguf
 from popcorn.popularity import evaluate, predictor as predictor_module, write_raw_dir
 
@@ -85,7 +85,7 @@ def bundle(small_dir, tmp_path_factory) -> tuple[Path, Path]:
     try:
         from popcorn.retrieval.embed import get_embedder, title_vectors
 
-        corpus = load_raw_dir(small_dir)
+        corpus = load_corpus(small_dir)
         predictor_module.train(small_dir)
         title_vectors(corpus.table["title"].tolist(), corpus.fingerprint, get_embedder("packaged:all-MiniLM-L6-v2"))
         prebuilt.pack(corpus, repo)
@@ -109,7 +109,7 @@ def _no_training(*args, **kwargs):
 
 def test_pack_writes_a_manifest_of_sizes_and_sha256(bundle, small_dir):
     repo, cache = bundle
-    fingerprint = load_raw_dir(small_dir).fingerprint
+    fingerprint = load_corpus(small_dir).fingerprint
     manifest = json.loads((repo / fingerprint / prebuilt.MANIFEST).read_text())
     assert manifest["fingerprint"] == fingerprint
     names = set(manifest["files"])
@@ -137,7 +137,7 @@ def test_verified_bundle_fills_the_cache_and_the_predictor_loads_without_trainin
 
 def test_a_single_wrong_byte_rejects_the_bundle_and_the_local_build_serves(bundle, small_dir, tmp_path, monkeypatch):
     repo = _copy_repo(bundle[0], tmp_path / "repo")
-    fingerprint = load_raw_dir(small_dir).fingerprint
+    fingerprint = load_corpus(small_dir).fingerprint
     checkpoint = next((repo / fingerprint / "popularity").glob("*.joblib"))
     data = bytearray(checkpoint.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -160,7 +160,7 @@ def test_a_single_wrong_byte_rejects_the_bundle_and_the_local_build_serves(bundl
 
 
 def test_bundles_for_another_corpus_or_with_unsafe_paths_are_refused(bundle, small_dir, tmp_path):
-    fingerprint = load_raw_dir(small_dir).fingerprint
+    fingerprint = load_corpus(small_dir).fingerprint
     repo = _copy_repo(bundle[0], tmp_path / "repo")
     manifest_path = repo / fingerprint / prebuilt.MANIFEST
     manifest = json.loads(manifest_path.read_text())
@@ -181,7 +181,7 @@ def test_online_the_hub_is_asked_for_this_corpus_bundle_only(bundle, small_dir, 
     import huggingface_hub
 
     repo, _ = bundle
-    fingerprint = load_raw_dir(small_dir).fingerprint
+    fingerprint = load_corpus(small_dir).fingerprint
     asked = []
 
     def snapshot_download(repo_id, repo_type=None, allow_patterns=None, **kwargs):
@@ -193,7 +193,7 @@ def test_online_the_hub_is_asked_for_this_corpus_bundle_only(bundle, small_dir, 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("POPCORN_PREBUILT_REPO", "popcorn-studio/prebuilt-cache")
-    assert prebuilt.install(load_raw_dir(small_dir)) is True
+    assert prebuilt.install(load_corpus(small_dir)) is True
     assert asked == [("popcorn-studio/prebuilt-cache", "dataset", [f"{fingerprint}/*"])]
     assert list((tmp_path / "cache" / "popularity").glob("*.joblib"))
 
@@ -210,7 +210,7 @@ def test_no_network_or_offline_means_the_local_build(small_dir, tmp_path, monkey
     monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
     monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("POPCORN_PREBUILT_REPO", "popcorn-studio/prebuilt-cache")
-    corpus = load_raw_dir(small_dir)
+    corpus = load_corpus(small_dir)
     monkeypatch.setenv("POPCORN_OFFLINE", "1")
     assert prebuilt.install(corpus) is False and calls == []  # offline: never asked
     prebuilt._TRIED.clear()
@@ -222,7 +222,7 @@ def test_no_network_or_offline_means_the_local_build(small_dir, tmp_path, monkey
 
 
 def test_malformed_manifest_entries_are_refused_not_raised_past_install(bundle, small_dir, tmp_path, monkeypatch):
-    fingerprint = load_raw_dir(small_dir).fingerprint
+    fingerprint = load_corpus(small_dir).fingerprint
     repo = _copy_repo(bundle[0], tmp_path / "repo")
     manifest_path = repo / fingerprint / prebuilt.MANIFEST
     manifest = json.loads(manifest_path.read_text())
@@ -238,7 +238,7 @@ def test_malformed_manifest_entries_are_refused_not_raised_past_install(bundle, 
         prebuilt.verified_files(repo / fingerprint, fingerprint)
     monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("POPCORN_PREBUILT_REPO", str(repo))
-    assert prebuilt.install(load_raw_dir(small_dir)) is False  # refused, and install itself does not raise
+    assert prebuilt.install(load_corpus(small_dir)) is False  # refused, and install itself does not raise
     assert not (tmp_path / "cache" / "popularity").exists()
 
 
@@ -256,7 +256,7 @@ def test_a_failed_copy_leaves_no_partial_file_and_falls_back(bundle, small_dir, 
 
     monkeypatch.setattr(shutil, "copyfileobj", disk_full)
     said = []
-    assert prebuilt.install(load_raw_dir(small_dir), say=said.append) is False
+    assert prebuilt.install(load_corpus(small_dir), say=said.append) is False
     assert said and "No space left" in said[-1]
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no temporary or truncated file left behind
 
@@ -273,5 +273,5 @@ def test_a_same_sized_but_different_cache_file_is_replaced_by_the_verified_one(b
     (cache / "popularity" / name).write_bytes(bytes(stale))
     monkeypatch.setenv("POPCORN_CACHE_DIR", str(cache))
     monkeypatch.setenv("POPCORN_PREBUILT_REPO", str(repo))
-    assert prebuilt.install(load_raw_dir(small_dir)) is True
+    assert prebuilt.install(load_corpus(small_dir)) is True
     assert (cache / "popularity" / name).read_bytes() == good

@@ -138,7 +138,7 @@ def test_a_cold_quick_retrieval_embeds_the_sample_and_the_routed_category_only(r
     titles = corpus.table["title"].tolist()
     embedded = {titles[i] for i in wanted}
     assert set(np.flatnonzero(known)) == {i for i, t in enumerate(titles) if t in embedded}  # (a repeated title once)
-    assert known.sum() < len(corpus) / 4
+    assert known.sum() < len(corpus) / 3  # 29% of the 12,502-title retrieval corpus (the sample is ~3,300 whatever its size)
     cosine = (now[wanted] * vectors[wanted]).sum(axis=1)
     # the same vectors the whole index holds (to bf16's rounding; int8, when asked for, moves more)
     assert cosine.min() > (0.97 if embed.corpus_precision() == "int8" else 0.999)

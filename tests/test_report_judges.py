@@ -1,4 +1,5 @@
-"""The near-copy detector on planted copies of real MicroLens titles, and on pairs of different titles."""
+"""The near-copy detector on planted copies of real MicroLens titles (Jaccard and containment), on pairs of different
+titles, and the held-out judge (trained on the judge set only)."""
 
 import random
 
@@ -21,6 +22,7 @@ EDITS = {
     "one word changed": lambda t, rng: _replace_word(t, rng),
     "the last word cut": lambda t, rng: " ".join(t.split()[:-1]),
     "two words swapped": lambda t, rng: _swap(t, rng),
+    "embedded in a longer title": lambda t, rng: "Day 3 of my challenge: " + t + " | part two, wait for the end #fyp",
 }
 
 
@@ -67,7 +69,10 @@ def test_index_agrees_with_the_pairwise_measure(titles):
         for j in (0, i % 100, 57):
             assert sims[i, j] == pytest.approx(judges.similarity(probe, titles[j]), abs=1e-6)
     nearest = index.nearest(probes[:20])
-    assert [title for _, title in nearest] == titles[:20]  # each planted copy finds its own source
+    assert [n[1] for n in nearest] == titles[:20]  # each planted copy finds its own source
+    jac, contained = index.similarities(probes[:1])
+    for j in (0, 57):
+        assert contained[0, j] == pytest.approx(judges.containment(probes[0], titles[j]), abs=1e-6)
 
 
 def test_novelty_flags_a_copied_reference(corpus):
@@ -80,6 +85,16 @@ def test_novelty_flags_a_copied_reference(corpus):
     assert judges.novelty(["x y z"], [[]], index)[0]["ref_copy"] is False  # nothing shown: no copy of a reference
 
 
+def test_containment_catches_a_reference_inside_a_longer_title(corpus):
+    source = next(t for t in corpus.table["title"].astype(str) if 25 <= len(judges.normalise(t)) <= 40)
+    longer = f"{source} | the whole story in 60 seconds, day 3 of my challenge, wait for the end #fyp #viral"
+    assert judges.similarity(longer, source) < judges.NEAR_COPY  # Jaccard alone misses it
+    [found] = judges.novelty([longer], [["unrelated reference", source]], judges.NgramIndex([source, "other"]))
+    assert found["ref_contained"] and found["ref_copy"] and found["ref_title"] == source
+    assert found["corpus_contained"] and found["corpus_copy"]
+    assert judges.containment(longer, "short one") == 0.0  # a short title is contained by chance: not counted
+
+
 def test_human_base_rate_leaves_each_title_itself_out(corpus):
     ids = corpus.table["video_id"].tolist()[:300]
     base = judges.human_base_rate(ids)
@@ -87,16 +102,34 @@ def test_human_base_rate_leaves_each_title_itself_out(corpus):
     assert base["median_corpus_similarity"] < judges.NEAR_COPY
 
 
-@pytest.mark.slow
-def test_second_judge_is_h_without_retrieval_loaded_once(corpus, monkeypatch):
-    from popcorn.popularity import Predictor, get_predictor
+def test_heldout_judge_never_saw_the_retrieval_corpus_and_is_loaded_once(monkeypatch):
+    from popcorn.popularity import Predictor, get_predictor, split
+    from popcorn.popularity import judges as popularity_judges
+    from popcorn.retrieval.corpus import load_corpus
 
-    judges._SECOND_JUDGES.clear()
-    second = judges.second_judge()
-    assert list(second.info["settings"]["retrieval"]) == []  # nothing in it looks up neighbours
-    assert second.info["fingerprint"] == corpus.fingerprint
-    assert tuple(get_predictor().info["settings"]["retrieval"])  # h itself retrieves: the judges differ
+    popularity_judges._HELDOUT.clear()
+    heldout = popularity_judges.heldout_judge()
+    judge_set = load_corpus(part="judge")
+    assert heldout.info["fingerprint"] == judge_set.fingerprint and heldout.info["n_train"] == len(judge_set)
+    trained = set(heldout.model.memory.video_ids.tolist())
+    assert trained == set(judge_set.table["video_id"])
+    assert not trained & set(load_corpus().table["video_id"])  # nothing PE or the studio retrieves from
+    assert set(get_predictor().model.memory.video_ids.tolist()) == set(load_corpus().table["video_id"])
+    whole = load_corpus(part="all")
+    assert split.describe(whole.table["video_id"])["counts"] == {
+        p: len(load_corpus(part=p)) for p in ("retrieval", "judge", "human")}
+    assert "5-fold" in heldout.info["validation"]["kind"]  # validated out of fold on the judge set
     monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, path: pytest.fail(f"loaded {path} again")))
-    assert judges.second_judge() is second  # a second report in the process reuses it
-    labels = judges.second_judge_labels([{"title": "my cat learns to skateboard", "category": None}] * 2)
-    assert len(labels) == 2 and labels[0] == labels[1] and 0.0 <= labels[0] < 20.0
+    assert popularity_judges.heldout_judge() is heldout  # a second report in the process reuses it
+
+
+def test_the_split_is_fixed_by_seed_and_id():
+    from popcorn.popularity import split
+
+    ids = list(range(1, 5001))
+    parts = split.parts(ids)
+    assert (split.parts(ids[::-1])[::-1] == parts).all()  # order does not matter
+    assert (split.parts(ids[:100]) == parts[:100]).all()  # nor the rest of the corpus
+    shares = {p: float((parts == p).mean()) for p in split.PARTS}
+    assert shares["judge"] == pytest.approx(0.2, abs=0.02) and shares["human"] == pytest.approx(0.1, abs=0.015)
+    assert (split.parts(ids, seed=split.SEED + 1) != parts).any()  # another seed, another split

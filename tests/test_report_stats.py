@@ -6,7 +6,8 @@ import math
 import pytest
 
 from popcorn import stats
-from popcorn.experiments.report import Row, build_report, medians, paired, to_markdown, vs_human, win_table
+from popcorn.experiments.report import (Row, build_report, human_judged, judged, paired, table1, table2, to_markdown,
+                                        vs_human, win_table)
 from popcorn.store import Store
 
 
@@ -14,7 +15,8 @@ def row(prompt, mode, label, llm="a", video="v", seed=0, human=None, human_video
         video_used=False):
     return Row(id=f"{prompt}-{mode}-{llm}-{video}-{seed}", prompt_index=prompt, query=f"q{prompt}", type=kind,
                category=category, mode=mode, llm=llm, video=video, seed=seed, status="done", title=f"t{prompt}{mode}",
-               label=label, human_label=human, human_video=human_video, video_used=video_used)
+               label=label, human_label=human, human_video=human_video, video_used=video_used,
+               h_category=category or None)
 
 
 def test_compare_counts_ties_apart():
@@ -71,27 +73,30 @@ def test_medians_and_human_matched_column():
             row(2, "pe", 4.0, human=2.5, human_video=11, kind="concrete", category="Pets"),
             row(0, "basic", 2.0, human=0.5, human_video=10, kind="concrete", category="Food"),
             row(3, "pe", 5.0, human=1.0, human_video=12, kind="abstract")]
-    table = {(t["type"], t["category"]): t for t in medians(rows)}
+    table = {(t["type"], t["category"]): t for t in table1(rows, judged("h"))}
     food = table[("concrete", "Food")]
     assert food["cells"]["a/pe"] == {"median": 2.0, "predicted_comments": 3.0, "n": 2}  # median(1, 3); 2**2 - 1
     assert food["cells"]["a/basic"]["median"] == 2.0 and food["cells"]["a/basic"]["n"] == 1
-    assert food["human_matched"]["name"] == "Concrete-M"
-    assert food["human_matched"]["median"] == 1.5 and food["human_matched"]["n"] == 2  # (0.5, 2.5): video 10 once
-    concrete = table[("concrete", "(all)")]
-    # prompt 1 and prompt 2 matched the same video 11, but they are two prompts: both count
-    assert concrete["cells"]["a/pe"]["median"] == 3.0 and concrete["human_matched"]["n"] == 3
-    assert table[("abstract", "(all)")]["human_matched"]["name"] == "Abstract-M"
     assert table[("(all)", "(all)")]["cells"]["a/pe"]["median"] == 3.5  # median(1, 3, 4, 5)
-    # one human match per prompt: the one its PE run was compared with, not its Basic run's
-    [only] = medians([row(0, "basic", 2.0, human=3.0, human_video=1), row(0, "pe", 2.0, human=1.0, human_video=2)])
+    by_type = {t["type"]: t for t in table2(rows, judged("h"), human_judged("h"))}
+    concrete = by_type["concrete"]
+    assert concrete["human_matched"]["name"] == "Concrete-M"
+    # prompts 1 and 2 matched the same video 11, but they are two prompts: both count
+    assert concrete["cells"]["a/pe"]["median"] == 3.0 and concrete["human_matched"]["n"] == 3
+    assert concrete["human_matched"]["median"] == 2.5  # (0.5, 2.5, 2.5)
+    assert by_type["abstract"]["human_matched"]["name"] == "Abstract-M"
+    # runs scored before the same-inputs rule: one human match per prompt, its PE run's, not its Basic run's
+    [only] = table2([row(0, "basic", 2.0, human=3.0, human_video=1), row(0, "pe", 2.0, human=1.0, human_video=2)],
+                    judged("h"), human_judged("h"))
     assert only["human_matched"]["median"] == 1.0 and only["human_matched"]["n"] == 1
 
 
 def test_generated_against_its_human_match():
     rows = [row(0, "pe", 2.0, human=1.0), row(1, "pe", 1.0, human=1.0), row(2, "pe", 0.0, human=1.0),
             row(3, "pe", 3.0, human=1.0)]
-    [r] = vs_human(rows)
+    [r] = vs_human(rows, judged("h"), human_judged("h"))
     assert (r["n"], r["wins"], r["ties"], r["losses"], r["win_rate"]) == (4, 2, 1, 1, 0.5)
+    assert r["p"] == 1.0  # 2 wins, 1 loss over 3 decisive prompts: |sum| >= 1 for every sign pattern
 
 
 def _store_batch(folder, rows, video_note=True):
@@ -119,13 +124,13 @@ def test_report_from_a_store(tmp_path):
     assert report["summary"]["runs"] == 9 and report["summary"]["status"] == {"done": 8, "failed": 1}
     assert report["summary"]["failed_at_stage"] == {"plan": 1}
     assert report["h_sees_video"] is False
-    [pe] = report["pe_vs_basic"]
+    [pe] = report["tables"]["h"]["table3"]
     assert (pe["n"], pe["groups"], pe["wins"], pe["ties"], pe["losses"]) == (4, 2, 2, 2, 0)  # 2 prompts x 2 videos
-    video = report["video_vs_video"]
+    video = report["tables"]["h"]["table6"]
     assert video["finding"] is False and "does not see the video" in video["note"]
-    assert video["rows"][0]["ties"] == video["rows"][0]["n"] == 4
+    assert [(r["mode"], r["n"], r["ties"]) for r in video["rows"]] == [("basic", 2, 2), ("pe", 2, 2)]  # modes apart
     text = to_markdown(report)
-    assert "PE vs Basic" in text and "| a | pe | basic | 4 | 2 | 2 | 2 | 0 | 0.500 |" in text
+    assert "PE vs Basic" in text and "| (untyped) | a | - | pe | basic | 4 | 2 | 2 | 2 | 0 | 0.500 |" in text
     assert "does not see the video" in text
 
 
@@ -134,7 +139,7 @@ def test_video_table_is_a_finding_when_h_sees_the_video(tmp_path):
             row(1, "pe", 1.0, video="y")]
     _store_batch(tmp_path, rows, video_note=False)
     report = build_report(tmp_path, judges=False)
-    assert report["h_sees_video"] is True and report["video_vs_video"]["finding"] is True
-    [r] = report["video_vs_video"]["rows"]
+    assert report["h_sees_video"] is True and report["tables"]["h"]["table6"]["finding"] is True
+    [r] = report["tables"]["h"]["table6"]["rows"]
     assert (r["a"], r["b"], r["n"], r["wins"], r["ties"]) == ("x", "y", 2, 1, 1)
     assert math.isclose(r["win_rate"], 0.5)

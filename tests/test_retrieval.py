@@ -38,7 +38,8 @@ def test_cooking_query_lands_in_delicacy_with_nine_popular_and_one_unpopular(ret
 
 @pytest.mark.parametrize("k", [10, 50, 100])
 def test_k_references_and_unpopular_ones_are_below_the_popular_threshold(retriever, k):
-    result = retriever.retrieve("a funny cat knocking things off the table", k=k)
+    # a large category: Animal has 92 videos in the retrieval corpus (the judge split holds 30% of MicroLens back)
+    result = retriever.retrieve("a funny moment in a video game boss fight", k=k)
     assert len(result.references) == k
     n_pop, n_unpop = split_counts(k, 0.1)
     assert len(result.popular) == n_pop and len(result.unpopular) == n_unpop

@@ -1,8 +1,12 @@
-"""The runs of a batch: every (prompt, mode, llm, video, seed), each with a deterministic key.
+"""The runs of a batch: every (prompt, mode, llm, video, seed, K), each with a deterministic key.
 
-A run's id is a hash of what decides its result, so the same grid always names the same runs: a re-run finds them
-in the store, and two processes (accelerate shards) agree on every name without talking to each other. The video
-model is part of it even for the plan: the pipeline fits the plan's video prompt to the video model's text budget.
+A run's id is a hash of everything that changes its result (`RunSpec.setting()`): the query and the prompt file's
+category (the score's category), mode, LLM, video model, seed, the router (PE's references; the score's category
+when the prompt file gives none), K (PE only: Basic retrieves nothing, so a K sweep shares one Basic run per prompt),
+the clip length (POPCORN_CLIP_SECONDS when the grid is built) and the judge split's seed. So the same grid always
+names the same runs: a re-run finds them in the store, two processes (accelerate shards) agree on every name without
+talking to each other, and two settings in one folder are two sets of runs, never one overwriting the other. The
+video model is part of it even for the plan: the pipeline fits the plan's video prompt to the video model's budget.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from itertools import product
 
 from popcorn import pipeline
 from popcorn.experiments.prompts_file import Prompt
+from popcorn.popularity import split
 from popcorn.types import StageError
 
 
@@ -27,22 +32,28 @@ class RunSpec:
     seed: int
     k: int = 10
     router: str = "ours"
+    clip_seconds: float = 3.0
+
+    def setting(self) -> dict:
+        """Everything that changes the run's output; its digest is the key. K only matters in PE."""
+        return {"query": self.prompt.query, "category": self.prompt.category, "mode": self.mode, "llm": self.llm,
+                "video": self.video, "seed": self.seed, "k": self.k if self.mode == "pe" else 0,
+                "router": self.router, "clip_seconds": self.clip_seconds, "split_seed": split.SEED}
 
     @property
     def key(self) -> str:
-        """The run's id in the store. Retrieval settings only matter in PE."""
-        pe = self.mode == "pe"
-        return "b" + _digest({"query": self.prompt.query, "mode": self.mode, "llm": self.llm, "video": self.video,
-                              "seed": self.seed, "k": self.k if pe else 0, "router": self.router if pe else ""})
+        """The run's id in the store."""
+        return "b" + _digest(self.setting())
 
     def settings(self) -> pipeline.Settings:
         return pipeline.Settings(query=self.prompt.query, mode=self.mode, llm=self.llm, video=self.video,
-                                 k=self.k, router=self.router, seed=self.seed)
+                                 k=self.k, router=self.router, seed=self.seed, category=self.prompt.category)
 
     def meta(self) -> dict:
         """What the report needs beside the pipeline's own settings (kept in the run's settings under 'batch')."""
-        return {"key": self.key, "prompt_index": self.prompt_index,
-                "type": self.prompt.type, "category": self.prompt.category}
+        return {"key": self.key, "prompt_index": self.prompt_index, "type": self.prompt.type,
+                "category": self.prompt.category, "k": self.k if self.mode == "pe" else None,
+                "router": self.router, "clip_seconds": self.clip_seconds, "split_seed": split.SEED}
 
 
 def _digest(fields: dict) -> str:
@@ -59,15 +70,23 @@ def split_names(text: str | list[str], what: str) -> list[str]:
 
 
 def build_grid(prompts: list[Prompt], modes: list[str], llms: list[str], videos: list[str], seeds: list[int],
-               k: int = 10, router: str = "ours") -> list[RunSpec]:
-    """Every run of the batch in a fixed order: prompt, mode, llm, seed, video."""
+               k: int | list[int] = 10, router: str = "ours", clip_seconds: float | None = None) -> list[RunSpec]:
+    """Every run of the batch in a fixed order: prompt, mode, llm, seed, video, K. `k`: one K or a sweep
+    ([10, 50, 100]); Basic runs once per (prompt, llm, seed, video) whatever the sweep."""
+    from popcorn.video.base import default_seconds
+
+    ks = list(dict.fromkeys(int(x) for x in ([k] if isinstance(k, int) else k)))
+    if not ks or any(x < 1 for x in ks):
+        raise StageError("input", f"K must be positive integers, got {k!r}", "e.g. --k 10 or --k 10,50,100")
+    seconds = float(clip_seconds) if clip_seconds is not None else default_seconds()
     for mode in modes:
         if mode not in pipeline.MODES:
             raise StageError("input", f"unknown mode {mode!r}", f"use {', '.join(pipeline.MODES)}")
     if not prompts:
         raise StageError("input", "the batch has no prompts", "give a prompt file with one query per line")
-    specs = [RunSpec(i, p, mode, llm, video, seed, k, router)
-             for (i, p), mode, llm, seed, video in product(enumerate(prompts), modes, llms, seeds, videos)]
+    specs = [RunSpec(i, p, mode, llm, video, seed, k_value, router, seconds)
+             for (i, p), mode, llm, seed, video in product(enumerate(prompts), modes, llms, seeds, videos)
+             for k_value in (ks if mode == "pe" else ks[:1])]
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys), "run keys must be unique"
     return specs

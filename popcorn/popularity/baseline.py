@@ -85,3 +85,33 @@ def rank_plans(plans: list[Plan], predictor: Predictor | None = None) -> list[tu
     scores = predictor.score_batch(items)
     order = sorted(range(len(plans)), key=lambda i: -scores[i].label)  # stable: ties keep the plans' order
     return [(plans[i], scores[i]) for i in order]
+
+
+def human_match(query: str, category: str | None = None, k: int = 1) -> dict[str, Any]:
+    """The k videos of the human pool (popcorn/popularity/split.py: seen by no plan, trained on by no judge) nearest
+    to `query` by sentence embedding, within `category` when the pool has it: a function of the query and the category
+    alone, so every arm of a prompt is matched to the same human video. Labels are the videos' actual ones; the
+    judges' predictions are added by popcorn.popularity.judges."""
+    from popcorn.retrieval.corpus import load_corpus
+    from popcorn.retrieval.embed import get_embedder, title_vectors
+
+    if not query or not query.strip():
+        raise StageError("score", "the human-matched baseline needs a query", "pass the one-line query")
+    pool = load_corpus(part="human")
+    table = pool.table
+    embedder = get_embedder()
+    vectors = title_vectors(table["title"].astype(str).tolist(), pool.fingerprint, embedder, log_progress)
+    candidates = np.flatnonzero(table["category"].to_numpy() == category) if category else np.array([], dtype=int)
+    within = len(candidates) > 0
+    if not within:
+        candidates = np.arange(len(table))
+    sims = vectors[candidates] @ embedder.encode_one(query)
+    order = candidates[np.argsort(-sims, kind="stable")[:max(1, k)]]
+    sim_of = dict(zip(candidates.tolist(), sims.tolist()))
+    videos = [{"video_id": int(table["video_id"].iat[i]), "title": str(table["title"].iat[i]),
+               "category": str(table["category"].iat[i]), "similarity": round(float(sim_of[i]), 4),
+               "comments": int(table["comments"].iat[i]),
+               "label": round(float(np.log2(1.0 + table["comments"].iat[i])), 4)} for i in order]
+    return {"query": query, "matched_by": f"embedding:{embedder.name}", "pool": "human (judge split)",
+            "within_category": within, "videos": videos,
+            "mean_label": round(float(np.mean([v["label"] for v in videos])), 4)}
