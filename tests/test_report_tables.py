@@ -289,3 +289,24 @@ def test_a_title_scored_alone_keeps_its_category_and_the_card_fields():
     score, baseline = pipeline.score(plan)
     assert score["category_inferred"] and score["category_source"] == "title (inferred by h)"
     assert baseline["videos"][0]["category"] == score["category"]  # matched within the inferred category
+
+
+PLUS = {0: 3.0, 1: 2.0, 2: 2.5, 3: 3.0}  # PE+ at K=10 under h (held-out: h + 0.1)
+
+
+def test_table3_gives_every_pair_of_plan_modes_with_plus(batch):
+    """PE+ runs beside Basic and PE: table 3 holds PE vs Basic, PE+ vs Basic and PE+ vs PE at K=10 (PE+ ran at K=10
+    only, so K=50 has PE vs Basic alone), under both judges, worked by hand."""
+    store = Store(home=batch)
+    for prompt, (kind, category, *_rest, human) in BATCH.items():
+        store.save_run(_record(prompt, "plus", "a", 10, PLUS[prompt], human, kind, category), status="done")
+    report = build_report(batch, judges=False)
+    t3 = report["tables"]["h"]["table3"]
+    # vs Basic (1.0, 2.0, 1.0, 3.0): win, tie, win, tie; vs PE K=10 (2.0, 2.0, 3.0, 1.0): win, tie, loss, win
+    assert _counts(_pick(t3, type="(all)", k=10, a="plus", b="basic")) == (4, 2, 2, 0, 0.5)
+    assert _counts(_pick(t3, type="(all)", k=10, a="plus", b="pe")) == (4, 2, 1, 1, 0.5)
+    assert _counts(_pick(t3, type="(all)", k=10, a="pe", b="basic")) == (4, 2, 1, 1, 0.5)
+    assert not [r for r in t3 if r["k"] == 50 and "plus" in (r["a"], r["b"])]
+    heldout = report["tables"]["heldout"]["table3"]
+    assert _counts(_pick(heldout, type="(all)", k=10, a="plus", b="pe")) == (4, 3, 0, 1, 0.75)  # p1: 2.1 > 1.9
+    assert "PE+" in to_markdown(report) or "plus" in to_markdown(report)

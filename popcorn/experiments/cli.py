@@ -1,6 +1,6 @@
 """`python -m popcorn batch ...` and `python -m popcorn report DIR ...` (registered by popcorn/cli.py).
 
-  batch --prompts FILE|hub --modes basic,pe --llms a,b --videos x,y [--k 10|10,50,100] [--seeds 1] --out DIR [--max-attempts 3]
+  batch --prompts FILE|hub --modes basic,pe[,plus] --llms a,b --videos x,y [--k 10|10,50,100] [--seeds 1] --out DIR [--max-attempts 3]
   report DIR [--json] [--out report.md] [--no-judges]
   rescore DIR [--rule same-inputs|confounded] [--into DIR2]
 
@@ -77,7 +77,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("batch", help="run a grid of prompts x modes x LLMs x video models x seeds (resumable)")
     p.add_argument("--prompts", required=True,
                    help="a file with one query per line (or type<TAB>category<TAB>query), or `hub` for the paper's")
-    p.add_argument("--modes", default="basic,pe", help="comma-separated: basic, pe")
+    p.add_argument("--modes", default="basic,pe",
+                   help="comma-separated: basic, pe, plus (PE+: PE, then title drafts ranked by h)")
     p.add_argument("--llms", default="local", help="comma-separated LLM backends (python -m popcorn llms)")
     p.add_argument("--videos", default="storyboard", help="comma-separated video models (python -m popcorn videos)")
     p.add_argument("--k", default="10", help="references retrieved in PE mode; a list sweeps K (10,50,100)")

@@ -19,7 +19,7 @@ from itertools import product
 from popcorn import pipeline
 from popcorn.experiments.prompts_file import Prompt
 from popcorn.popularity import split
-from popcorn.types import StageError
+from popcorn.types import REFERENCE_MODES, StageError
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class RunSpec:
     clip_seconds: float = 3.0
 
     def setting(self) -> dict:
-        """Everything that changes the run's output; its digest is the key. K only matters in PE."""
+        """Everything that changes the run's output; its digest is the key. K only matters where references are shown."""
         return {"query": self.prompt.query, "category": self.prompt.category, "mode": self.mode, "llm": self.llm,
-                "video": self.video, "seed": self.seed, "k": self.k if self.mode == "pe" else 0,
+                "video": self.video, "seed": self.seed, "k": self.k if self.mode in REFERENCE_MODES else 0,
                 "router": self.router, "clip_seconds": self.clip_seconds, "split_seed": split.SEED}
 
     @property
@@ -52,7 +52,7 @@ class RunSpec:
     def meta(self) -> dict:
         """What the report needs beside the pipeline's own settings (kept in the run's settings under 'batch')."""
         return {"key": self.key, "prompt_index": self.prompt_index, "type": self.prompt.type,
-                "category": self.prompt.category, "k": self.k if self.mode == "pe" else None,
+                "category": self.prompt.category, "k": self.k if self.mode in REFERENCE_MODES else None,
                 "router": self.router, "clip_seconds": self.clip_seconds, "split_seed": split.SEED}
 
 
@@ -86,7 +86,7 @@ def build_grid(prompts: list[Prompt], modes: list[str], llms: list[str], videos:
         raise StageError("input", "the batch has no prompts", "give a prompt file with one query per line")
     specs = [RunSpec(i, p, mode, llm, video, seed, k_value, router, seconds)
              for (i, p), mode, llm, seed, video in product(enumerate(prompts), modes, llms, seeds, videos)
-             for k_value in (ks if mode == "pe" else ks[:1])]
+             for k_value in (ks if mode in REFERENCE_MODES else ks[:1])]
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys), "run keys must be unique"
     return specs

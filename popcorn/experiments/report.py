@@ -30,7 +30,7 @@ import numpy as np
 
 from popcorn import stats
 from popcorn.store import Store
-from popcorn.types import StageError
+from popcorn.types import REFERENCE_MODES, StageError
 
 PAIR_KEY = ("prompt_index", "setting", "mode", "llm", "video", "seed", "k")
 VIDEO_NOT_USED = "the video file is not used"  # h's note when it scored a title without its video
@@ -94,7 +94,7 @@ class Row:
 
     @property
     def condition(self) -> str:
-        return (f"{self.llm}/{self.mode}" + (f" K={self.k}" if self.mode == "pe" and self.k is not None else "")
+        return (f"{self.llm}/{self.mode}" + (f" K={self.k}" if self.mode in REFERENCE_MODES and self.k is not None else "")
                 + (f" [{self.setting}]" if self.show_setting else ""))
 
 
@@ -110,7 +110,7 @@ def _row(record: dict) -> Row | None:
     notes = " ".join(score.get("notes") or [])
     done = record.get("status") == "done"
     mode = settings.get("mode", "")
-    k = meta.get("k", settings.get("k")) if mode == "pe" else None
+    k = meta.get("k", settings.get("k")) if mode in REFERENCE_MODES else None
     setting = ", ".join(f"{name} {meta.get(key, settings.get(key, '?'))}" for name, key in
                         (("router", "router"), ("clip", "clip_seconds"), ("split", "split_seed")))
     labels = dict(score.get("judges") or ({"h": score["label"]} if "label" in score else {})) if done else {}
@@ -220,25 +220,31 @@ def win_table(rows: list[Row], factor: str, pairs: list[tuple[str, str]], value:
 
 
 def _pe_ks(rows: list[Row]) -> list[int | None]:
-    return sorted({r.k for r in rows if r.mode == "pe"}, key=lambda k: (k is None, k or 0))
+    return sorted({r.k for r in rows if r.mode in REFERENCE_MODES}, key=lambda k: (k is None, k or 0))
+
+
+# the mode comparisons of table 3, in order: the paper's PE vs Basic first, then PE+ against each
+MODE_PAIRS = (("pe", "basic"), ("plus", "basic"), ("plus", "pe"))
 
 
 def pe_vs_basic(rows: list[Row], value: Value) -> list[dict]:
-    """Table 3: PE (at each K) vs Basic, per prompt type and LLM; Holm across the table."""
+    """Table 3: every pair of plan modes present (PE vs Basic, PE+ vs Basic, PE+ vs PE), the modes that retrieve at
+    each K, per prompt type and LLM; Holm across the table."""
     out = []
     for kind, of_type in by_type(rows):
         for llm in _names(of_type, "llm"):
             mine = [r for r in of_type if r.llm == llm]
             for k in _pe_ks(mine):
-                subset = [r for r in mine if r.mode == "basic" or (r.mode == "pe" and r.k == k)]
-                outcomes, groups = paired(subset, "mode", "pe", "basic", value)
-                if outcomes:
-                    out.append(_win_row(outcomes, groups, type=kind, llm=llm, k=k, a="pe", b="basic"))
+                subset = [r for r in mine if r.mode not in REFERENCE_MODES or r.k == k]
+                for a, b in MODE_PAIRS:
+                    outcomes, groups = paired(subset, "mode", a, b, value)
+                    if outcomes:
+                        out.append(_win_row(outcomes, groups, type=kind, llm=llm, k=k, a=a, b=b))
     return _with_holm(out)
 
 
 def _mode_levels(rows: list[Row]) -> list[tuple[str, int | None]]:
-    return list(dict.fromkeys((r.mode, r.k if r.mode == "pe" else None) for r in rows))
+    return list(dict.fromkeys((r.mode, r.k if r.mode in REFERENCE_MODES else None) for r in rows))
 
 
 def factor_table(rows: list[Row], factor: str, value: Value) -> list[dict]:
@@ -459,7 +465,7 @@ def judge_tables(done: list[Row], progress: Callable[[str], None] | None = None)
     from popcorn.popularity import judges as popularity_judges
 
     shown = {(r.prompt_index, r.setting, r.llm, r.video, r.seed): r.references for r in done
-             if r.mode == "pe" and r.references}
+             if r.mode == "pe" and r.references}  # Basic's control: what PE was shown for the same prompt
     novelty = judges.novelty([r.title for r in done], [r.references for r in done])
     controls = judges.novelty([r.title for r in done],
                               [shown.get((r.prompt_index, r.setting, r.llm, r.video, r.seed), []) for r in done])
@@ -469,11 +475,11 @@ def judge_tables(done: list[Row], progress: Callable[[str], None] | None = None)
         mine = [r for r in done if r.condition == condition]
         found = [by_id[r.id] for r in mine]
         n = [f[0] for f in found]
-        ref = n if mine[0].mode == "pe" else [f[1] for f in found]  # Basic: the references PE was shown, as a control
+        ref = n if mine[0].mode in REFERENCE_MODES else [f[1] for f in found]  # Basic: the references PE was shown, as a control
         with_refs = [x for x in ref if x["refs"]]
         table.append({
             "condition": condition, "n": len(n),
-            "references": "shown" if mine[0].mode == "pe" else "not shown (PE's for the same prompt: control)",
+            "references": "shown" if mine[0].mode in REFERENCE_MODES else "not shown (PE's for the same prompt: control)",
             "median_ref_similarity": stats.median([x["ref_similarity"] for x in with_refs]),
             "ref_near_copies": _share(sum(x["ref_copy"] for x in with_refs), len(with_refs)),
             "ref_contains": _share(sum(x["ref_contained"] for x in with_refs), len(with_refs)),
@@ -550,7 +556,7 @@ def _tables_md(t: dict, judge: str) -> list[str]:
                                        + [_median_md(row["cells"][c]) if c in row["cells"] else "-" for c in conditions]
                                        + [f"{row['human_matched']['name']}: {_median_md(row['human_matched'])}"])
                      + " |")
-    lines += ["", f"### Table 3: PE vs Basic ({judge})", ""] + _win_md(t["table3"], ["type", "llm", "k"])
+    lines += ["", f"### Table 3: plan modes, PE vs Basic (and PE+) ({judge})", ""] + _win_md(t["table3"], ["type", "llm", "k"])
     lines += [f"### Table 5: LLM vs LLM ({judge})", ""] + _win_md(t["table5"], ["type", "mode", "k"])
     video = t["table6"]
     lines += [f"### Table 6: video model vs video model ({judge})", "", f"**{video['note']}**", ""]

@@ -1,0 +1,77 @@
+"""PE+ (issue 28): PE's plan, then title drafts in the same conversation, near-copies of the references dropped, the
+rest ranked by h (never by the held-out judge); every draft recorded so the ablation can be recomputed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from popcorn import pipeline
+from popcorn.llm import plus
+from popcorn.popularity import rank_plans
+from popcorn.types import REFERENCE_MODES, Plan, Settings
+
+try:
+    from tests.llm_server import chat_reply, scripted_server  # noqa: F401
+    from tests.test_pipeline import scripted_llm  # noqa: F401
+except ImportError:  # pragma: no cover
+    from llm_server import chat_reply, scripted_server  # noqa: F401
+    from test_pipeline import scripted_llm  # noqa: F401
+
+VIDEO = ("A street vendor tosses noodles in a flaming wok at night; steam curls past red lanterns as the camera "
+         "pushes in slowly at eye level, neon light flickering on wet pavement, warm and lively mood.")
+PLAN = json.dumps({"popular_traits": "specific food, a number, a challenge", "unpopular_flaws": "vague, no hook",
+                   "angle": "a late-night craving answered fast", "title": "Midnight noodles in Bangkok",
+                   "cover_prompt": "a steaming wok under neon light, close-up", "video_prompt": VIDEO})
+
+
+def test_plus_is_a_mode_that_retrieves_like_pe():
+    assert "plus" in pipeline.MODES and "plus" in REFERENCE_MODES
+    assert pipeline.plan_steps(Settings(query="noodles", mode="plus")) == ("retrieve", "plan")
+
+
+def test_plus_keeps_pe_s_plan_and_takes_the_draft_h_ranks_first(scripted_llm, retriever):
+    query = "15-second garlic butter noodles for a late-night snack"
+    retrieval = retriever.retrieve(query, 10)
+    copied = retrieval.references[0].title  # a draft that copies a reference title is dropped before ranking
+    drafts = {"title_1": "3 AM garlic noodles in 15 seconds", "title_2": copied[:50],
+              "title_3": "Midnight noodles in Bangkok"}
+    scripted_llm.play(chat_reply(PLAN), chat_reply(json.dumps(drafts)))
+    the_plan, info = pipeline.write_plan(query, "plus", "openai-compatible", retrieval, seed=1, video="ltx")
+
+    first, second = (r["json"] for r in scripted_llm.requests)
+    assert second["messages"][:2] == first["messages"]  # the same conversation: PE's prompt, then PE's plan
+    assert second["messages"][2]["role"] == "assistant" and "Midnight noodles in Bangkok" in second["messages"][2][
+        "content"]
+    rows = info["drafts"]
+    assert [r["source"] for r in rows] == ["pe", "draft 1", "draft 2", "draft 3"]
+    if plus.is_near_copy(copied[:50], copied):
+        assert "near-copy" in rows[2]["dropped"] and "h" not in rows[2]
+    assert rows[3]["dropped"] == "the same as an earlier title"
+    kept = [r for r in rows if "dropped" not in r]
+    ranked = rank_plans([Plan.from_dict({**the_plan.to_dict(), "title": r["title"]}) for r in kept])
+    assert the_plan.title == ranked[0][0].title  # h's choice, computed again here
+    assert [r["title"] for r in rows if r["chosen"]] == [the_plan.title]
+    assert all(r["h"] == pytest.approx(s.label, abs=1e-3) for r in kept for p, s in ranked if p.title == r["title"])
+    assert the_plan.video_prompt == VIDEO and the_plan.mode == "plus"  # only the title moves
+    assert info["usage"]["attempts"] == 1 and info["usage"]["completion_tokens"] >= 0
+
+
+def test_unreadable_drafts_leave_pe_s_title(scripted_llm, retriever):
+    query = "a golden retriever puppy sees the sea for the first time"
+    retrieval = retriever.retrieve(query, 10)
+    scripted_llm.play(chat_reply(PLAN), chat_reply("no titles here"))
+    the_plan, info = pipeline.write_plan(query, "plus", "openai-compatible", retrieval, seed=1, video="ltx")
+    assert the_plan.title == "Midnight noodles in Bangkok"
+    assert [r["source"] for r in info["drafts"]] == ["pe"] and info["drafts"][0]["chosen"]
+
+
+def test_drafts_are_read_fitted_and_bounded():
+    assert plus.read_drafts('{"title_1": "  A  cat ", "title_2": "", "title_3": "' + "word " * 20 + '"}') == [
+        "A cat", plus.read_drafts('{"title_1": "' + "word " * 20 + '"}')[0]]
+    assert all(len(t) <= plus.TITLE_LIMIT for t in plus.read_drafts('{"title_1": "' + "long " * 30 + '"}'))
+    assert plus.read_drafts("[1, 2]") == [] and plus.read_drafts("not json") == []
+    schema = plus.drafts_schema()
+    assert schema["required"] == ["title_1", "title_2", "title_3"]
+    assert all(p["maxLength"] == plus.TITLE_LIMIT for p in schema["properties"].values())
