@@ -33,21 +33,34 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from popcorn import stats  # noqa: E402
+from popcorn import pipeline, stats  # noqa: E402
 from popcorn.popularity.judges import NAMES, get_judges  # noqa: E402
 from popcorn.retrieval.copies import NgramIndex, is_near_copy  # noqa: E402
 from popcorn.retrieval.corpus import load_corpus  # noqa: E402
+from popcorn.store import Store  # noqa: E402
+from popcorn.types import Retrieval, Settings  # noqa: E402
 
 COMPARISONS = [("plus", "basic"), ("plus", "pe"), ("pe", "basic"), ("plus:first", "pe"), ("plus:draft1", "pe"),
                ("plus", "plus:first"), ("plus:draft1", "plus:first")]
 
 
 def load_runs(folder: Path) -> list[dict]:
+    """Every run of the batch's store that has a plan. A run planned but not yet scored (a batch stopped before its
+    score stage) is scored here under the batch's same-inputs rule (pipeline.score_category: the prompt file's
+    category, else routed from the query; both judges on the title), so a stopped batch still compares."""
+    from popcorn.popularity.judges import score_same_footing
+
     runs = []
-    for path in sorted((folder / "runs").glob("*/run.json")):
-        run = json.loads(path.read_text(encoding="utf-8"))
-        if run.get("plan") and (run.get("score") or {}).get("judges"):
-            runs.append(run)
+    for run in Store(home=folder).list_runs(limit=100_000):
+        if not run.get("plan"):
+            continue
+        if not (run.get("score") or {}).get("judges"):
+            settings = Settings.from_dict(run["settings"])
+            retrieval = Retrieval.from_dict(run["retrieval"]) if run.get("retrieval") else None
+            category, source = pipeline.score_category(settings, retrieval)
+            run["score"], _ = score_same_footing(run["plan"]["title"], run["plan"].get("video_prompt", ""),
+                                                 settings.query, category, source)
+        runs.append(run)
     return runs
 
 

@@ -33,8 +33,8 @@ from popcorn.video.budget import count_words
 
 __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
            "StageError", "check", "compose", "fit_title", "make_plans", "plan_steps", "quick_note", "rank", "render",
-           "render_run", "render_steps", "retrieve", "run", "score", "score_run", "write_plan", "write_plans",
-           "write_run_json"]
+           "render_run", "render_steps", "retrieve", "run", "score", "score_category", "score_run", "unsure_note",
+           "write_plan", "write_plans", "write_run_json"]
 
 Progress = Callable[[str, float, str], None]
 # what run.json's plan holds beside the Plan's own fields: how it was written (write_plan's second value)
@@ -96,6 +96,18 @@ def quick_note(retrieval: Retrieval | None) -> str:
         return ""
     return (f"retrieval {retrieval.index} (the whole index was not built yet; `python -m popcorn index` builds it, "
             "and later plans use it)")
+
+
+def unsure_note(retrieval: Retrieval | None) -> str:
+    """A note when the route is a guess (its best category leads the next by less than UNSURE_MARGIN): on queries the
+    router was never tuned on, such routes were right 0.80 of the time against 0.91 (bench/RESULTS.md)."""
+    from popcorn.retrieval.routing import UNSURE_MARGIN
+
+    if retrieval is None or retrieval.margin is None or retrieval.margin >= UNSURE_MARGIN:
+        return ""
+    runners = [c.category for c in retrieval.category_scores[:2]]
+    return (f"the category is a close call between {' and '.join(runners)}: the references come from "
+            f"{', '.join(retrieval.matched_categories)}; if the idea belongs elsewhere, name it in the idea")
 
 
 def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = None, *, seed: int | None = None,
@@ -423,8 +435,7 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
             _prepare_llm_meanwhile(settings.llm)
             with _Timer(run, RETRIEVE, progress):
                 run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick)
-            if quick_note(run.retrieval):
-                run.notes.append(quick_note(run.retrieval))
+            run.notes += [n for n in (quick_note(run.retrieval), unsure_note(run.retrieval)) if n]
         with _Timer(run, PLAN, progress):
             write(run, progress)
     if run.candidates:

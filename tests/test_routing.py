@@ -115,3 +115,16 @@ def test_unsure_routes_are_wrong_more_often_than_sure_ones(retriever):
             result.matched_categories[0] == category.strip())
     assert len(rows) >= 120 and unsure and sure
     assert np.mean(unsure) < np.mean(sure)
+
+
+def test_an_unsure_route_is_said_in_the_run_notes():
+    from popcorn.pipeline import unsure_note
+    from popcorn.types import CategoryScore, Retrieval
+
+    close = Retrieval(query="q", matched_categories=["Music", "Variety Show"], references=[], margin=0.04,
+                      category_scores=[CategoryScore("Music", 0.93), CategoryScore("Variety Show", 0.89)])
+    note = unsure_note(close)
+    assert "close call between Music and Variety Show" in note and "Music, Variety Show" in note
+    assert unsure_note(Retrieval(query="q", matched_categories=["Game"], references=[], margin=0.3,
+                                 category_scores=[CategoryScore("Game", 1.0)])) == ""
+    assert unsure_note(None) == "" and unsure_note(Retrieval.from_dict({"query": "old run"})) == ""
