@@ -28,17 +28,18 @@ class StageProgress:
     a zerogpu.Channel.
 
     While `ticking()`, a stage that has said nothing for QUIET_S seconds (a model loading, the LLM reading its
-    instructions) is shown as what it is: its last message and the seconds it has taken so far, counting up, with no
-    percentage (none is known), instead of a bar parked at the last fraction.
+    instructions) is shown as what it is: its last message and the seconds it has been quiet, counting up, with no
+    bar (sink(None, desc=...): no fraction is known), instead of a bar parked at the last fraction.
     """
 
     QUIET_S = 2.0
+    CREEP_S = 30.0
 
     def __init__(self, sink: Sink | None, stages: tuple[str, ...], cancel=None, first_use: dict[str, str] | None = None):
         self.sink, self.stages, self.cancel = sink, tuple(stages), cancel
         self.first_use = first_use or {}
         self._start: dict[str, float] = {}  # each stage's first fraction: the note stays until the stage moves past it
-        self._last = ("", "", 0.0)  # (stage, desc, when) of the latest report
+        self._last = ("", "", 0.0, 0.0, 0.0)  # (stage, desc, when, overall fraction, the stage's end) of the latest
         self._lock = threading.Lock()
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
@@ -57,19 +58,23 @@ class StageProgress:
             message = f"{message} ({self.first_use[stage]})"
         i = self.stages.index(stage) if stage in self.stages else len(self.stages) - 1
         desc = f"{stage}: {message}"
+        n = max(1, len(self.stages))
         with self._lock:
-            self._last = (stage, desc, time.monotonic())
+            self._last = (stage, desc, time.monotonic(), (i + fraction) / n, (i + 1) / n)
         if self.sink is not None:
-            self.sink((i + fraction) / max(1, len(self.stages)), desc=desc)
+            self.sink((i + fraction) / n, desc=desc)
 
-    def quiet_report(self, now: float | None = None) -> tuple[int, str] | None:
-        """(seconds so far, desc) when the latest stage has been quiet for QUIET_S or more, else None."""
+    def quiet_report(self, now: float | None = None) -> tuple[float, str] | None:
+        """(overall fraction, desc) when the latest stage has been quiet for QUIET_S or more, else None. The desc
+        says so, with the seconds; the bar creeps from where the stage left it towards the stage's end (half-way
+        after CREEP_S, never reaching it), so it moves without claiming the stage is nearly done."""
         with self._lock:
-            stage, desc, when = self._last
+            stage, desc, when, fraction, end = self._last
         quiet = (time.monotonic() if now is None else now) - when
         if not stage or quiet < self.QUIET_S:
             return None
-        return int(quiet), f"{desc} · still working"
+        creep = (end - fraction) * quiet / (quiet + self.CREEP_S)
+        return fraction + creep, f"{desc} · still working, {int(quiet)} s"
 
     @contextmanager
     def ticking(self, every_s: float = 1.0) -> Iterator["StageProgress"]:
@@ -85,7 +90,7 @@ class StageProgress:
                 quiet = self.quiet_report()
                 if quiet is not None:
                     try:
-                        context.run(self.sink, (quiet[0], None), desc=quiet[1], unit="s")
+                        context.run(self.sink, quiet[0], desc=quiet[1])
                     except Exception:  # a page that went away: the work goes on, unreported
                         return
 

@@ -14,9 +14,9 @@ import re
 
 import pandas as pd
 
-REFERENCE_COLUMNS = ["label", "category", "comments", "similarity", "title"]
+REFERENCE_COLUMNS = ["label", "category", "comments", "match", "title"]  # match: cosine similarity to the idea
 CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
-NEIGHBOUR_COLUMNS = ["title", "category", "comments", "similarity"]
+NEIGHBOUR_COLUMNS = ["title", "category", "comments", "match"]
 HISTORY_COLUMNS = ["when", "run", "status", "mode", "LLM", "video", "title", "comments", "query"]
 CHART_COLUMNS = ["video", "comments", "kind"]
 
