@@ -77,6 +77,15 @@ def open_page(browser, served, size: str):
     return page, console
 
 
+def open_tab(page, name: str) -> None:
+    """Click a tab, through gradio's overflow menu ("...") where a phone has no room for every tab."""
+    tab = page.get_by_role("tab", name=name)
+    if not tab.is_visible():
+        page.locator(".overflow-menu > button").first.click()
+        tab = page.locator(f"button:has-text('{name}'):visible").last  # the menu's, after the tab row's
+    tab.click()
+
+
 def in_view(page, selector: str) -> bool:
     """Whether the element's top edge and at least 40 px of it are inside the viewport."""
     return page.evaluate("s => { const r = document.querySelector(s).getBoundingClientRect();"
@@ -177,17 +186,16 @@ def test_the_next_step_its_progress_and_its_result_stay_in_view(browser, served,
 def test_history_reads_on_a_phone_and_the_experiments_tab_says_what_to_enter(browser, served, size):
     page, console = open_page(browser, served, size)
     try:
-        page.get_by_role("tab", name="History").click()
+        open_tab(page, "History")
         _wait(page, "a run in the history", lambda: len(page.locator("#history [role=row]").all()) > 1, 60)
         assert not narrow_headers(page, "history"), narrow_headers(page, "history")
         shot(page, f"history_{size}")
         # pt 6: a missing folder is answered with what to enter, not "[input] ..."
-        page.get_by_role("tab", name="Experiments").click()
+        open_tab(page, "Experiments")
         _field(page, "exp-report-folder").fill("")
         page.locator("#exp-show").click()
         message = _wait(page, "the message", lambda: _error_toast(page, any_kind=True), 60)
-        assert "[input]" not in message and "type the folder of a batch" in message.lower(), message
-        assert "Check what you entered" in page.locator("[data-testid='toast-body']").first.inner_text()
+        assert "[input]" not in message and "No batch folder given. Type the folder of a batch." in message, message
         assert not [c for c in console if "Content Security Policy" in c], console
     finally:
         page.close()

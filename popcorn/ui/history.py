@@ -59,7 +59,7 @@ def on_leave_owner(request: gr.Request):
 
 def build_tab() -> None:
     with gr.Tab("History", id="history"):
-        gr.Markdown("Your runs (kept in SQLite with their files; only you see them). Click a row to open it in the "
+        gr.Markdown("Your runs, kept with their files on this studio (only you see them). Click a row to open it in the "
                     "studio.")
         history = gr.Dataframe(headers=studio.HISTORY_COLUMNS, interactive=False, wrap=True,
                                column_widths=["11%", "15%", "7%", "5%", "9%", "8%", "21%", "7%", "17%"],
