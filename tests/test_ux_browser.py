@@ -199,3 +199,54 @@ def test_history_reads_on_a_phone_and_the_experiments_tab_says_what_to_enter(bro
         assert not [c for c in console if "Content Security Policy" in c], console
     finally:
         page.close()
+
+
+SECRET = "owner-secret-for-the-ux-test"
+
+
+@pytest.fixture(scope="module")
+def study_served(tmp_path_factory):
+    """A studio whose store holds six rendered runs (three ideas in PE and Basic mode), with an admin secret."""
+    try:
+        from tests.test_study_server import make_runs
+    except ImportError:
+        from test_study_server import make_runs
+    home = tmp_path_factory.mktemp("ux-study-home")
+    make_runs(home)
+    with StudioServer(home, "ux_study.log", env={"POPCORN_ADMIN_SECRET": SECRET}) as studio:
+        yield studio
+
+
+@pytest.mark.parametrize("size", list(WIDTHS))
+def test_the_study_tab_lists_the_participant_link_and_the_participant_page_reads_on_a_phone(browser, study_served,
+                                                                                             size):
+    page = browser.new_page()
+    page.set_viewport_size(WIDTHS[size])
+    try:
+        page.goto(study_served.url, wait_until="domcontentloaded")
+        page.locator("#plan-btn").wait_for(timeout=60_000)
+        open_tab(page, "Study")
+        _field(page, "study-secret").fill(SECRET)
+        _field(page, "study-name").fill(f"PE or Basic ({size})")
+        page.get_by_role("button", name="Create study").click()
+        _wait(page, "the study", lambda: "Participant link:" in page.locator("body").inner_text(), 120)
+        page.get_by_role("button", name="List studies").click()
+        _wait(page, "the list", lambda: f"PE or Basic ({size})" in page.locator("#study-list").inner_text(), 60)
+        link = re.search(r"/s/[\w-]+/", page.locator("#study-list").inner_text()).group(0)  # a path: no public URL set
+        assert not narrow_headers(page, "study-list"), narrow_headers(page, "study-list")
+        page.locator("#study-list").scroll_into_view_if_needed()
+        shot(page, f"study_tab_{size}")
+        if size == "phone":  # the participant's page, as a participant meets it
+            participant = browser.new_page()
+            participant.set_viewport_size(WIDTHS[size])
+            participant.goto(study_served.url.rstrip("/") + link)
+            start = participant.get_by_role("button", name=re.compile("start", re.I))
+            if start.count():
+                start.first.click()
+            participant.locator("video").first.wait_for(timeout=30_000)
+            boxes = [participant.locator("video").nth(i).bounding_box() for i in range(2)]
+            assert all(b["y"] + b["height"] <= WIDTHS[size]["height"] for b in boxes)  # A and B both in view
+            shot(participant, "participant_phone")
+            participant.close()
+    finally:
+        page.close()
