@@ -87,6 +87,8 @@ class StageProgress:
 
         def tick() -> None:
             while not stop.wait(every_s):
+                if self.cancel is not None and self.cancel.is_set():
+                    continue  # cancelling: the stage is stopping, not still working
                 quiet = self.quiet_report()
                 if quiet is not None:
                     try:
