@@ -141,7 +141,7 @@ def test_plan_basic_then_render_through_the_api(client, server):
     assert "Human-matched baseline" in card and f"<b>{baseline['comments']:,}</b> actual" in card
     assert [Path(f).name for f in files] == ["run.json", "video.mp4"]
     assert details["score"] == stored["score"] and details["baseline"] == stored["baseline"]
-    assert neighbours["headers"] == ["title", "category", "comments", "similarity"] and neighbours["data"]
+    assert neighbours["headers"] == ["title", "category", "comments", "match"] and neighbours["data"]
 
 
 def test_score_endpoint_matches_the_predictor(client):

@@ -97,9 +97,11 @@ def test_backend_choices_offer_every_backend_and_say_why_not(monkeypatch):
     assert labels["local"] == "local"
     assert labels["openai"].startswith("openai (unavailable: ") and "OPENAI_API_KEY" in labels["openai"]
     assert choices["llm_default"] == "local" and choices["video_default"] == "storyboard"
-    assert "cannot run here" in studio.backend_info("video", "ltx")
-    # the video model's prompt budget is shown where it is picked (its text encoder reads 128 / 512 tokens)
-    assert "Prompt budget: ltx: its text encoder reads 128 tokens" in plain_text_of(studio.backend_info("video", "ltx"))
+    assert "cannot run on this studio" in studio.backend_info("video", "ltx")
+    # the video model's prompt budget is shown where it is picked, in words; its encoder's tokens behind the fold
+    ltx = plain_text_of(studio.backend_info("video", "ltx"))
+    assert "video prompt of 25 to ~45 words for ltx" in ltx.split("<details>")[0]
+    assert "ltx: its text encoder reads 128 tokens" in ltx.split("<details>")[1]
     assert "reads 512 tokens" in studio.backend_info("video", "wan-1.3b")
     assert studio.backend_info("llm", "local").startswith("✅")
     typed = studio.backend_info("llm", "local:/nowhere/model.gguf")  # a name typed into the box: off by default
@@ -107,7 +109,7 @@ def test_backend_choices_offer_every_backend_and_say_why_not(monkeypatch):
                                            "off")
     monkeypatch.setenv("POPCORN_ALLOW_CUSTOM_BACKENDS", "1")  # the owner allows typed names
     typed = studio.backend_info("llm", "local:/nowhere/model.gguf")
-    assert "cannot run here" in typed and "/nowhere/model.gguf" in plain_text_of(typed)
+    assert "cannot run on this studio" in typed and "/nowhere/model.gguf" in plain_text_of(typed)
     unknown = studio.backend_info("video", "no-such-model")
     assert plain_text_of(unknown).startswith("⚠️ unknown backend no-such-model")
     assert not re.search(r"(?<!\\)<", studio.backend_info("llm", "<img src=//evil.example/x>"))  # stays text
@@ -121,8 +123,8 @@ def test_references_table_and_why_from_a_retrieval(retriever):
     assert table["label"].tolist().count("popular") == 9 and table["label"].tolist().count("unpopular") == 1
     assert table["comments"].dtype.kind == "i"
     why = studio.why_markdown(retrieval, ["the query was cut to 2000 characters"])
-    assert "**Matched categories:** " + plain_markdown(retrieval["matched_categories"][0]) in why
-    assert "9 popular and 1 unpopular" in why and "the query was cut" in why
+    assert "**Category:** " + plain_markdown(retrieval["matched_categories"][0]) in why
+    assert "9 popular, 1 unpopular" in why and "the query was cut" in why
 
 
 def test_card_escapes_html_and_shows_both_sides():

@@ -24,8 +24,8 @@ from typing import Callable, Iterator, NamedTuple
 import pandas as pd
 
 from popcorn import pipeline
-from popcorn.llm import get_llm
-from popcorn.serve import access, serving, zerogpu
+from popcorn.llm import default_llm, get_llm
+from popcorn.serve import access, serving, warm, zerogpu
 from popcorn.store import Store
 from popcorn.studio import slots
 from popcorn.studio.errors import Cancelled, StudioError, from_error_dict, studio_error, user_message
@@ -103,8 +103,13 @@ def _mode(mode: str) -> str:
     return {"prompt enhancement": "pe"}.get(value, value.split(":")[0].strip())
 
 
-def _first_use(stages: dict[str, str]) -> dict[str, str]:
-    return {stage: note for stage, note in stages.items() if stage + ":" + note not in _WARM}
+def _first_use(stages: dict[str, str], llm: str = "") -> dict[str, str]:
+    """The stages' loading notes, less those this process has loaded already: here, or in the warm-up (whose status
+    line the page shows: the two must agree). The warm-up loads the default LLM only."""
+    loaded = {step["name"] for step in warm.status()["steps"] if step["state"] == "done"}
+    warmed = {RETRIEVE: "index", SCORE: "predictor", PLAN: "llm" if llm == default_llm() else None}
+    return {stage: note for stage, note in stages.items()
+            if stage + ":" + note not in _WARM and warmed.get(stage) not in loaded}
 
 
 def _warm(notes: dict[str, str]) -> None:
@@ -175,12 +180,13 @@ def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", s
     steps = pipeline.plan_steps(settings)
     notes = _first_use({RETRIEVE: "first use: loading the MicroLens corpus, embeddings and index",
                         PLAN: f"first use: loading the LLM {settings.llm}",
-                        SCORE: "first use: loading the popularity predictor"})
+                        SCORE: "first use: loading the popularity predictor"}, settings.llm)
     store.save_run(run.to_dict(), status="planning", visitor=visitor)
     with cancellable(cancel_key) as channel, _errors(store, run):
         reporter = StageProgress(progress, steps, channel, notes)
         write = _in_slot(slots.write_plans, slots.write_plans_in_slot, get_llm(settings.llm), channel, reporter)
-        pipeline.make_plans(settings, reporter, run=run, quick=True, write=write)
+        with reporter.ticking():
+            pipeline.make_plans(settings, reporter, run=run, quick=True, write=write)
     _warm({s: n for s, n in notes.items() if s in steps})
     return _plan_output(keep_run(store, run, "planned"))
 
@@ -243,17 +249,18 @@ def render_action(run_id: str, title: str, cover_prompt: str, video_prompt: str,
     error = ""
     with cancellable(cancel_key) as channel:
         reporter = StageProgress(progress, pipeline.render_steps(), channel, first)
-        with _errors(store, run):
-            render = _in_slot(slots.render_video, slots.render_video_in_slot, get_generator(run.settings.video),
-                              channel, reporter, str(out_dir))
-            render(run)  # pipeline.render_run(run, out_dir, with_score=False), here or in a GPU slot
-        try:  # the video is made: a failing score is reported beside it, not instead of it
-            pipeline.score_run(run, reporter)
-        except Cancelled:
-            run.notes.append("scoring was cancelled")
-        except StageError as exc:
-            error = user_message(exc)
-            log.warning("run %s: %s", run.id, error)
+        with reporter.ticking():
+            with _errors(store, run):
+                render = _in_slot(slots.render_video, slots.render_video_in_slot, get_generator(run.settings.video),
+                                  channel, reporter, str(out_dir))
+                render(run)  # pipeline.render_run(run, out_dir, with_score=False), here or in a GPU slot
+            try:  # the video is made: a failing score is reported beside it, not instead of it
+                pipeline.score_run(run, reporter)
+            except Cancelled:
+                run.notes.append("scoring was cancelled")
+            except StageError as exc:
+                error = user_message(exc)
+                log.warning("run %s: %s", run.id, error)
     _warm({stage: note for stage, note in first.items() if stage != SCORE or run.score})
     keep_run(store, run, "done", error=error)
     return _render_output(store.get_run(run.id), visitor if holder is None else holder)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from popcorn import llm, video
 from popcorn.serve import access, zerogpu
-from popcorn.studio.views import plain_markdown
+from popcorn.studio.views import details_fold, plain_markdown
 from popcorn.types import StageError
 
 
@@ -85,8 +85,16 @@ def backend_info(kind: str, name: str) -> str:
     except StageError as exc:
         return f"⚠️ unknown backend {plain_markdown(name)}: {plain_markdown(exc.message)}"
     ok, reason = _check(backend)
-    text = plain_markdown(getattr(backend, "description", "") or str(name))
-    line = f"✅ {text}" if ok else f"⚠️ {text} — **cannot run here:** {plain_markdown(reason)}"
-    if kind == "video":  # what the plan writes for it: the video prompt fitted to its text encoder
-        line += f"\n\n📏 Prompt budget: {plain_markdown(video.describe_budget(name))}"  # "__call__" stays, not bold
+    # the name and whether it runs here in view; what it is and why not (class names, settings) behind the fold
+    about = [plain_markdown(getattr(backend, "description", "") or str(name))]
+    if not ok:
+        about.append(f"Why it cannot run here: {plain_markdown(reason)}")
+    line = (f"✅ {plain_markdown(name)} is ready" if ok else
+            f"⚠️ {plain_markdown(name)} cannot run on this studio: pick another (Details says why)")
+    if kind == "video":  # what the plan writes for it: the video prompt fitted to its text encoder, in words
+        fit = video.prompt_budget(name)
+        line += (f"\n\n📏 The plan writes a video prompt of {fit.words_min} to ~{fit.words_max} words for "
+                 f"{plain_markdown(name)}: what it reads in full.")
+        about.append(plain_markdown(video.describe_budget(name)))  # the encoder's tokens and where they were read
+    line += "\n\n" + details_fold("Details", "\n\n".join(about))
     return line

@@ -14,9 +14,9 @@ import re
 
 import pandas as pd
 
-REFERENCE_COLUMNS = ["label", "category", "comments", "similarity", "title"]
+REFERENCE_COLUMNS = ["label", "category", "comments", "match", "title"]  # match: cosine similarity to the idea
 CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
-NEIGHBOUR_COLUMNS = ["title", "category", "comments", "similarity"]
+NEIGHBOUR_COLUMNS = ["title", "category", "comments", "match"]
 HISTORY_COLUMNS = ["when", "run", "status", "mode", "LLM", "video", "title", "comments", "query"]
 CHART_COLUMNS = ["video", "comments", "kind"]
 
@@ -62,24 +62,57 @@ def as_int(value) -> int | None:
         return None
 
 
+UNSURE_MARGIN = 0.1  # popcorn.retrieval.routing.UNSURE_MARGIN (not imported here: that module imports faiss)
+UNPOPULAR_SHARE = 0.1  # popcorn.retrieval.index.DEFAULT_RATIO (the same; tests/test_ux_words.py keeps them equal)
+
+
+def details_fold(summary: str, body: str) -> str:
+    """Markdown: `body` (Markdown) behind a fold titled `summary` (plain text), for what only a curious reader needs."""
+    return f"<details><summary>{html.escape(summary)}</summary>\n\n{body}\n\n</details>" if body else ""
+
+
+def popular_meaning() -> str:
+    """What "popular" and "unpopular" mean for a reference, exactly as popcorn.retrieval.index splits them."""
+    bottom = f"{UNPOPULAR_SHARE:.0%}"
+    return (f"“Popular” means not in the bottom {bottom} of its category by number of comments (the other "
+            f"{1 - UNPOPULAR_SHARE:.0%}); “unpopular” means in that bottom {bottom}. Popular does not mean a hit: a "
+            "popular reference may have only a few comments.")
+
+
 def why_markdown(retrieval: dict | None, notes: list[str] | None = None, mode: str = "pe") -> str:
-    """Why these categories (the router's top candidates and scores), and any notes about the input."""
+    """The category the idea went to, in words (and when the router was unsure, that it was), what the references
+    are; the router's scores behind a fold ("why this category"); then any notes about the input."""
     lines = []
     if retrieval:
-        matched = retrieval.get("matched_categories") or []
+        matched = [plain_markdown(c) for c in retrieval.get("matched_categories") or []]
         scores = retrieval.get("category_scores") or []
-        lines.append("**Matched categories:** " + (", ".join(plain_markdown(c) for c in matched) or "none"))
-        if scores:
-            lines.append("Router candidates: " + " · ".join(
-                f"{plain_markdown(s['category'])} {float(s['score']):.2f}" for s in scores))
+        margin = retrieval.get("margin")
+        if margin is not None and float(margin) < UNSURE_MARGIN and len(scores) >= 2:
+            pair = [plain_markdown(s["category"]) for s in scores[:2]]
+            lines.append(f"**Category:** not sure between {pair[0]} and {pair[1]}: references from "
+                         + ("both." if set(pair) <= set(matched) else f"{', '.join(matched) or 'none'}."))
+        else:
+            lines.append("**Category:** " + (", ".join(matched) or "none"))
         refs = retrieval.get("references") or []
         popular = sum(1 for r in refs if r.get("label") == "popular")
-        lines.append(f"{popular} popular and {len(refs) - popular} unpopular references were shown to the LLM.")
+        lines.append(f"The LLM saw {_plural(len(refs), 'MicroLens video')} from there as examples: {popular} "
+                     f"popular, {len(refs) - popular} unpopular. {popular_meaning()}")
+        if scores:
+            best = float(scores[0]["score"])
+            why = ["How closely the idea matches each category" + (" (the best = 100):" if best > 0 else ":"), ""]
+            why += [f"- {plain_markdown(s['category'])}: "
+                    + (f"{100 * float(s['score']) / best:.0f}" if best > 0 else f"{float(s['score']):.2f}")
+                    for s in scores]
+            lines.append(details_fold("Why this category", "\n".join(why)))
     elif mode == "basic":
         lines.append("Basic mode: the LLM saw the idea alone, no references.")
     for note in notes or []:
         lines.append(f"ℹ️ {plain_markdown(note)}")
-    return "\n\n".join(lines)
+    return "\n\n".join(line for line in lines if line)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def reasoning_markdown(plan: dict | None) -> str:

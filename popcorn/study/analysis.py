@@ -42,7 +42,6 @@ from collections import Counter, defaultdict
 
 import krippendorff
 import numpy as np
-from scipy.stats import binom, binomtest
 
 from popcorn import stats
 from popcorn.study import prereg
@@ -69,11 +68,15 @@ def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
 
 def binom_two_sided(k: int, n: int, p: float = 0.5) -> float:
     """Exact two-sided binomial p-value (scipy: the probability of outcomes no more likely than k)."""
+    from scipy.stats import binomtest  # heavy (~1 s), and the studio's page must not wait for it (issue 27 pt 6)
+
     return 1.0 if n == 0 else float(binomtest(k, n, p).pvalue)
 
 
 def binom_cdf(k: int, n: int, p: float) -> float:
     """P(X <= k) for X ~ Binomial(n, p)."""
+    from scipy.stats import binom  # heavy; see binom_two_sided
+
     return min(1.0, float(binom.cdf(k, n, p)))
 
 

@@ -201,7 +201,7 @@ def study_choices(secret, home: str | Path | None = None, who: str = "") -> list
             for s in list_studies(secret, home, who)]
 
 
-STUDY_COLUMNS = ["study", "status", "participants", "votes", "participant link (copy and share)"]
+STUDY_COLUMNS = ["study", "status", "people", "votes", "link to share"]
 
 
 def studies_table(secret, home: str | Path | None = None, who: str = "") -> list[list]:
@@ -215,8 +215,11 @@ def status_view(secret, study_id: str, status: str, home: str | Path | None = No
     if not study_id:
         raise StudyError("pick a study first")
     study = set_status(secret, study_id, status, home, who)
-    return (f"**{study['name']}** is **{study['status']}** ({study['participants']} people, {study['votes']} votes)."
-            f" Participant link: `{study['url']}`" + (" (answers 410 while closed)" if status == "closed" else ""))
+    people = f"{study['participants']} {'participant' if study['participants'] == 1 else 'participants'}"
+    votes = f"{study['votes']} {'vote' if study['votes'] == 1 else 'votes'}"
+    return (f"**{study['name']}** is **{study['status']}** ({people}, {votes})."
+            f" Participant link: `{study['url']}`" + (" (it tells visitors the study is closed)"
+                                                      if status == "closed" else ""))
 
 
 def results_view(secret, study_id: str, folder: str | Path, home: str | Path | None = None, who: str = ""

@@ -105,5 +105,7 @@ def requester(request: gr.Request | None) -> Requester:
 
 
 def page_load(fn, outputs) -> None:
-    """Run fn(request) when the page loads (each page fills its own widgets)."""
-    shared["demo"].load(fn, None, outputs, api_visibility="private")
+    """Run fn(request) when the page loads (each page fills its own widgets), on the Blocks being built (the app's,
+    or the one a test builds a page in)."""
+    demo = gr.context.Context.root_block or shared["demo"]
+    demo.load(fn, None, outputs, api_visibility="private")

@@ -53,6 +53,18 @@ CSS = """
 .pc-empty, .pc-error { padding: 14px; border-radius: 12px; border: 1px dashed var(--border-color-primary); }
 .pc-error { border-color: #e5484d; }
 #header h1 { margin-bottom: 0; }
+.pc-status { min-height: 0 !important; }
+.pc-status:empty { display: none; }
+/* phones: tables scroll sideways with readable columns instead of wrapping headers letter by letter */
+.pc-table .table-wrap, .pc-table .virtual-table-viewport { overflow-x: auto !important; }
+@media (max-width: 640px) {  /* gradio sizes columns in % of the width: too narrow here, so each gets a fixed one */
+  .pc-table th, .pc-table .body-cell { box-sizing: border-box; width: 7em !important; min-width: 7em !important;
+    max-width: 7em !important; flex: 0 0 7em !important; }
+  .pc-table th:last-child, .pc-table .body-cell:last-child { width: 16em !important; min-width: 16em !important;
+    max-width: 16em !important; flex: 0 0 16em !important; }
+  .pc-table th { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  .pc-bar-label { flex-basis: 110px; white-space: normal; }
+}
 """
 
 HEADER = """# 🍿 Popcorn studio

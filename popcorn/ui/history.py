@@ -59,11 +59,11 @@ def on_leave_owner(request: gr.Request):
 
 def build_tab() -> None:
     with gr.Tab("History", id="history"):
-        gr.Markdown("Your runs (kept in SQLite with their files; only you see them). Click a row to open it in the "
+        gr.Markdown("Your runs, kept with their files on this studio (only you see them). Click a row to open it in the "
                     "studio.")
         history = gr.Dataframe(headers=studio.HISTORY_COLUMNS, interactive=False, wrap=True,
                                column_widths=["11%", "15%", "7%", "5%", "9%", "8%", "21%", "7%", "17%"],
-                               elem_id="history")
+                               elem_id="history", elem_classes="pc-table")
         refresh = gr.Button("Refresh", size="sm")
         with gr.Accordion("Owner", open=False, visible=access.owner_mode_enabled(), elem_id="owner-box"):
             secret = gr.Textbox(label="Admin secret (POPCORN_ADMIN_SECRET)", type="password", elem_id="owner-secret")

@@ -59,6 +59,14 @@ def on_backend_info(kind: str):
     return lambda name: studio.backend_info(kind, name)
 
 
+def reveal(elem_id: str, note: str) -> str:
+    """Browser code for an event: scroll #elem_id into view and return `note` (shown in the status under the
+    button). Run by gradio with Function(), which the studio's CSP allows (popcorn/ui/guard.py)."""
+    return (f"() => {{ const e = document.getElementById({elem_id!r}); "
+            "if (e) e.scrollIntoView({behavior: 'smooth', block: 'start'}); "
+            f"return {note!r}; }}")
+
+
 def build_tab() -> None:
     with gr.Tab("Studio", id="studio"):
         with gr.Row(equal_height=False):
@@ -67,6 +75,13 @@ def build_tab() -> None:
                 query = gr.Textbox(label="Idea (one line, any language)", lines=2, max_lines=6,
                                    placeholder="e.g. a golden retriever puppy sees the sea for the first time",
                                    elem_id="query")
+                # the next action right under the idea, and its progress right under the button
+                with gr.Row(elem_classes="pc-actions"):
+                    plan_btn = gr.Button("Plan", variant="primary", elem_id="plan-btn", scale=3)
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn", scale=1)
+                plan_status = gr.Markdown(elem_id="plan-status", elem_classes="pc-status", min_height=0)
+                warm_status = gr.Markdown(elem_id="warm-status")
+                warm_timer = gr.Timer(2.0)
                 gr.Examples([[q] for q, _ in EXAMPLES], inputs=query, label="Examples: abstract and concrete")
                 with gr.Row():
                     mode = gr.Radio(MODE_CHOICES, value="pe", label="Mode", elem_id="mode")
@@ -77,12 +92,7 @@ def build_tab() -> None:
                     n_candidates = gr.Slider(1, MAX_CANDIDATES, value=1, step=1, label="Candidate plans",
                                              elem_id="candidates", scale=2)
                     seed = gr.Number(0, precision=0, label="Seed", minimum=0, elem_id="seed", scale=1)
-                llm_info = gr.Markdown()
-                warm_status = gr.Markdown(elem_id="warm-status")
-                warm_timer = gr.Timer(2.0)
-                with gr.Row():
-                    plan_btn = gr.Button("Plan", variant="primary", elem_id="plan-btn")
-                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn")
+                llm_info = gr.Markdown(elem_id="llm-info")
             with gr.Column(scale=6):
                 gr.Markdown("### 2 · The plan: edit it, then render")
                 title = gr.Textbox(label="Title (at most 50 characters)", max_lines=1, elem_id="title")
@@ -93,17 +103,19 @@ def build_tab() -> None:
                                               label="Video model", elem_id="video-model", scale=3,
                                               allow_custom_value=True)
                     run_id = gr.Textbox(label="Run", interactive=False, elem_id="run-id", scale=2)
-                video_info = gr.Markdown()
                 render_btn = gr.Button("Render", variant="primary", elem_id="render-btn")
+                render_status = gr.Markdown(elem_id="render-status", elem_classes="pc-status", min_height=0)
+                video_info = gr.Markdown(elem_id="video-info")
                 candidates = gr.Dataframe(label="Candidates, ranked by predicted popularity (click to use)",
                                           headers=studio.CANDIDATE_COLUMNS, interactive=False, wrap=True,
-                                          max_height=260, elem_id="candidates-table")
+                                          max_height=260, elem_id="candidates-table", elem_classes="pc-table")
 
         gr.Markdown("### 3 · What the LLM saw")
         why = gr.Markdown(elem_id="why", latex_delimiters=[])  # visitor text: no LaTeX
-        references = gr.Dataframe(label="Retrieved MicroLens references (popular and unpopular)",
+        references = gr.Dataframe(label="MicroLens videos the LLM saw as examples (popular and unpopular)",
                                   headers=studio.REFERENCE_COLUMNS, interactive=False, wrap=True, max_height=340,
-                                  column_widths=["9%", "12%", "9%", "9%", "61%"], elem_id="references")
+                                  column_widths=["9%", "12%", "9%", "9%", "61%"], elem_id="references",
+                                  elem_classes="pc-table")
         with gr.Accordion("Reasoning", open=False, elem_id="reasoning-box"):
             reasoning = gr.Markdown(elem_id="reasoning", latex_delimiters=[])
 
@@ -119,7 +131,7 @@ def build_tab() -> None:
                                 elem_id="downloads")
         with gr.Accordion("Neighbours that drove the score", open=False):
             neighbours = gr.Dataframe(headers=studio.NEIGHBOUR_COLUMNS, interactive=False, wrap=True, max_height=300,
-                                      elem_id="neighbours")
+                                      elem_id="neighbours", elem_classes="pc-table")
         with gr.Accordion("Score details (JSON)", open=False):
             details = gr.JSON(elem_id="score-details")
 
@@ -128,11 +140,16 @@ def build_tab() -> None:
     render_panel = ui.RenderPanel(video=video, cover=cover, card=card, details=details, neighbours=neighbours,
                                   files=files, run_id=run_id, notes=notes)
     plan_event = plan_btn.click(on_plan, [query, mode, k, llm, seed, n_candidates, video_model], list(plan_panel),
-                                api_name="plan",
-                                concurrency_limit=2, concurrency_id="llm", show_progress_on=[video_prompt, references])
+                                api_name="plan", concurrency_limit=2, concurrency_id="llm",
+                                show_progress_on=[plan_status, video_prompt, references])
     render_event = render_btn.click(on_render, [run_id, title, cover_prompt, video_prompt, video_model, seed],
                                     list(render_panel), api_name="render", concurrency_limit=1, concurrency_id="gpu",
-                                    show_progress_on=[video, card])
+                                    show_progress_on=[render_status, video, card])
+    # when the result is ready, the page brings it into view (in the browser: no server round trip)
+    plan_event.success(None, None, plan_status, js=reveal("title", "✓ The plan is ready: edit it, then Render."),
+                       api_visibility="private")
+    render_event.success(None, None, render_status, js=reveal("video", "✓ The video is ready, with its score."),
+                         api_visibility="private")
     cancel_btn.click(on_cancel, None, None, cancels=[plan_event, render_event], api_visibility="private")
     candidates.select(on_pick_candidate, run_id, [title, cover_prompt, video_prompt], api_visibility="private")
     llm.change(on_backend_info("llm"), llm, llm_info, api_visibility="private")

@@ -89,9 +89,10 @@ def build_tab() -> None:
                 reopen = gr.Button("Reopen", scale=1, elem_id="study-reopen")
             state = gr.Markdown(elem_id="study-state")
             listed = gr.Dataframe(headers=owner.STUDY_COLUMNS, label="Your studies", interactive=False,
-                                  wrap=True, elem_id="study-list")
+                                  wrap=True, elem_id="study-list", elem_classes="pc-table")
             summary = gr.Markdown()
-            table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False)
+            table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False,
+                                 elem_classes="pc-table")
             chart = gr.Image(label="Win rates (95% intervals)", type="filepath")
             files = gr.File(label="Exports (votes CSV, participants CSV, results JSON)", file_count="multiple")
 
