@@ -26,8 +26,8 @@ from typing import Callable
 
 from popcorn.llm import plus, prompts
 from popcorn.llm.parse import TITLE_LIMIT, shorten_title
-from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER, RETRIEVE, SCORE, STAGES, STEPS, Plan, Retrieval, Run,
-                           Settings, StageError)
+from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER, RETRIEVE, SCORE, STAGES, STEPS,
+                           UNSURE_MARGIN, Plan, Retrieval, Run, Settings, StageError)
 from popcorn.video.base import check_memory_mode, check_speed
 from popcorn.video.budget import count_words
 
@@ -101,8 +101,6 @@ def quick_note(retrieval: Retrieval | None) -> str:
 def unsure_note(retrieval: Retrieval | None) -> str:
     """A note when the route is a guess (its best category leads the next by less than UNSURE_MARGIN): on queries the
     router was never tuned on, such routes were right 0.80 of the time against 0.91 (bench/RESULTS.md)."""
-    from popcorn.retrieval.routing import UNSURE_MARGIN
-
     if retrieval is None or retrieval.margin is None or retrieval.margin >= UNSURE_MARGIN:
         return ""
     runners = [c.category for c in retrieval.category_scores[:2]]

@@ -32,7 +32,7 @@ import numpy as np
 from popcorn import config
 from popcorn.retrieval.corpus import UNKNOWN_CATEGORY, Corpus
 from popcorn.retrieval.embed import Embedder
-from popcorn.types import CategoryScore
+from popcorn.types import UNSURE_MARGIN, CategoryScore  # noqa: F401  (UNSURE_MARGIN: the routers' word for it)
 
 SHOWN_SCORES = 5  # how many candidates a Route reports, for "why this category"
 NEIGHBOURS_MIN = 10  # a router built on a sample of the titles still asks this many nearest titles to vote
@@ -42,9 +42,6 @@ def label_counts(labels: np.ndarray) -> dict:
     """label -> how many times it occurs."""
     values, counts = np.unique(labels, return_counts=True)
     return dict(zip(values.tolist(), counts.tolist()))
-
-
-UNSURE_MARGIN = 0.1  # a best category less than 10% ahead of the next is a guess: the studio says so (issue 27)
 
 
 @dataclass

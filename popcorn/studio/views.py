@@ -14,6 +14,8 @@ import re
 
 import pandas as pd
 
+from popcorn.types import UNSURE_MARGIN
+
 REFERENCE_COLUMNS = ["label", "category", "comments", "match", "title"]  # match: cosine similarity to the idea
 CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
 NEIGHBOUR_COLUMNS = ["title", "category", "comments", "match"]
@@ -62,7 +64,6 @@ def as_int(value) -> int | None:
         return None
 
 
-UNSURE_MARGIN = 0.1  # popcorn.retrieval.routing.UNSURE_MARGIN (not imported here: that module imports faiss)
 UNPOPULAR_SHARE = 0.1  # popcorn.retrieval.index.DEFAULT_RATIO (the same; tests/test_ux_words.py keeps them equal)
 
 
