@@ -17,7 +17,9 @@ bootstrap 95% interval (popcorn.stats.win_rate). Selection is by h only: the hel
 
 Also: near-copies of the references shown and of any corpus title (popcorn.retrieval.copies) per arm, beside the
 human base rate; the plan step's seconds (retrieve + plan) p50 / p90 per mode.
-Last line: plus heldout_vs_basic=<float> heldout_vs_pe=<float> plan_ratio=<float> n=<int>
+The plan seconds come from the runs' own timings: compare modes only from batches run on the same machine under the
+same load (plan_ratio is their p50 ratio).
+Last line: plus heldout_vs_basic=<float> heldout_vs_pe=<float> plan_ratio=<float> n=<prompts with a PE+ run>
 """
 
 from __future__ import annotations
@@ -158,8 +160,9 @@ def main() -> None:
 
     secs = report["plan_seconds"]
     ratio = secs["plus"]["p50"] / secs["pe"]["p50"] if "plus" in secs and "pe" in secs else float("nan")
+    with_plus = sum("plus" in by_arm for by_arm in table.values())
     print(f"plus heldout_vs_basic={rate('plus', 'basic'):.4f} heldout_vs_pe={rate('plus', 'pe'):.4f} "
-          f"plan_ratio={ratio:.3f} n={report['n_prompts']}")
+          f"plan_ratio={ratio:.3f} n={with_plus}")
 
 
 if __name__ == "__main__":
