@@ -310,3 +310,19 @@ def test_table3_gives_every_pair_of_plan_modes_with_plus(batch):
     heldout = report["tables"]["heldout"]["table3"]
     assert _counts(_pick(heldout, type="(all)", k=10, a="plus", b="pe")) == (4, 3, 0, 1, 0.75)  # p1: 2.1 > 1.9
     assert "PE+" in to_markdown(report) or "plus" in to_markdown(report)
+
+
+def test_runs_from_a_reordered_prompt_file_pair_by_prompt_not_by_line(batch):
+    """PE+ run from the same prompts in reverse order (prompt i on line 3 - i): the report pairs each PE+ run with the
+    Basic and PE runs of its own prompt, as with the same order (the numbers of the test above)."""
+    store = Store(home=batch)
+    for prompt, (kind, category, *_rest, human) in BATCH.items():
+        record = _record(prompt, "plus", "a", 10, PLUS[prompt], human, kind, category)
+        record["settings"]["batch"]["prompt_index"] = 3 - prompt
+        store.save_run(record, status="done")
+    report = build_report(batch, judges=False)
+    t3 = report["tables"]["h"]["table3"]
+    assert _counts(_pick(t3, type="(all)", k=10, a="plus", b="basic")) == (4, 2, 2, 0, 0.5)
+    assert _counts(_pick(t3, type="(all)", k=10, a="plus", b="pe")) == (4, 2, 1, 1, 0.5)
+    assert report["summary"]["prompts"] == 4 and report["summary"]["types"] == {"abstract": 2, "concrete": 2}
+    assert report["same_inputs"]["holds"] and report["same_inputs"]["broken"] == []

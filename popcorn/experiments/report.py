@@ -132,13 +132,29 @@ def _row(record: dict) -> Row | None:
         failed_stage=((meta.get("failure") or {}).get("stage") or "") if record.get("status") == "failed" else "")
 
 
+def _by_prompt(rows) -> list[Row]:
+    """Rows numbered by their prompt (its query, category and type), not by its line in the prompt file: a folder
+    whose runs came from two prompt files (a batch resumed with the prompts reordered, a mode added from another file)
+    pairs the arms of the same prompt, and never two prompts that sat on the same line. Numbers follow the smallest
+    line a prompt had, so a folder of one file keeps that file's numbering."""
+    rows = list(rows)
+    first: dict[tuple, int] = {}
+    for r in rows:
+        key = (r.query, r.category, r.type)
+        first[key] = min(first.get(key, r.prompt_index), r.prompt_index)
+    number = {key: i for i, key in enumerate(sorted(first, key=lambda k: (first[k], k)))}
+    for r in rows:
+        r.prompt_index = number[(r.query, r.category, r.type)]
+    return rows
+
+
 def load_rows(out_dir: str | Path) -> list[Row]:
     folder = Path(out_dir)
     if not (folder / "popcorn.db").exists():
         raise StageError("report", f"{folder} holds no batch (no popcorn.db)",
                          "give the --out folder of `python -m popcorn batch`")
     records = Store(home=folder).list_runs(limit=10**9)
-    rows = [r for r in map(_row, records) if r is not None]
+    rows = _by_prompt(r for r in map(_row, records) if r is not None)
     if len({r.setting for r in rows}) > 1:  # never pooled: every condition carries its setting
         for r in rows:
             r.show_setting = True
