@@ -146,7 +146,7 @@ def test_train_saves_a_checkpoint_that_scoring_loads(small_dir, tmp_path, monkey
     result = train(small_dir, seed=0)
     path = Path(result["checkpoint"])
     assert path.exists() and path.parent == tmp_path / "popularity"
-    # h trains on the folder's retrieval part (the judge split holds 30% back: popcorn/popularity/split.py)
+    # h trains on the folder's retrieval part (the judge split holds 30% back: popcorn/retrieval/split.py)
     from popcorn.retrieval.corpus import load_corpus
 
     assert result["n_train"] == len(load_corpus(small_dir)) < 2500 and 0 < result["validation"]["SRC"] < 1

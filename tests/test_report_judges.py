@@ -124,7 +124,7 @@ def test_heldout_judge_never_saw_the_retrieval_corpus_and_is_loaded_once(monkeyp
 
 
 def test_the_split_is_fixed_by_seed_and_id():
-    from popcorn.popularity import split
+    from popcorn.retrieval import split
 
     ids = list(range(1, 5001))
     parts = split.parts(ids)

@@ -46,7 +46,7 @@ def test_weights_fitted_on_one_half_route_the_other_half(retriever):
 
 def test_default_router_beats_the_papers_on_the_whole_set(retriever):
     rows = labelled()
-    # 0.906 on all of MicroLens; 0.892 on the retrieval corpus (70%: the judge split, popcorn/popularity/split.py)
+    # 0.906 on all of MicroLens; 0.892 on the retrieval corpus (70%: the judge split, popcorn/retrieval/split.py)
     assert accuracy(retriever.routers["ours"], retriever.embedder, rows) >= 0.88
     assert accuracy(retriever.routers["paper"], retriever.embedder, rows) < 0.6
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from popcorn.serve import warm
-from popcorn.retrieval.corpus import load_raw_dir
+from popcorn.retrieval.corpus import load_corpus, load_raw_dir
 from popcorn.popularity import write_raw_dir
 from popcorn.types import StageError
 
@@ -97,7 +97,7 @@ def test_a_click_during_the_warm_up_gets_what_it_built(data_dir, tmp_path, monke
     assert retrieval.get_retriever() is clicked and built == [1]
     assert clicked.retrieve("cat playing with a ball", k=10).references
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # only the warm thread yields
-    corpus = load_raw_dir(folder)
+    corpus = load_corpus(folder)  # h is trained on the folder's retrieval part (the judge split)
     assert predictor_module.checkpoint_path(corpus, predictor_module.default_settings(corpus)).exists()
     assert Path(tmp_path / "cache" / "retrieval").is_dir()
     assert warm.status_line().startswith("Ready")

@@ -18,7 +18,7 @@ from itertools import product
 
 from popcorn import pipeline
 from popcorn.experiments.prompts_file import Prompt
-from popcorn.popularity import split
+from popcorn.retrieval import split
 from popcorn.types import REFERENCE_MODES, StageError
 
 

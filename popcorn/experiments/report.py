@@ -42,7 +42,7 @@ RULE = ("Same inputs for every arm of a prompt: the category each judge gets is 
         "routed from the query (the run's router), the same for Basic and PE; every arm of a prompt is compared with "
         "the same human-matched video (the nearest video of the human pool to the query, within that category), which "
         "both judges score through the same call as the generated titles. Neither judge was trained on the human pool "
-        "(popcorn/popularity/split.py).")
+        "(popcorn/retrieval/split.py).")
 
 SCALE = ("h predicts MMRA's label for MicroLens, log2(1 + comments), so 3.0 means 7 predicted comments. The paper "
          "reports medians of 0.44-0.73 on a scale it does not define in what we could read (MMRA's released loader "

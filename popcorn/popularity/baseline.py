@@ -88,7 +88,7 @@ def rank_plans(plans: list[Plan], predictor: Predictor | None = None) -> list[tu
 
 
 def human_match(query: str, category: str | None = None, k: int = 1) -> dict[str, Any]:
-    """The k videos of the human pool (popcorn/popularity/split.py: seen by no plan, trained on by no judge) nearest
+    """The k videos of the human pool (popcorn/retrieval/split.py: seen by no plan, trained on by no judge) nearest
     to `query` by sentence embedding, within `category` when the pool has it: a function of the query and the category
     alone, so every arm of a prompt is matched to the same human video. Labels are the videos' actual ones; the
     judges' predictions are added by popcorn.popularity.judges."""

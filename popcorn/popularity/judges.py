@@ -2,7 +2,7 @@
 
     h        the studio's predictor, trained on the retrieval corpus (what PE shows the LLM): it can reward a title for
              words borrowed from the references, since those are its own memory
-    heldout  the same model trained on the judge set only (popcorn/popularity/split.py): it never saw a title any plan
+    heldout  the same model trained on the judge set only (popcorn/retrieval/split.py): it never saw a title any plan
              could have been shown, so PE cannot flatter it by borrowing
 
 `score_same_footing()` is the score step of a run (popcorn/pipeline.py `score`): the generated title and the human-
@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from popcorn.popularity import split
+from popcorn.retrieval import split
 from popcorn.popularity.metrics import regression_metrics
 from popcorn.popularity.predictor import (Predictor, checkpoint_path, default_settings, fit_predictor, get_predictor,
                                           log_progress)

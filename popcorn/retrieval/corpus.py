@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from popcorn import config
+from popcorn.retrieval import split
 from popcorn.types import StageError
 
 TITLES_FULL = "MicroLens-50k_titles.csv"
@@ -256,17 +257,15 @@ PARTS = ("retrieval", "judge", "human", "all")
 def load_corpus(data_dir: str | Path | None = None, part: str = "retrieval") -> Corpus:
     """The corpus from a local folder if one is configured or found, else from the hub; loaded once per process.
 
-    `part`: the judge split (popcorn/popularity/split.py). "retrieval" (the default: what plans, the studio and h
+    `part`: the judge split (popcorn/retrieval/split.py). "retrieval" (the default: what plans, the studio and h
     see), "judge" (the held-out judge's training set), "human" (the human-matched pool), or "all"."""
     if part not in PARTS:
-        raise StageError("corpus", f"unknown corpus part {part!r}", f"use one of {PARTS}")
+        raise StageError("retrieve", f"unknown corpus part {part!r}", f"use one of {PARTS}")
     whole = _load_whole(data_dir)
     if part == "all":
         return whole
     key = f"{whole.source}#{whole.fingerprint}#{part}"
     if key not in _CACHE:
-        from popcorn.popularity import split  # lazy: popcorn.popularity imports this module
-
         keep = split.part_mask(whole.table["video_id"], part)
         _CACHE[key] = Corpus(whole.table[keep].reset_index(drop=True), whole.source, Counter(whole.skipped))
     return _CACHE[key]
