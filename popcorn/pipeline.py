@@ -24,12 +24,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-from popcorn.llm import plus, prompts
-from popcorn.llm.parse import TITLE_LIMIT, shorten_title
+from popcorn.compose import compose as compose_clip
+from popcorn.llm import get_llm, plus, prompts
+from popcorn.llm.parse import TITLE_LIMIT, longest_sentences, max_chars, plan_schema, read_plan, shorten_title
 from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER, RETRIEVE, SCORE, STAGES, STEPS,
                            UNSURE_MARGIN, Plan, Retrieval, Run, Settings, StageError)
+from popcorn.video import RenderRequest, get_generator
 from popcorn.video.base import check_memory_mode, check_speed
-from popcorn.video.budget import count_words
+from popcorn.video.budget import budget as video_budget
+from popcorn.video.budget import count_words, estimate_tokens
 
 __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
            "StageError", "check", "compose", "fit_title", "make_plans", "plan_steps", "quick_note", "rank", "render",
@@ -85,7 +88,7 @@ def fit_title(title: str) -> str:
 def retrieve(query: str, k: int = 10, router: str = "ours", *, quick: bool = False) -> Retrieval:
     """PE references for one query. `quick`: one interactive plan, which may route on a sample while the whole index
     is not built yet (popcorn.retrieval.index.QuickRetriever); a batch never does."""
-    from popcorn.retrieval.index import get_retriever
+    from popcorn.retrieval.index import get_retriever  # heavy (faiss), and only PE retrieves
 
     return get_retriever(quick=quick).retrieve(query, k, router=router)
 
@@ -120,11 +123,6 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
 
     progress(fraction, message) hears how far the answer has grown (at most twice a second); an exception it raises
     (Cancel) stops the LLM mid-answer."""
-    from popcorn.llm import get_llm
-    from popcorn.llm.parse import longest_sentences, max_chars, plan_schema
-    from popcorn.video.budget import budget as video_budget
-    from popcorn.video.budget import estimate_tokens
-
     backend = get_llm(llm)
     ok, reason = backend.available()
     if not ok:
@@ -207,8 +205,6 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
 def _check_answer(text: str, finish_reason: str | None, fit) -> tuple[str, dict]:
     """(what is wrong with an answer, or "", and the fields read from it). Fields come with a problem only when the
     video prompt is over the budget: every other problem leaves nothing to keep."""
-    from popcorn.llm.parse import read_plan
-
     if finish_reason == "length":
         return "the answer was cut off at max_tokens (finish_reason 'length')", {}
     try:
@@ -274,8 +270,6 @@ def _growth_reporter(progress: Callable[[float, str], None], expected_chars: int
 def render(the_plan: Plan, video: str, *, seed: int = 0, memory_mode: str = "auto", speed: str = "auto",
            progress: Progress = _quiet):
     """g(p): the clip for the plan's video prompt."""
-    from popcorn.video import RenderRequest, get_generator
-
     generator = get_generator(video)
     ok, reason = generator.available()
     if not ok:
@@ -289,8 +283,6 @@ def render(the_plan: Plan, video: str, *, seed: int = 0, memory_mode: str = "aut
 
 
 def compose(clip, the_plan: Plan, out_dir: Path, cover_model: str = "") -> dict:
-    from popcorn.compose import compose as compose_clip
-
     return compose_clip(clip, the_plan.title, Path(out_dir), cover_prompt=the_plan.cover_prompt,
                         cover_model=cover_model or None,
                         metadata={"title": the_plan.title, "video_prompt": the_plan.video_prompt})
@@ -303,7 +295,7 @@ def score(the_plan: Plan, video_path: str | None = None, *, category: str | None
     Same inputs for every arm of a prompt (rule "same-inputs", popcorn/popularity/judges.py): `category` and its
     source come from score_category(), and the human-matched video from the query and that category alone. Rule
     "confounded" re-scores as before issue 23 (each arm's own category: PE's routed, Basic's inferred from the title)."""
-    from popcorn.popularity import judges
+    from popcorn.popularity import judges  # heavy (scikit-learn, scipy): the score step only
 
     query = the_plan.query or the_plan.title
     if rule == judges.CONFOUNDED:
@@ -321,7 +313,7 @@ def score_category(settings: Settings, retrieval: Retrieval | None = None) -> tu
     """The category h gets, one source for every arm of a prompt: the prompt file's (Settings.category) where given
     and known to MicroLens, else the category routed from the query with the run's router (a PE run's own routing
     when it came from the whole index: the same router on the same query gives the same answer)."""
-    from popcorn.retrieval.corpus import load_corpus
+    from popcorn.retrieval.corpus import load_corpus  # pandas: the score step only
 
     known = {c.casefold(): c for c in load_corpus().categories()}
     given = (settings.category or "").strip()
@@ -340,7 +332,7 @@ def score_category(settings: Settings, retrieval: Retrieval | None = None) -> tu
 
 def rank(plans: list[Plan]) -> list[dict]:
     """Best-of-N: each plan with its predicted popularity, highest first (max E[h(g(f(x)))] before any GPU time)."""
-    from popcorn.popularity import rank_plans
+    from popcorn.popularity import rank_plans  # heavy (scikit-learn, scipy): only with several candidates
 
     return [{"plan": p.to_dict(), "score": s.to_dict()} for p, s in rank_plans(plans)]
 
@@ -372,8 +364,6 @@ def _prepare_llm_meanwhile(name: str) -> None:
     plan step takes the same locks, so it waits for this or finds the model ready; a failure here is left to the plan
     step, which does the same work again and reports it with its stage. Only backends with a `warm` step (local
     models) have anything to prepare."""
-    from popcorn.llm import get_llm
-
     try:
         warm = getattr(get_llm(name), "warm", None)
     except StageError:

@@ -71,7 +71,7 @@ def read_drafts(text: str, n: int = TITLE_DRAFTS) -> list[str]:
 def pick_title(plan: Plan, drafts: list[str], retrieval: Retrieval | None) -> tuple[Plan, list[dict]]:
     """PE's title and the drafts, near-copies of a reference dropped, ranked by h: (the plan with the best title,
     every draft with its h label or why it was dropped, PE's own first)."""
-    from popcorn.popularity import rank_plans  # heavy (the predictor loads on first use)
+    from popcorn.popularity import rank_plans  # heavy (scikit-learn, scipy): PE+ only
 
     shown = [r.title for r in (retrieval.references if retrieval else [])]
     rows, kept, seen = [], [], set()
