@@ -103,7 +103,8 @@ def test_human_base_rate_leaves_each_title_itself_out(corpus):
 
 
 def test_heldout_judge_never_saw_the_retrieval_corpus_and_is_loaded_once(monkeypatch):
-    from popcorn.popularity import Predictor, get_predictor, split
+    from popcorn.popularity import Predictor, get_predictor
+    from popcorn.retrieval import split
     from popcorn.popularity import judges as popularity_judges
     from popcorn.retrieval.corpus import load_corpus
 
