@@ -189,8 +189,6 @@ def test_a_pe_plan_prepares_the_llm_while_retrieval_runs_and_a_failed_preparatio
     cache retrieval embeds the corpus, and the two together set how long a first plan takes."""
     import threading
 
-    import popcorn.llm as llm_module
-
     def stop(stage):  # ends make_plans right after the step under test (a StageError passes _Timer unchanged)
         raise StageError(stage, "stopped by the test")
 
@@ -215,7 +213,7 @@ def test_a_pe_plan_prepares_the_llm_while_retrieval_runs_and_a_failed_preparatio
     monkeypatch.setattr(pipeline, "retrieve", retrieve)
     for fails in (False, True):
         prepared.clear()
-        monkeypatch.setattr(llm_module, "get_llm", lambda name=None, fails=fails: Prepared(fails))
+        monkeypatch.setattr(pipeline, "get_llm", lambda name=None, fails=fails: Prepared(fails))
         with pytest.raises(StageError, match="stopped by the test"):  # a failed preparation does not stop retrieval
             pipeline.make_plans(pipeline.Settings(query="a cat afraid of cucumbers", mode="pe", llm="local"))
     assert threads == ["popcorn-llm-prepare"] * 2
