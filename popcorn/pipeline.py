@@ -35,7 +35,7 @@ from popcorn.video.budget import budget as video_budget
 from popcorn.video.budget import count_words, estimate_tokens
 
 __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
-           "StageError", "check", "compose", "fit_title", "make_plans", "plan_steps", "quick_note", "rank", "render",
+           "StageError", "check", "compose", "fit_title", "llm_calls", "make_plans", "plan_steps", "quick_note", "rank", "render",
            "render_run", "render_steps", "retrieve", "run", "score", "score_category", "score_run", "unsure_note",
            "write_plan", "write_plans", "write_run_json"]
 
@@ -69,6 +69,12 @@ def check(settings: Settings) -> Settings:
 def plan_steps(settings: Settings) -> tuple[str, ...]:
     """The steps make_plans goes through for these settings, in order (for a progress bar)."""
     return ((RETRIEVE,) if settings.mode in REFERENCE_MODES else ()) + (PLAN,) + ((SCORE,) if settings.candidates > 1 else ())
+
+
+def llm_calls(settings: Settings) -> int:
+    """How many LLM answers a plan of these settings asks for at least: one per candidate, two in PE+ (the plan, then
+    its title drafts). What a paid backend's limits and a GPU slot's duration count."""
+    return settings.candidates * (2 if settings.mode == "plus" else 1)
 
 
 def render_steps(with_score: bool = True) -> tuple[str, ...]:

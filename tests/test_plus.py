@@ -75,3 +75,13 @@ def test_drafts_are_read_fitted_and_bounded():
     schema = plus.drafts_schema()
     assert schema["required"] == ["title_1", "title_2", "title_3"]
     assert all(p["maxLength"] == plus.TITLE_LIMIT for p in schema["properties"].values())
+
+
+def test_a_plus_plan_counts_two_llm_answers_against_paid_limits_and_slot_time():
+    """PE+ asks the LLM twice per candidate (the plan, then its drafts): a paid backend's per-visitor limit and a
+    ZeroGPU slot's duration count both."""
+    from popcorn.serve import zerogpu
+
+    assert pipeline.llm_calls(Settings(query="x", mode="plus", candidates=3)) == 6
+    assert pipeline.llm_calls(Settings(query="x", mode="pe", candidates=3)) == 3
+    assert zerogpu.plan_seconds("qwen2.5-72b", 2) > zerogpu.plan_seconds("qwen2.5-72b", 1)

@@ -22,7 +22,7 @@ Backends
 Paid backends (API keys of the owner)
     POPCORN_PAID_LIMIT calls per POPCORN_PAID_WINDOW seconds per visitor (default 5 per 3600), and POPCORN_PAID_TOTAL
     for all visitors together (default 10 x the per-visitor limit: visitor ids are free to renew); the owner is
-    exempt. A plan of N candidates is N calls.
+    exempt. A plan of N candidates is N calls (2N in PE+: pipeline.llm_calls).
 """
 
 from __future__ import annotations

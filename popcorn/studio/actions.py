@@ -165,7 +165,7 @@ def _plan_settings(query, mode, k, llm, seed, candidates, visitor: str, video: s
         raise StudioError(f"Stage input failed: {settings.candidates} candidate plans asked. Use 1 to "
                           f"{MAX_CANDIDATES}.", INPUT)
     _checked(pipeline.check, settings)
-    _checked(access.charge_paid, visitor, settings.llm, settings.candidates)  # each candidate is one paid call
+    _checked(access.charge_paid, visitor, settings.llm, pipeline.llm_calls(settings))  # each answer is a paid call
     return settings
 
 

@@ -19,7 +19,7 @@ from popcorn.serve import zerogpu
 from popcorn.serve.zerogpu import Channel
 from popcorn.studio.errors import error_dict
 from popcorn.studio.progress import StageProgress
-from popcorn.types import Run, StageError
+from popcorn.types import Run, Settings, StageError
 
 
 def _report(channel: Channel):
@@ -56,8 +56,8 @@ def render_video(record: dict, out_dir: str, channel: Channel) -> dict:
 
 def _plan_seconds(record: dict, channel: Channel) -> int:
     settings = record["settings"]
-    return zerogpu.plan_seconds(settings["llm"], settings.get("candidates", 1), settings.get("max_tokens", 0),
-                                settings.get("attempts", 3))
+    return zerogpu.plan_seconds(settings["llm"], pipeline.llm_calls(Settings.from_dict(settings)),
+                                settings.get("max_tokens", 0), settings.get("attempts", 3))
 
 
 def _render_seconds(record: dict, out_dir: str, channel: Channel) -> int:
