@@ -10,7 +10,7 @@ import pytest
 from popcorn import pipeline
 from popcorn.llm import plus
 from popcorn.popularity import rank_plans
-from popcorn.types import REFERENCE_MODES, Plan, Settings
+from popcorn.types import REFERENCE_MODES, Plan, Reference, Retrieval, Settings
 
 try:
     from tests.llm_server import chat_reply, scripted_server  # noqa: F401
@@ -34,8 +34,7 @@ def test_plus_is_a_mode_that_retrieves_like_pe():
 def test_plus_keeps_pe_s_plan_and_takes_the_draft_h_ranks_first(scripted_llm, retriever):
     query = "15-second garlic butter noodles for a late-night snack"
     retrieval = retriever.retrieve(query, 10)
-    copied = retrieval.references[0].title  # a draft that copies a reference title is dropped before ranking
-    drafts = {"title_1": "3 AM garlic noodles in 15 seconds", "title_2": copied[:50],
+    drafts = {"title_1": "3 AM garlic noodles in 15 seconds", "title_2": "Butter, garlic, noodles: done by 2 AM",
               "title_3": "Midnight noodles in Bangkok"}
     scripted_llm.play(chat_reply(PLAN), chat_reply(json.dumps(drafts)))
     the_plan, info = pipeline.write_plan(query, "plus", "openai-compatible", retrieval, seed=1, video="ltx")
@@ -46,8 +45,6 @@ def test_plus_keeps_pe_s_plan_and_takes_the_draft_h_ranks_first(scripted_llm, re
         "content"]
     rows = info["drafts"]
     assert [r["source"] for r in rows] == ["pe", "draft 1", "draft 2", "draft 3"]
-    if plus.is_near_copy(copied[:50], copied):
-        assert "near-copy" in rows[2]["dropped"] and "h" not in rows[2]
     assert rows[3]["dropped"] == "the same as an earlier title"
     kept = [r for r in rows if "dropped" not in r]
     ranked = rank_plans([Plan.from_dict({**the_plan.to_dict(), "title": r["title"]}) for r in kept])
@@ -85,3 +82,16 @@ def test_a_plus_plan_counts_two_llm_answers_against_paid_limits_and_slot_time():
     assert pipeline.llm_calls(Settings(query="x", mode="plus", candidates=3)) == 6
     assert pipeline.llm_calls(Settings(query="x", mode="pe", candidates=3)) == 3
     assert zerogpu.plan_seconds("qwen2.5-72b", 2) > zerogpu.plan_seconds("qwen2.5-72b", 1)
+
+
+def test_a_draft_that_copies_a_reference_is_dropped_before_ranking_and_pe_s_own_title_stays():
+    reference = Reference(video_id=1, title="my cat sees snow for the first time # cute pet", category="Animal",
+                          comments=900, label="popular", similarity=0.8)
+    retrieval = Retrieval(query="a cat and snow", matched_categories=["Animal"], category_scores=[],
+                          references=[reference])
+    plan = Plan(title="First snow, first zoomies", cover_prompt="a kitten in snow", video_prompt=VIDEO, mode="plus",
+                matched_categories=["Animal"])
+    copy = "My cat sees snow for the first time! #cute pet"  # case, punctuation and spacing changed
+    best, rows = plus.pick_title(plan, [copy, "Snow day: a kitten's first leap"], retrieval)
+    assert "near-copy of a reference title" in rows[1]["dropped"] and "h" not in rows[1] and not rows[1]["chosen"]
+    assert best.title != copy and {r["title"] for r in rows if "h" in r} == {plan.title, rows[2]["title"]}
