@@ -171,3 +171,22 @@ def test_an_unsure_route_is_said_in_the_run_notes():
     assert unsure_note(Retrieval(query="q", matched_categories=["Game"], references=[], margin=0.3,
                                  category_scores=[CategoryScore("Game", 1.0)])) == ""
     assert unsure_note(None) == "" and unsure_note(Retrieval.from_dict({"query": "old run"})) == ""
+
+
+BLIND = Path(__file__).parent / "data" / "routing_heldout2.tsv"
+
+
+def test_the_blind_set_is_routed_as_reported_and_the_unsure_flag_warns_there(retriever):
+    """tests/data/routing_heldout2.tsv: 184 queries written by someone who never saw the router, evaluated once after
+    the session 9 design was committed (0.870, bench/RESULTS.md) and never tuned on. This guards that figure: a change
+    that routes it worse fails here (and may not tune on it either)."""
+    from popcorn.retrieval.routing import UNSURE_MARGIN
+
+    rows = labelled(BLIND)
+    assert len(rows) == 184 and len({c for c, _ in rows}) == 16
+    vectors = retriever.embedder.encode([q for _, q in rows])
+    routes = [retriever.routers["ours"].route(v, text=q) for v, (_, q) in zip(vectors, rows)]
+    right = np.array([r.categories[0] == c for r, (c, _) in zip(routes, rows)])
+    unsure = np.array([r.margin is not None and r.margin < UNSURE_MARGIN for r in routes])
+    assert right.mean() >= 0.86, right.mean()
+    assert right[unsure].mean() < right[~unsure].mean() - 0.2  # 0.500 vs 0.936
