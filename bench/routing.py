@@ -10,11 +10,17 @@ For each router it reports
   none_on_topic share of queries none of whose K references come from the intended category
   unsure        share of queries whose best category leads the next by less than UNSURE_MARGIN (the studio says so),
                 with the accuracy among them and among the rest (is the margin a fair warning?)
-The default query file was used to pick the blend weights; tests/data/routing_heldout.tsv was written without
-looking at the router and is never used to pick anything: report it with --queries.
+Routers: `paper`, `before` (ours as session 8 left it: raw cosines, its weights, runners-up within 10%) and `ours`,
+so the reference figures (ref_sim_p50, none_on_topic) read before and after on the same queries.
+Both labelled files (tests/data/routing_queries.tsv, routing_heldout.tsv: 414 queries) were used to pick the blend
+weights and temperature; tests/data/routing_heldout2.tsv was written blind by someone who never saw the router and is
+never used to pick anything: report it with --queries.
+--cv: grouped k-fold cross-validation over the labelled files, with raw and with calibrated cosines (weights refitted on each training part by
+fit_weights; a group is a block of GROUP_LINES consecutive lines of one file, as queries written together resemble each
+other), repeated with REPEATS shuffles of the groups: mean and spread over folds, and each file fitted on the other.
 Last line: routing paper=<float> ours=<float> n=<int>
 
-Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/routing.py [--queries FILE] [--k 10]
+Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/routing.py [--queries FILE] [--k 10] [--cv]
 """
 
 from __future__ import annotations
@@ -33,38 +39,45 @@ sys.path.insert(0, str(ROOT / "bench"))
 from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 
 from popcorn.retrieval.index import get_retriever  # noqa: E402
-from popcorn.retrieval.routing import UNSURE_MARGIN  # noqa: E402
+from popcorn.retrieval.routing import UNSURE_MARGIN, BlendRouter, BlendWeights, fit_weights  # noqa: E402
 
 DEFAULT_QUERIES = ROOT / "tests" / "data" / "routing_queries.tsv"
+LABELLED = (DEFAULT_QUERIES, ROOT / "tests" / "data" / "routing_heldout.tsv")  # what the defaults were fitted on
+# the `ours` router as session 8 left it: raw cosines, its grid-searched weights, runners-up within 10%
+BEFORE = BlendWeights(desc=0.5, examples=0.5, centroid=0.5, vote=0.25, names=0.3, temperature=0.0, margin=0.1)
+GROUP_LINES, FOLDS, REPEATS = 6, 10, 3
 
 
 def load_labelled(path: Path) -> list[tuple[str, str]]:
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if "\t" in line:
+        if "\t" in line and not line.startswith("#"):  # '#' lines are comments
             category, query = line.split("\t", 1)
             if category.strip() and query.strip():
                 rows.append((category.strip(), query.strip()))
     return rows
 
 
-def evaluate(retriever, rows, router: str, k: int) -> dict:
+def evaluate(retriever, rows, router, k: int) -> dict:
+    """`router`: a router object (route(q, text=...)); references come from the retriever's index, as retrieve()'s."""
     hits = in_matched = 0
     sims, on_topic, medians, unsure, correct, deciding = [], [], [], [], [], Counter()
     misses: Counter = Counter()
     for intended, query in rows:
-        result = retriever.retrieve(query, k, router=router)
-        best = result.matched_categories[0]
+        q = retriever.embedder.encode_one(query)
+        route = router.route(q, text=query)
+        references = retriever.index.search(q, route.categories, k)
+        best = route.categories[0]
         hits += best == intended
         correct.append(best == intended)
-        in_matched += intended in result.matched_categories
+        in_matched += intended in route.categories
         if best != intended:
             misses[f"{intended} -> {best}"] += 1
-        sims.extend(r.similarity for r in result.references)
-        medians.append(float(np.median([r.similarity for r in result.references])) if result.references else 0.0)
-        on_topic.append(np.mean([r.category == intended for r in result.references]) if result.references else 0.0)
-        unsure.append(result.margin is not None and result.margin < UNSURE_MARGIN)
-        deciding[result.deciding_signal] += 1
+        sims.extend(r.similarity for r in references)
+        medians.append(float(np.median([r.similarity for r in references])) if references else 0.0)
+        on_topic.append(np.mean([r.category == intended for r in references]) if references else 0.0)
+        unsure.append(route.margin is not None and route.margin < UNSURE_MARGIN)
+        deciding[route.deciding] += 1
     n = len(rows)
     unsure, correct = np.array(unsure), np.array(correct)
     return {"accuracy": hits / n, "in_matched": in_matched / n, "ref_sim": float(np.mean(sims)),
@@ -78,16 +91,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--cv", action="store_true", help="cross-validate the blend weights over the labelled files")
     args = ap.parse_args()
-    rows = load_labelled(args.queries)
     retriever = get_retriever()
+    if args.cv:  # the raw cosines (temperature 0, as before) and the calibrated ones: the one difference
+        for temperature in (BEFORE.temperature, retriever.routers["ours"].w.temperature):
+            cross_validate(retriever, temperature)
+        return
+    rows = load_labelled(args.queries)
     print(f"{len(rows)} queries from {args.queries}; embeddings: {retriever.embedder.name}")
     per_category = Counter(c for c, _ in rows)
     print("intended categories:", dict(per_category.most_common()))
+    routers = {"paper": retriever.routers["paper"],
+               "before": BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BEFORE),
+               "ours": retriever.routers["ours"]}
     results = {}
-    for router in ("paper", "ours"):
-        r = results[router] = evaluate(retriever, rows, router, args.k)
-        print(f"{router:>5}: accuracy={r['accuracy']:.3f} in_matched={r['in_matched']:.3f} "
+    for router, chooser in routers.items():
+        r = results[router] = evaluate(retriever, rows, chooser, args.k)
+        print(f"{router:>6}: accuracy={r['accuracy']:.3f} in_matched={r['in_matched']:.3f} "
               f"ref_sim={r['ref_sim']:.3f} ref_on_topic={r['ref_on_topic']:.3f}")
         print(f"       ref_sim_p50={r['ref_sim_p50']:.3f} none_on_topic={r['none_on_topic']:.3f} "
               f"unsure={r['unsure']:.3f} (accuracy {_num(r['acc_unsure'])} unsure, {_num(r['acc_sure'])} sure)")
@@ -100,6 +121,41 @@ def main() -> None:
               f"accuracy={q['accuracy']:.3f} (whole: {q['whole_accuracy']:.3f}) same_top1={q['same_top1']:.3f} "
               f"same_categories={q['same_categories']:.3f}")
     print(f"routing paper={results['paper']['accuracy']:.4f} ours={results['ours']['accuracy']:.4f} n={len(rows)}")
+
+
+def cross_validate(retriever, temperature: float) -> None:
+    """Grouped k-fold over the labelled files, weights refitted by fit_weights on each training part (module doc)."""
+    files = [load_labelled(p) for p in LABELLED]
+    rows = [r for f in files for r in f]
+    source = np.concatenate([np.full(len(f), i) for i, f in enumerate(files)])
+    groups = np.concatenate([np.arange(len(f)) // GROUP_LINES + i * 10_000 for i, f in enumerate(files)])
+    router = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors,
+                         BlendWeights(temperature=temperature))
+    vectors = retriever.embedder.encode([q for _, q in rows])
+
+    def accuracy(weights, idx) -> float:
+        fitted = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights)
+        return float(np.mean([fitted.route(vectors[i], text=rows[i][1]).categories[0] == rows[i][0] for i in idx]))
+
+    folds, means = [], []
+    for repeat in range(REPEATS):
+        shuffled = np.random.default_rng(repeat).permutation(np.unique(groups))
+        fold_of = {g: j % FOLDS for j, g in enumerate(shuffled)}
+        fold = np.array([fold_of[g] for g in groups])
+        scores = []
+        for f in range(FOLDS):
+            train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+            weights, _ = fit_weights(router, retriever.embedder, [rows[i] for i in train])
+            scores.append(accuracy(weights, test))
+            folds.append(scores[-1])
+        means.append(float(np.average(scores, weights=[np.sum(fold == f) for f in range(FOLDS)])))
+        print(f"repeat {repeat}: {FOLDS}-fold accuracy {means[-1]:.3f} (folds {min(scores):.3f}-{max(scores):.3f})")
+    print(f"cv: mean {np.mean(means):.3f} (repeats {min(means):.3f}-{max(means):.3f}), "
+          f"per fold sd {np.std(folds):.3f} over {len(folds)} folds, n={len(rows)}, temperature {router.w.temperature}")
+    for a, b in ((0, 1), (1, 0)):
+        weights, _ = fit_weights(router, retriever.embedder, files[a])
+        print(f"fitted on {LABELLED[a].name} ({len(files[a])}), scored on {LABELLED[b].name} ({len(files[b])}): "
+              f"{accuracy(weights, np.flatnonzero(source == b)):.3f}")
 
 
 def _num(x) -> str:

@@ -109,7 +109,7 @@ def quick_note(retrieval: Retrieval | None) -> str:
 
 def unsure_note(retrieval: Retrieval | None) -> str:
     """A note when the route is a guess (its best category leads the next by less than UNSURE_MARGIN): on queries the
-    router was never tuned on, such routes were right 0.80 of the time against 0.91 (bench/RESULTS.md)."""
+    router was never tuned on, such routes were right 0.50 of the time against 0.94 (bench/RESULTS.md)."""
     if retrieval is None or retrieval.margin is None or retrieval.margin >= UNSURE_MARGIN:
         return ""
     runners = [c.category for c in retrieval.category_scores[:2]]

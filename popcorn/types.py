@@ -26,7 +26,7 @@ OUTSIDE_RUNS = ("study",)
 
 MODES = ("basic", "pe", "plus")  # plus: PE, then title drafts ranked by h (popcorn/llm/plus.py)
 REFERENCE_MODES = ("pe", "plus")  # the modes that retrieve MicroLens references and show them to the LLM
-UNSURE_MARGIN = 0.1  # a best category less than 10% ahead of the next is a guess: run notes and the studio say so
+UNSURE_MARGIN = 0.2  # a best category less than 20% ahead of the next is a guess: run notes and the studio say so
 
 
 class StageError(RuntimeError):

@@ -1,17 +1,20 @@
-"""Category routing: ours vs the paper's, on the labelled query set (tests/data/routing_queries.tsv)."""
+"""Category routing: ours vs the paper's, on the labelled query sets (tests/data/routing_queries.tsv and
+routing_heldout.tsv: 414 queries the defaults were fitted on; routing_heldout2.tsv, written blind, only reported)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from popcorn.retrieval.routing import BlendRouter, BlendWeights, fit_weights
+from popcorn.retrieval.routing import BlendRouter, BlendWeights, calibrated, fit_weights
 
 QUERIES = Path(__file__).parent / "data" / "routing_queries.tsv"
+HELDOUT = Path(__file__).parent / "data" / "routing_heldout.tsv"
 
 
-def labelled():
-    rows = [line.split("\t", 1) for line in QUERIES.read_text(encoding="utf-8").splitlines() if "\t" in line]
+def labelled(*paths):
+    rows = [line.split("\t", 1) for path in (paths or (QUERIES,))
+            for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line and not line.startswith("#")]
     return [(c.strip(), q.strip()) for c, q in rows]
 
 
@@ -29,7 +32,7 @@ def test_the_labelled_set_is_large_and_covers_the_main_categories():
 
 
 def test_weights_fitted_on_one_half_route_the_other_half(retriever):
-    rows = labelled()
+    rows = labelled(QUERIES, HELDOUT)
     order = np.random.default_rng(7).permutation(len(rows))
     train = [rows[i] for i in order[: len(rows) // 2]]
     held_out = [rows[i] for i in order[len(rows) // 2:]]
@@ -46,7 +49,8 @@ def test_weights_fitted_on_one_half_route_the_other_half(retriever):
 
 def test_default_router_beats_the_papers_on_the_whole_set(retriever):
     rows = labelled()
-    # 0.906 on all of MicroLens; 0.892 on the retrieval corpus (70%: the judge split, popcorn/retrieval/split.py)
+    # on the retrieval corpus (70%: the judge split, popcorn/retrieval/split.py): 0.906 with the defaults fitted on
+    # both labelled files (grouped 10-fold cross-validation: 0.90, bench/routing.py --cv)
     assert accuracy(retriever.routers["ours"], retriever.embedder, rows) >= 0.88
     assert accuracy(retriever.routers["paper"], retriever.embedder, rows) < 0.6
 
@@ -84,7 +88,45 @@ def test_category_scores_explain_the_choice(retriever):
     assert scores == sorted(scores, reverse=True) and len(scores) == 5
 
 
-HELDOUT = Path(__file__).parent / "data" / "routing_heldout.tsv"
+def test_each_cosine_signal_is_calibrated_into_a_distribution_over_the_categories(retriever):
+    """The desc, examples and centroid cosines become a softmax over the categories at the router's temperature (the
+    vote and names are shares already); temperature 0 keeps the raw cosines, as the router before session 9."""
+    router = retriever.routers["ours"]
+    text = "grandma's dumplings on new year's eve"
+    q = retriever.embedder.encode_one(text)
+    s = router.signals(q, text)
+    raw = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors,
+                      BlendWeights(temperature=0.0)).signals(q, text)
+    assert router.w.temperature > 0
+    for k in ("desc", "examples", "centroid"):
+        assert s[k].sum() == pytest.approx(1.0) and (s[k] > 0).all()
+        assert np.argsort(s[k]).tolist() == np.argsort(raw[k]).tolist()  # the order is the cosines'
+        assert s[k] == pytest.approx(calibrated(raw[k], router.w.temperature))
+        assert raw[k].max() <= 1.0 and raw[k].sum() != pytest.approx(1.0)
+    assert s["vote"] == pytest.approx(raw["vote"]) and s["names"] == pytest.approx(raw["names"])
+    assert calibrated(np.array([0.3, 0.5]), 0.0).tolist() == [0.3, 0.5]
+    # one cosine 0.1 ahead of another at temperature 0.1 weighs e (2.718...) times as much
+    assert calibrated(np.array([0.4, 0.5]), 0.1) == pytest.approx([1 / (1 + np.e), np.e / (1 + np.e)])
+
+
+def test_calibrated_cosines_route_the_other_labelled_file_better_than_raw_ones(retriever):
+    """The one change of session 9 (cosines calibrated per query): weights fitted on one labelled file, scored on the
+    other (written in another session), each way, route at least as well as raw cosines fitted the same way, and
+    better in all (0.912 vs 0.898 and 0.859 vs 0.852). The gain is small: grouped 10-fold cross-validation over the 414
+    gives 0.903 vs 0.884 (bench/routing.py --cv), and one random half split of the 414 came out 0.899 vs 0.889 and
+    0.884 vs 0.889."""
+    files = labelled(QUERIES), labelled(HELDOUT)
+    scored = {}
+    for temperature in (0.0, BlendWeights().temperature):
+        base = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors,
+                           BlendWeights(temperature=temperature))
+        for side in (0, 1):
+            weights, _ = fit_weights(base, retriever.embedder, files[side])
+            fitted = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights)
+            scored[temperature, side] = accuracy(fitted, retriever.embedder, files[1 - side])
+    ours, raw = [scored[BlendWeights().temperature, s] for s in (0, 1)], [scored[0.0, s] for s in (0, 1)]
+    assert all(c >= r for c, r in zip(ours, raw)) and sum(ours) > sum(raw), scored
+    assert min(ours) >= 0.85, scored
 
 
 def test_a_route_says_how_sure_it_is_and_which_signal_decided(retriever):
@@ -102,8 +144,9 @@ def test_a_route_says_how_sure_it_is_and_which_signal_decided(retriever):
 
 
 def test_unsure_routes_are_wrong_more_often_than_sure_ones(retriever):
-    """The margin is a fair warning on queries the router was never tuned on: among routes the studio calls unsure
-    (margin < UNSURE_MARGIN) the best category is wrong more often than among the rest."""
+    """The margin is a fair warning: among routes the studio calls unsure (margin < UNSURE_MARGIN) the best category
+    is wrong more often than among the rest (routing_heldout.tsv: written blind in session 8, tuned on since session 9;
+    on routing_heldout2.tsv, never tuned on, see bench/RESULTS.md)."""
     from popcorn.retrieval.routing import UNSURE_MARGIN
 
     rows = [line.split("\t", 1) for line in HELDOUT.read_text(encoding="utf-8").splitlines()
@@ -128,3 +171,22 @@ def test_an_unsure_route_is_said_in_the_run_notes():
     assert unsure_note(Retrieval(query="q", matched_categories=["Game"], references=[], margin=0.3,
                                  category_scores=[CategoryScore("Game", 1.0)])) == ""
     assert unsure_note(None) == "" and unsure_note(Retrieval.from_dict({"query": "old run"})) == ""
+
+
+BLIND = Path(__file__).parent / "data" / "routing_heldout2.tsv"
+
+
+def test_the_blind_set_is_routed_as_reported_and_the_unsure_flag_warns_there(retriever):
+    """tests/data/routing_heldout2.tsv: 184 queries written by someone who never saw the router, evaluated once after
+    the session 9 design was committed (0.870, bench/RESULTS.md) and never tuned on. This guards that figure: a change
+    that routes it worse fails here (and may not tune on it either)."""
+    from popcorn.retrieval.routing import UNSURE_MARGIN
+
+    rows = labelled(BLIND)
+    assert len(rows) == 184 and len({c for c, _ in rows}) == 16
+    vectors = retriever.embedder.encode([q for _, q in rows])
+    routes = [retriever.routers["ours"].route(v, text=q) for v, (_, q) in zip(vectors, rows)]
+    right = np.array([r.categories[0] == c for r, (c, _) in zip(routes, rows)])
+    unsure = np.array([r.margin is not None and r.margin < UNSURE_MARGIN for r in routes])
+    assert right.mean() >= 0.86, right.mean()
+    assert right[unsure].mean() < right[~unsure].mean() - 0.2  # 0.500 vs 0.936
