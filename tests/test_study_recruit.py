@@ -345,3 +345,36 @@ def test_concurrent_votes_over_http_are_all_stored_once(served, home, pairs):
         t.join()
     assert sorted(codes) == [200] * 24 + [409] * 24
     assert owner.get_studies(home).study(study["id"])["votes"] == 24
+
+
+def test_what_the_server_keeps_in_memory_never_hides_a_change_made_elsewhere(served, home, pairs):
+    """The server keeps what never changes (a study's row, a participant's tasks, an item's media) but reads the status
+    and the answers on every request: a second store on the same folder (the CLI, another process) closes and
+    reopens the study and answers for a participant, and the served app sees each change at once."""
+    from popcorn.study.storage import StudyStore
+
+    study = make(home, pairs, per_participant=3, min_view_seconds=0)
+    link = study["link"]
+    me, other = Client(served.url), Client(served.url)
+    mine = me.call("POST", f"/s/{link}/api/join", {})[1]["participant"]
+    theirs = other.call("POST", f"/s/{link}/api/join", {})[1]["participant"]
+    assert me.call("GET", f"/s/{link}/api/state")[1]["task"]["index"] == 0  # now held in the server's memory
+    assert me.call("POST", f"/s/{link}/api/vote", {"task": 0, "choice": "A"})[0] == 200
+    assert other.call("GET", f"/s/{link}/api/state")[1]["task"]["index"] == 0
+
+    elsewhere = StudyStore(home=home)  # its own connections and memory, as another process has
+    elsewhere.set_status(study["id"], "closed")
+    assert me.call("GET", f"/s/{link}/api/state")[0] == 410
+    assert me.call("POST", f"/s/{link}/api/vote", {"task": 1, "choice": "A"})[0] == 410
+    elsewhere.set_status(study["id"], "open")
+    status, state = me.call("GET", f"/s/{link}/api/state")
+    assert status == 200 and state["task"]["index"] == 1 and state["done"] == 1
+
+    elsewhere.vote(link, theirs, 0, "right")  # answered through the other store: the server must not accept it twice
+    status, refused = other.call("POST", f"/s/{link}/api/vote", {"task": 0, "choice": "A"})
+    assert status == 409 and "already answered" in refused["error"]
+    status, state = other.call("GET", f"/s/{link}/api/state")
+    assert status == 200 and state["task"]["index"] == 1 and state["done"] == 1
+    assert me.call("POST", f"/s/{link}/api/vote", {"task": 1, "choice": "B"})[0] == 200
+    assert {(v["participant"], v["task"], v["side"]) for v in elsewhere.votes(study["id"])} == {
+        ("P0000", 0, "left"), ("P0001", 0, "right"), ("P0000", 1, "right")}

@@ -60,6 +60,13 @@ class StudyStore:
         self.path = self.store.path
         self.media_root = self.store.home / "studies"
         self._writer = GroupCommit(self.path)
+        self._local = threading.local()  # each thread's reading connection (_reader)
+        # what never changes once written, read once per process: a study's row but its status (by link), a
+        # participant's drawn tasks (by token), an item's media ids and viewing time. Status, answers and serve
+        # times change, and are read from the database on every request.
+        self._fixed_studies: dict[str, dict] = {}
+        self._fixed_people: dict[tuple[str, str], dict] = {}
+        self._fixed_items: dict[tuple[str, str], tuple[str, str, float]] = {}
 
     # ------------------------------------------------------------------------------------------ connection
 
@@ -70,6 +77,18 @@ class StudyStore:
         with self.store._connect() as conn:
             conn.execute("PRAGMA synchronous = FULL")
             yield conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection for the participant routes' reads, kept open: opening one and setting its
+        pragmas costs more than the few rows a page or a vote reads. Autocommit, so each statement sees the latest
+        commit (writes go through _write or the group commit, never here)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._local.conn = conn
+        return conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -181,14 +200,19 @@ class StudyStore:
         return found
 
     def study_by_link(self, link: str) -> dict:
-        """The study behind a participant link: 404 when there is none, 410 (gone) while it is closed."""
-        with self._connect() as conn:
-            found = self._study_row(conn, "link", str(link))
-        if not found:
+        """The study behind a participant link: 404 when there is none, 410 (gone) while it is closed. The status is
+        read each time (the owner may close the study from another process); the rest of the row never changes."""
+        link = str(link)
+        conn = self._reader()
+        row = conn.execute("SELECT id, status FROM studies WHERE link = ?", (link,)).fetchone()
+        if not row:
             raise StudyError("this study link is not valid", 404)
-        if found["status"] != "open":
+        if row["status"] != "open":
             raise StudyError("this study is closed: it takes no more answers. Thank you for your interest.", 410)
-        return found
+        fixed = self._fixed_studies.get(link)
+        if fixed is None or fixed["id"] != row["id"]:
+            fixed = _remember(self._fixed_studies, link, self._study_row(conn, "link", link))
+        return {**fixed, "status": row["status"]}
 
     def studies(self) -> list[dict]:
         with self._connect() as conn:
@@ -273,20 +297,40 @@ class StudyStore:
                              (pid, study["id"], invite))
             return self._participant(conn, study, pid)
 
-    def _participant(self, conn, study: dict, pid: str) -> dict:
-        row = conn.execute("SELECT * FROM study_participants WHERE id = ? AND study_id = ?",
-                           (str(pid), study["id"])).fetchone()
-        if not row:
-            raise StudyError("unknown participant for this study; open the study link again", 404)
+    def _participant(self, conn, study: dict, pid: str, fixed: dict | None = None) -> dict:
+        """A participant of `study` with their answers so far; `fixed` (their id, number and drawn tasks, which never
+        change) when already known."""
+        if fixed is None:
+            row = conn.execute("SELECT id, number, tasks FROM study_participants WHERE id = ? AND"
+                               " study_id = ?", (str(pid), study["id"])).fetchone()
+            if not row:
+                raise StudyError("unknown participant for this study; open the study link again", 404)
+            fixed = {"id": row["id"], "number": row["number"], "tasks": json.loads(row["tasks"])}
         answered = {r["task"]: r["choice"] for r in
-                    conn.execute("SELECT task, choice FROM study_votes WHERE participant_id = ?", (row["id"],))}
-        return {"id": row["id"], "study": study, "number": row["number"], "tasks": json.loads(row["tasks"]),
+                    conn.execute("SELECT task, choice FROM study_votes WHERE participant_id = ?", (fixed["id"],))}
+        return {"id": fixed["id"], "study": study, "number": fixed["number"], "tasks": fixed["tasks"],
                 "answered": answered}
 
     def participant(self, link: str, pid: str) -> dict:
+        """A participant of the open study behind `link` (404 unknown, 410 closed), with their answers so far. Their
+        drawn tasks (read-only: shared between requests) are read from the database once per process."""
         study = self.study_by_link(link)
-        with self._connect() as conn:
-            return self._participant(conn, study, pid)
+        conn = self._reader()
+        fixed = self._fixed_people.get((study["id"], str(pid)))
+        me = self._participant(conn, study, pid, fixed)
+        if fixed is None:
+            _remember(self._fixed_people, (study["id"], me["id"]),
+                      {"id": me["id"], "number": me["number"], "tasks": me["tasks"]})
+        return me
+
+    def _item(self, conn, study_id: str, item: str) -> tuple[str, str, float]:
+        """An item's two media ids and the shorter video's length (never change once the study is created)."""
+        fixed = self._fixed_items.get((study_id, item))
+        if fixed is None:
+            row = conn.execute("SELECT media_a, media_b, min_view FROM study_items WHERE study_id = ? AND item = ?",
+                               (study_id, item)).fetchone()
+            fixed = _remember(self._fixed_items, (study_id, item), (row["media_a"], row["media_b"], row["min_view"]))
+        return fixed
 
     def shown(self, me: dict, task: int, serve: bool = False) -> dict:
         """What task `task` of participant `me` (as participant() returns) shows: the two media ids, left and right.
@@ -294,28 +338,23 @@ class StudyStore:
         if not 0 <= int(task) < len(me["tasks"]):
             raise StudyError("no such task for this participant", 404)
         t = me["tasks"][int(task)]
-        with self._connect() as conn:
-            row = conn.execute("SELECT media_a, media_b FROM study_items WHERE study_id = ? AND item = ?",
-                               (me["study"]["id"], t["item"])).fetchone()
-            first = serve and not conn.execute("SELECT 1 FROM study_served WHERE participant_id = ? AND task = ?",
-                                               (me["id"], int(task))).fetchone()
+        conn = self._reader()
+        media_a, media_b, _ = self._item(conn, me["study"]["id"], t["item"])
+        first = serve and not conn.execute("SELECT 1 FROM study_served WHERE participant_id = ? AND task = ?",
+                                           (me["id"], int(task))).fetchone()
         if first:  # through the votes' writer: one writing thread, so a page's read never races a vote's commit
             now = time.time()
             self._writer.submit(lambda conn: conn.execute(
                 "INSERT OR IGNORE INTO study_served (participant_id, task, served) VALUES (?, ?, ?)",
                 (me["id"], int(task), now))).result(timeout=120)
-        left, right = (row["media_b"], row["media_a"]) if t["swap"] else (row["media_a"], row["media_b"])
+        left, right = (media_b, media_a) if t["swap"] else (media_a, media_b)
         return {"task": int(task), "left": left, "right": right}
 
     def media_path(self, link: str, pid: str, media_id: str) -> Path:
         """The file of a video this participant is shown; anything else is 404 (not theirs, or not a video)."""
         me = self.participant(link, pid)
-        study_id = me["study"]["id"]
-        with self._connect() as conn:
-            items = {t["item"] for t in me["tasks"]}
-            row = conn.execute("SELECT item FROM study_items WHERE study_id = ? AND (media_a = ? OR media_b = ?)",
-                               (study_id, media_id, media_id)).fetchall()
-        if not row or not items & {r["item"] for r in row}:
+        study_id, conn = me["study"]["id"], self._reader()
+        if not any(media_id in self._item(conn, study_id, t["item"])[:2] for t in me["tasks"]):
             raise StudyError("no such video", 404)
         path = self.media_root / study_id / f"{media_id}.mp4"
         if not path.is_file():
@@ -341,13 +380,12 @@ class StudyStore:
             raise StudyError("answer the pairs in the order they are shown; reload the page for the next one", 409)
         t, study = me["tasks"][task], me["study"]
         viewing = study["prereg"].get("viewing", {})
-        with self._connect() as conn:
-            served = conn.execute("SELECT served FROM study_served WHERE participant_id = ? AND task = ?",
-                                  (me["id"], task)).fetchone()
-            minimum = viewing.get("min_view_seconds")
-            if minimum is None:
-                minimum = conn.execute("SELECT min_view FROM study_items WHERE study_id = ? AND item = ?",
-                                       (study["id"], t["item"])).fetchone()[0] if viewing else 0.0
+        conn = self._reader()
+        served = conn.execute("SELECT served FROM study_served WHERE participant_id = ? AND task = ?",
+                              (me["id"], task)).fetchone()
+        minimum = viewing.get("min_view_seconds")
+        if minimum is None:
+            minimum = self._item(conn, study["id"], t["item"])[2] if viewing else 0.0
         now = time.time()
         seconds = None if served is None else now - served["served"]
         flags = ""
@@ -425,6 +463,14 @@ class StudyStore:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _remember(cache: dict, key, value):
+    """Keep `value` under `key` in one of StudyStore's caches of what never changes (bounded: emptied when full)."""
+    if len(cache) >= 50_000:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _since(t: float | None, start: float) -> float | None:
