@@ -19,7 +19,7 @@ from popcorn.types import UNSURE_MARGIN
 REFERENCE_COLUMNS = ["label", "category", "comments", "match", "title"]  # match: cosine similarity to the idea
 CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
 NEIGHBOUR_COLUMNS = ["title", "category", "comments", "match"]
-HISTORY_COLUMNS = ["when", "run", "status", "mode", "LLM", "video", "title", "comments", "query"]
+HISTORY_COLUMNS = ["title", "when", "status", "comments", "mode", "LLM", "video", "query", "run"]  # what a phone shows first
 CHART_COLUMNS = ["video", "comments", "kind"]
 
 

@@ -114,8 +114,7 @@ def build_tab() -> None:
         why = gr.Markdown(elem_id="why", latex_delimiters=[])  # visitor text: no LaTeX
         references = gr.Dataframe(label="MicroLens videos the LLM saw as examples (popular and unpopular)",
                                   headers=studio.REFERENCE_COLUMNS, interactive=False, wrap=True, max_height=340,
-                                  column_widths=["9%", "12%", "9%", "9%", "61%"], elem_id="references",
-                                  elem_classes="pc-table")
+                                  elem_id="references", elem_classes="pc-table")
         with gr.Accordion("Reasoning", open=False, elem_id="reasoning-box"):
             reasoning = gr.Markdown(elem_id="reasoning", latex_delimiters=[])
 
