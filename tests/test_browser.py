@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from popcorn import studio
+
 try:
     from tests.test_app_client import ARTIFACTS, StudioServer
 except ImportError:
@@ -130,11 +132,12 @@ def test_plan_render_and_score_in_a_browser(server):
             assert _field(page, "video-prompt").input_value().strip()
             grid = page.locator("#references [role=grid]")
             assert grid.get_attribute("aria-rowcount") == "11"  # the header and K=10 references
-            texts = _rows(page, "references")
-            assert any(t.startswith("popular ") for t in texts), texts
+            label = f"#references .body-cell[data-col='{studio.REFERENCE_COLUMNS.index('label')}']"
+            texts = page.locator(label).all_inner_texts()
+            assert "popular" in [t.strip() for t in texts], texts
             grid.locator(".virtual-table-viewport").evaluate("e => { e.scrollTop = e.scrollHeight; }")
             page.wait_for_timeout(300)
-            assert any(t.startswith("unpopular ") for t in _rows(page, "references")), texts
+            assert "unpopular" in [t.strip() for t in page.locator(label).all_inner_texts()], texts
             assert "Category:" in page.locator("#why").inner_text()
             assert any(re.match(r"(retrieve|plan): ", t) for t in progress), progress  # progress names the stage
             run_id = _field(page, "run-id").input_value()

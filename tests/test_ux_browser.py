@@ -92,9 +92,9 @@ def in_view(page, selector: str) -> bool:
                          " return r.top >= 0 && r.top + Math.min(40, r.height) <= window.innerHeight; }", selector)
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, docs: bool = True) -> None:
     page.screenshot(path=str(ARTIFACTS / f"ux_{name}.png"))
-    if os.environ.get("POPCORN_SCREENSHOTS") == "1":
+    if docs and os.environ.get("POPCORN_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
@@ -137,12 +137,20 @@ def misaligned_columns(page, elem_id: str) -> list[str]:
             .map(th => th.innerText.trim()); }""", elem_id)
 
 
+def clipped_cells(page, elem_id: str) -> list[str]:
+    """The cells of a table whose text does not show in full (cut off, or ended with an ellipsis)."""
+    return page.evaluate("""id => [...document.querySelectorAll(`#${id} .body-cell span`)]
+        .filter(span => span.scrollWidth > span.clientWidth + 1).map(span => span.innerText.trim())""", elem_id)
+
+
 def table_reads(page, elem_id: str) -> None:
-    """A table reads at this width: it has rows, each header sits over its column and shows on one line in full, and
-    the page itself does not scroll sideways (the table does, inside its frame, headers with it)."""
+    """A table reads at this width: it has rows, each header sits over its column and shows on one line in full, each
+    cell's text shows in full, and the page itself does not scroll sideways (the table does, inside its frame, headers
+    with it)."""
     assert page.locator(f"#{elem_id} .body-cell").count(), f"#{elem_id} has no rows"
     assert not misaligned_columns(page, elem_id), (elem_id, misaligned_columns(page, elem_id))
     assert not narrow_headers(page, elem_id), (elem_id, narrow_headers(page, elem_id))
+    assert not clipped_cells(page, elem_id), (elem_id, clipped_cells(page, elem_id))
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"), elem_id
 
 
@@ -278,7 +286,7 @@ def test_the_batch_report_tables_read_on_a_phone(browser, served, size):
                              " const r = t.getBoundingClientRect(); return r.left >= 0 && r.right <= innerWidth; })")
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
         tables.first.scroll_into_view_if_needed()
-        shot(page, f"batch_report_{size}")
+        shot(page, f"batch_report_{size}", docs=size == "phone")  # at 1280: scripts/screenshot_report.py's
         assert not _error_toast(page)
     finally:
         page.close()
@@ -345,11 +353,14 @@ def test_the_study_tab_lists_the_participant_link_and_the_participant_page_reads
         _field(page, "study-secret").fill(SECRET)
         _field(page, "study-name").fill(f"PE or Basic ({size})")
         page.get_by_role("button", name="Create study").click()
-        _wait(page, "the study", lambda: "Participant link:" in page.locator("body").inner_text(), 120)
+        _wait(page, "the study", lambda: "Participant link:" in page.locator("#study-created").inner_text(), 120)
+        _wait(page, "the new study to come into view", lambda: in_view(page, "#study-created"), 10)
         # the list comes with the new study, as cards: each value under its label, inside the screen
         _wait(page, "the list", lambda: f"PE or Basic ({size})" in page.locator("#study-list").inner_text(), 60)
+        page.evaluate("() => window.scrollTo(0, 0)")
         page.get_by_role("button", name="List studies").click()
         page.wait_for_timeout(500)
+        _wait(page, "the list to come into view", lambda: in_view(page, "#study-list"), 10)
         cards = {c["name"].split(" · ")[0]: c for c in page.evaluate(CARDS)}
         mine, voted = cards[f"PE or Basic ({size})"], cards[VOTED]
         assert {k: mine["facts"][k] for k in ("status", "people", "votes")} == {"status": "open", "people": "0",
@@ -357,6 +368,7 @@ def test_the_study_tab_lists_the_participant_link_and_the_participant_page_reads
         assert (voted["facts"]["people"], voted["facts"]["votes"]) == ("3", "9"), voted
         for card in cards.values():
             assert not card["misplaced"] and card["inside"], card
+        assert not DEVELOPER_WORDS.search(shown_text(page, "#study-tab")), shown_text(page, "#study-tab")
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
         link = mine["facts"]["link to share"]
         assert re.fullmatch(r"/s/[\w-]+/", link), link  # a path: no public URL set
@@ -371,7 +383,7 @@ def test_the_study_tab_lists_the_participant_link_and_the_participant_page_reads
         pick(page, "study-pick", VOTED)
         page.locator("#study-results").click()
         _wait(page, "the results", lambda: page.locator("#study-win-rates .body-cell").count() > 0, 120)
-        assert in_view(page, "#study-summary") or in_view(page, "#study-win-rates")
+        _wait(page, "the results to come into view", lambda: in_view(page, "#study-summary"), 10)
         page.locator("#study-win-rates").scroll_into_view_if_needed()
         page.wait_for_timeout(300)
         table_reads(page, "study-win-rates")
@@ -379,7 +391,7 @@ def test_the_study_tab_lists_the_participant_link_and_the_participant_page_reads
         shot(page, f"study_results_{size}")
         page.locator("#study-close").click()
         _wait(page, "closed", lambda: "is closed" in page.locator("#study-state").inner_text(), 60)
-        assert in_view(page, "#study-state")
+        _wait(page, "the new state to come into view", lambda: in_view(page, "#study-state"), 10)
         assert {c["name"].split(" · ")[0]: c for c in page.evaluate(CARDS)}[VOTED]["facts"]["status"] == "closed"
         page.locator("#study-reopen").click()
         _wait(page, "open again", lambda: "is open" in page.locator("#study-state").inner_text(), 60)

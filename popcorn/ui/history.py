@@ -66,7 +66,7 @@ def build_tab() -> None:
                                elem_id="history", elem_classes="pc-table")
         refresh = gr.Button("Refresh", size="sm")
         with gr.Accordion("Owner", open=False, visible=access.owner_mode_enabled(), elem_id="owner-box"):
-            secret = gr.Textbox(label="Admin secret (POPCORN_ADMIN_SECRET)", type="password", elem_id="owner-secret")
+            secret = gr.Textbox(label="Admin secret (set on the server)", type="password", elem_id="owner-secret")
             with gr.Row():
                 sign_in = gr.Button("See every run", size="sm", elem_id="owner-btn")
                 sign_out = gr.Button("Only mine", size="sm")

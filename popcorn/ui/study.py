@@ -15,6 +15,7 @@ from typing import Iterator
 import gradio as gr
 
 from popcorn import ui
+from popcorn.studio.views import details_fold
 from popcorn.study import StudyError, owner
 from popcorn.study.pairs import FACTORS
 
@@ -82,10 +83,13 @@ def on_status(secret, study_id, status, request: gr.Request = None):
 
 
 def build_tab() -> None:
-    with gr.Tab("Study", id="study"):
+    with gr.Tab("Study", id="study", elem_id="study-tab"):
         gr.Markdown("Blind A/B studies: people compare two videos made for the same idea without knowing which "
-                    "system made which. Results are for you only.")
-        secret = gr.Textbox(label="Admin secret (POPCORN_ADMIN_SECRET)", type="password", elem_id="study-secret")
+                    "system made which. Results are for you only.\n\n" + details_fold(
+                        "Details", "The admin secret is the value of `POPCORN_ADMIN_SECRET` on the server (this tab "
+                        "refuses everything while it is not set). Studies made with `python -m popcorn study create` "
+                        "on this machine are listed here too."))
+        secret = gr.Textbox(label="Admin secret (set on the server)", type="password", elem_id="study-secret")
         with gr.Accordion("Create a study", open=True):
             with gr.Row():
                 name = gr.Textbox(label="Name (only you see it)", elem_id="study-name")
@@ -104,7 +108,7 @@ def build_tab() -> None:
                 checks = gr.Number(1, label="Attention checks", precision=0, minimum=0)
                 invites = gr.Number(0, label="Invite codes (0: open link)", precision=0, minimum=0)
             create = gr.Button("Create study", variant="primary")
-            created = gr.Markdown()
+            created = gr.Markdown(elem_id="study-created")
         with gr.Accordion("Your studies", open=True):
             refresh = gr.Button("List studies", elem_id="study-refresh")
             listed = gr.HTML(elem_id="study-list")
@@ -115,14 +119,21 @@ def build_tab() -> None:
                 reopen = gr.Button("Reopen", scale=1, elem_id="study-reopen")
             state = gr.Markdown(elem_id="study-state")
             summary = gr.Markdown(elem_id="study-summary")
-            table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False,
+            table = gr.Dataframe(headers=owner.RESULT_COLUMNS, label="Win rates", interactive=False, wrap=True,
                                  elem_id="study-win-rates", elem_classes="pc-table")
-            chart = gr.Image(label="Win rates (95% intervals)", type="filepath")
+            # no label: on a phone it covered the chart's first row (the chart names its axis itself)
+            chart = gr.Image(label="Win rates (95% intervals)", show_label=False, type="filepath",
+                             elem_id="study-chart")
             files = gr.File(label="Exports (votes CSV, participants CSV, results JSON)", file_count="multiple")
 
+        shown = dict(fn=None, inputs=None, outputs=None, api_visibility="private")  # each answer brought into view
         create.click(on_create, [secret, name, question, source, factor, a, b, pair_file, batch_dir,
-                                 per_participant, checks, invites], [created, study, listed], api_visibility="private")
-        refresh.click(on_list, [secret, study], [study, listed], api_visibility="private")
-        show.click(on_results, [secret, study], [summary, table, chart, files], api_visibility="private")
-        close.click(on_status, [secret, study, gr.State("closed")], [state, study, listed], api_visibility="private")
-        reopen.click(on_status, [secret, study, gr.State("open")], [state, study, listed], api_visibility="private")
+                                 per_participant, checks, invites], [created, study, listed], api_visibility="private"
+                     ).success(js=ui.reveal("study-created"), **shown)
+        refresh.click(on_list, [secret, study], [study, listed], api_visibility="private").success(
+            js=ui.reveal("study-list"), **shown)
+        show.click(on_results, [secret, study], [summary, table, chart, files], api_visibility="private").success(
+            js=ui.reveal("study-summary"), **shown)
+        for button, status in ((close, "closed"), (reopen, "open")):
+            button.click(on_status, [secret, study, gr.State(status)], [state, study, listed],
+                         api_visibility="private").success(js=ui.reveal("study-state"), **shown)
