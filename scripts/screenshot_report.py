@@ -59,6 +59,7 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": args.width, "height": 900})
             page.goto(url)
+            page.get_by_role("tab", name="Studio").wait_for(timeout=120_000)  # the page is built
             tab = page.get_by_role("tab", name="Experiments")
             if not tab.is_visible():  # a phone-sized page: the tab is in gradio's overflow menu ("...")
                 page.locator(".overflow-menu > button").first.click()

@@ -133,7 +133,7 @@ def test_plan_render_and_score_in_a_browser(server):
             grid = page.locator("#references [role=grid]")
             assert grid.get_attribute("aria-rowcount") == "11"  # the header and K=10 references
             label = f"#references .body-cell[data-col='{studio.REFERENCE_COLUMNS.index('label')}']"
-            texts = page.locator(label).all_inner_texts()
+            texts, first_row = page.locator(label).all_inner_texts(), _rows(page, "references")[0]
             assert "popular" in [t.strip() for t in texts], texts
             grid.locator(".virtual-table-viewport").evaluate("e => { e.scrollTop = e.scrollHeight; }")
             page.wait_for_timeout(300)
@@ -144,7 +144,9 @@ def test_plan_render_and_score_in_a_browser(server):
             record = Store(server.home / "popcorn.db").get_run(run_id)
             assert record["status"] == "planned" and record["plan"]["title"] == title
             first = record["retrieval"]["references"][0]
-            assert texts[0].startswith(f"popular {first['category']} {first['comments']}")
+            # the first row: title, label, comments, match, category (studio.REFERENCE_COLUMNS)
+            row = rf"\bpopular {first['comments']} [\d.]+ {re.escape(first['category'])}$"
+            assert re.search(row, first_row), first_row
 
             # 2. render the storyboard; the video loads in the player
             assert _field(page, "video-model").input_value() == "storyboard"
