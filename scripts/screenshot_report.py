@@ -1,7 +1,7 @@
 """The batch report as a person sees it: the studio's Experiments tab showing a batch folder's report, screenshotted in
 Debian chromium through Playwright (docs/screenshots/batch_report.png).
 
-    python scripts/screenshot_report.py BATCH_FOLDER [--out docs/screenshots/batch_report.png]
+    python scripts/screenshot_report.py BATCH_FOLDER [--out docs/screenshots/batch_report.png] [--width 390]
 
 Starts `python app.py` on a free port of 127.0.0.1 (the Experiments tab exists only on a studio bound to this
 machine), types the folder, presses "Show report", waits for the tables and saves a full-page screenshot.
@@ -59,7 +59,12 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": args.width, "height": 900})
             page.goto(url)
-            page.get_by_role("tab", name="Experiments").click()
+            page.get_by_role("tab", name="Studio").wait_for(timeout=120_000)  # the page is built
+            tab = page.get_by_role("tab", name="Experiments")
+            if not tab.is_visible():  # a phone-sized page: the tab is in gradio's overflow menu ("...")
+                page.locator(".overflow-menu > button").first.click()
+                tab = page.locator("button:has-text('Experiments'):visible").last
+            tab.click()
             field = page.locator("#exp-report-folder textarea, #exp-report-folder input").first
             field.fill(str(args.folder.resolve()))
             page.locator("#exp-show").click()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from popcorn import studio
+
 try:
     from tests.test_app_client import ARTIFACTS, StudioServer
 except ImportError:
@@ -130,18 +132,21 @@ def test_plan_render_and_score_in_a_browser(server):
             assert _field(page, "video-prompt").input_value().strip()
             grid = page.locator("#references [role=grid]")
             assert grid.get_attribute("aria-rowcount") == "11"  # the header and K=10 references
-            texts = _rows(page, "references")
-            assert any(t.startswith("popular ") for t in texts), texts
+            label = f"#references .body-cell[data-col='{studio.REFERENCE_COLUMNS.index('label')}']"
+            texts, first_row = page.locator(label).all_inner_texts(), _rows(page, "references")[0]
+            assert "popular" in [t.strip() for t in texts], texts
             grid.locator(".virtual-table-viewport").evaluate("e => { e.scrollTop = e.scrollHeight; }")
             page.wait_for_timeout(300)
-            assert any(t.startswith("unpopular ") for t in _rows(page, "references")), texts
+            assert "unpopular" in [t.strip() for t in page.locator(label).all_inner_texts()], texts
             assert "Category:" in page.locator("#why").inner_text()
             assert any(re.match(r"(retrieve|plan): ", t) for t in progress), progress  # progress names the stage
             run_id = _field(page, "run-id").input_value()
             record = Store(server.home / "popcorn.db").get_run(run_id)
             assert record["status"] == "planned" and record["plan"]["title"] == title
             first = record["retrieval"]["references"][0]
-            assert texts[0].startswith(f"popular {first['category']} {first['comments']}")
+            # the first row: title, label, comments, match, category (studio.REFERENCE_COLUMNS)
+            row = rf"\bpopular {first['comments']} [\d.]+ {re.escape(first['category'])}$"
+            assert re.search(row, first_row), first_row
 
             # 2. render the storyboard; the video loads in the player
             assert _field(page, "video-model").input_value() == "storyboard"

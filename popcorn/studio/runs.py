@@ -126,10 +126,12 @@ def history(visitor: str, limit: int = 50) -> pd.DataFrame:
     for r in get_store().list_runs(limit, visitor=shown):
         s, plan = r.get("settings") or {}, r.get("plan") or {}
         query = " ".join(str(r.get("query", "")).split())
-        rows.append([time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), r["id"], r["status"],
-                     s.get("mode", ""), s.get("llm", ""), s.get("video", "") if r.get("video") else "",
-                     plan.get("title", ""), as_int((r.get("score") or {}).get("predicted_comments")),
-                     query if len(query) <= 80 else query[:79] + "…"])
+        rows.append({"title": plan.get("title", ""), "when": time.strftime("%Y-%m-%d %H:%M",
+                                                                          time.localtime(r["created"])),
+                     "status": r["status"], "comments": as_int((r.get("score") or {}).get("predicted_comments")),
+                     "mode": s.get("mode", ""), "LLM": s.get("llm", ""),
+                     "video": s.get("video", "") if r.get("video") else "",
+                     "query": query if len(query) <= 80 else query[:79] + "…", "run": r["id"]})
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 

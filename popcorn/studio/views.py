@@ -16,10 +16,11 @@ import pandas as pd
 
 from popcorn.types import UNSURE_MARGIN
 
-REFERENCE_COLUMNS = ["label", "category", "comments", "match", "title"]  # match: cosine similarity to the idea
-CANDIDATE_COLUMNS = ["rank", "predicted comments", "title", "video prompt"]
+# the title first: a phone shows the first columns, the rest scroll sideways
+REFERENCE_COLUMNS = ["title", "label", "comments", "match", "category"]  # match: cosine similarity to the idea
+CANDIDATE_COLUMNS = ["rank", "title", "predicted comments", "video prompt"]
 NEIGHBOUR_COLUMNS = ["title", "category", "comments", "match"]
-HISTORY_COLUMNS = ["when", "run", "status", "mode", "LLM", "video", "title", "comments", "query"]
+HISTORY_COLUMNS = ["title", "when", "status", "comments", "mode", "LLM", "video", "query", "run"]  # what a phone shows first
 CHART_COLUMNS = ["video", "comments", "kind"]
 
 
@@ -37,14 +38,14 @@ def plain_markdown(text, keep_lines: bool = False) -> str:
 
 def references_table(retrieval: dict | None) -> pd.DataFrame:
     refs = (retrieval or {}).get("references") or []
-    rows = [[r["label"], r["category"], int(r["comments"]), round(float(r["similarity"]), 3), r["title"]] for r in refs]
+    rows = [[r["title"], r["label"], int(r["comments"]), round(float(r["similarity"]), 3), r["category"]] for r in refs]
     return pd.DataFrame(rows, columns=REFERENCE_COLUMNS)
 
 
 def candidates_table(candidates: list[dict]) -> pd.DataFrame:
     rows = []
     for i, c in enumerate(candidates or [], 1):
-        rows.append([i, as_int(c.get("score", {}).get("predicted_comments")), c["plan"]["title"],
+        rows.append([i, c["plan"]["title"], as_int(c.get("score", {}).get("predicted_comments")),
                      c["plan"]["video_prompt"]])
     return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
 

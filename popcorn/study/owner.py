@@ -201,12 +201,13 @@ def study_choices(secret, home: str | Path | None = None, who: str = "") -> list
             for s in list_studies(secret, home, who)]
 
 
-STUDY_COLUMNS = ["study", "status", "people", "votes", "link to share"]
+STUDY_FIELDS = {"status": "status", "participants": "people", "votes": "votes", "url": "link to share"}
 
 
-def studies_table(secret, home: str | Path | None = None, who: str = "") -> list[list]:
-    """The Study tab's list: each study with its status, counts and participant link."""
-    return [[f"{s['name']} · {s['id']}", s["status"], s["participants"], s["votes"], s["url"]]
+def studies_table(secret, home: str | Path | None = None, who: str = "") -> list[dict]:
+    """The Study tab's list, newest first: each study's name, id and STUDY_FIELDS (status, counts, participant link),
+    keyed by their labels."""
+    return [{"name": s["name"], "id": s["id"], **{label: s[key] for key, label in STUDY_FIELDS.items()}}
             for s in list_studies(secret, home, who)]
 
 

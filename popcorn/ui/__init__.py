@@ -6,7 +6,7 @@
     guard.py        the ASGI middleware: visitor cookie, file routes limited to the visitor's own copies
 
 This module holds the glue the pages share: who is asking (`requester`), errors shown as messages (`shown_errors`),
-`load_page` (a page that cannot be imported is an error), and `shared`, where a page leaves components another page
+`load_page` (a page that cannot be imported is an error), `reveal` (bring a result into view), and `shared`, where a page leaves components another page
 wires to: the Blocks, the tabs, and the studio's panels as named fields (`StudioPanels`), filled by name (`fill`).
 """
 
@@ -102,6 +102,16 @@ def requester(request: gr.Request | None) -> Requester:
     cookie = cookies.get(access.COOKIE) if hasattr(cookies, "get") else None
     user = getattr(request, "username", None) or None
     return Requester(access.visitor_id(cookie, session, user), access.visitor_id(cookie, session), session)
+
+
+def reveal(elem_id: str, note: str | None = None) -> str:
+    """Browser code for an event: scroll #elem_id into view and return `note` (shown in the status under the
+    button), if any; once more half a second later if it is out of view then (the page was still laying out the
+    new content). Run by gradio with Function(), which the studio's CSP allows (popcorn/ui/guard.py)."""
+    returned = f"return {note!r}; " if note is not None else ""
+    return ("() => { const go = () => { const e = document.getElementById(" + repr(elem_id) + "); if (!e) return; "
+            "const r = e.getBoundingClientRect(); if (r.top < 0 || r.top + Math.min(40, r.height) > innerHeight) "
+            "e.scrollIntoView({behavior: 'smooth', block: 'start'}); }; go(); setTimeout(go, 500); " + returned + "}")
 
 
 def page_load(fn, outputs) -> None:

@@ -52,17 +52,28 @@ CSS = """
 .pc-bar-value { flex: 0 0 64px; text-align: right; font-weight: 700; }
 .pc-empty, .pc-error { padding: 14px; border-radius: 12px; border: 1px dashed var(--border-color-primary); }
 .pc-error { border-color: #e5484d; }
+.pc-studies { display: grid; gap: 10px; grid-template-columns: repeat(auto-fill, minmax(min(100%, 300px), 1fr)); }
+.pc-study { border-radius: 12px; padding: 10px 14px; border: 1px solid var(--border-color-primary); }
+.pc-study .pc-title { margin-top: 0; overflow-wrap: anywhere; }
+.pc-facts { display: flex; gap: 8px 22px; flex-wrap: wrap; margin: 6px 0; }
+.pc-fact { display: flex; flex-direction: column; }
+.pc-share a { align-self: flex-start; }
+.pc-link { font-size: .9rem; overflow-wrap: anywhere; user-select: all; -webkit-user-select: all; cursor: text; }
 #header h1 { margin-bottom: 0; }
 .pc-status { min-height: 0 !important; }
 .pc-status:empty { display: none; }
-/* phones: tables scroll sideways with readable columns instead of wrapping headers letter by letter */
+/* phones: a table keeps its columns as wide as their headers and content (gradio measures its header row to size
+   both the headers and the cells, so sizes set here are the ones it measures) and scrolls sideways, headers with it */
 .pc-table .table-wrap, .pc-table .virtual-table-viewport { overflow-x: auto !important; }
-@media (max-width: 640px) {  /* gradio sizes columns in % of the width: too narrow here, so each gets a fixed one */
-  .pc-table th, .pc-table .body-cell { box-sizing: border-box; width: 7em !important; min-width: 7em !important;
-    max-width: 7em !important; flex: 0 0 7em !important; }
-  .pc-table th:last-child, .pc-table .body-cell:last-child { width: 16em !important; min-width: 16em !important;
-    max-width: 16em !important; flex: 0 0 16em !important; }
-  .pc-table th { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.pc-table .header-cell .header { white-space: nowrap; }
+.pc-table .sizing-body td { white-space: normal !important; }  /* a long text column may wrap, so the others fit */
+/* Markdown tables (the batch report): each scrolls sideways inside the page; headers stay on one line, words whole */
+.pc-md-tables table { display: block; width: max-content; max-width: 100%; overflow-x: auto; padding: 0; border: none; }
+.pc-md-tables th { white-space: nowrap; }
+.pc-md-tables td { overflow-wrap: normal; word-break: normal; }
+@media (max-width: 640px) {
+  .pc-table .header-table { width: max-content !important; }
+  .pc-table .header-table .header-cell { min-width: 6.5em; }
   .pc-bar-label { flex-basis: 110px; white-space: normal; }
 }
 """

@@ -71,6 +71,7 @@ def build_tab() -> None:
                     "runs big grids. A folder that holds a batch resumes: finished runs are skipped.")
         with gr.Row():
             prompts = gr.Textbox(label="Prompts: one per line, or type<TAB>category<TAB>query", lines=6,
+                                 elem_id="exp-prompts",
                                  placeholder="a cat learns to skateboard\nconcrete\tPets\ta dog surfing at sunset")
             with gr.Column():
                 modes = gr.CheckboxGroup(["basic", "pe"], value=["basic", "pe"], label="Modes")
@@ -84,9 +85,9 @@ def build_tab() -> None:
         with gr.Row():
             report_folder = gr.Textbox(label="Batch folder to report on", scale=4, elem_id="exp-report-folder",
                                        placeholder="the folder of a batch run here or with `python -m popcorn batch`")
-            judges = gr.Checkbox(True, label="Honest judging (novelty, second judge)")
+            judges = gr.Checkbox(True, label="Honest judging (novelty, second judge)", min_width=220)
             show = gr.Button("Show report", elem_id="exp-show")
-        tables = gr.Markdown()
+        tables = gr.Markdown(elem_id="exp-tables", elem_classes="pc-md-tables")
         plots = gr.Gallery(label="Predicted popularity per LLM", columns=2, height="auto")
         with gr.Accordion("Details (the report as JSON)", open=False):
             raw = gr.JSON(label="Report (JSON)")

@@ -21,7 +21,8 @@ def open_run_in(page: ui.StudioPanels, tabs: gr.Tabs):
         who = ui.requester(request)
         with ui.shown_errors():
             row = evt.row_value if isinstance(evt.row_value, (list, tuple)) else []
-            loaded = studio.load_run(row[1] if len(row) > 1 else "", who.visitor, who.holder)
+            column = studio.HISTORY_COLUMNS.index("run")
+            loaded = studio.load_run(row[column] if len(row) > column else "", who.visitor, who.holder)
         rendered = loaded.render or studio.empty_render(loaded.plan.run_id, loaded.error)
         # the plan's fields after the render's: where both have a field (run_id), the plan's names the run opened
         return {page.query: loaded.query, **ui.fill(page.render, rendered), **ui.fill(page.plan, loaded.plan),
@@ -62,11 +63,10 @@ def build_tab() -> None:
         gr.Markdown("Your runs, kept with their files on this studio (only you see them). Click a row to open it in the "
                     "studio.")
         history = gr.Dataframe(headers=studio.HISTORY_COLUMNS, interactive=False, wrap=True,
-                               column_widths=["11%", "15%", "7%", "5%", "9%", "8%", "21%", "7%", "17%"],
                                elem_id="history", elem_classes="pc-table")
         refresh = gr.Button("Refresh", size="sm")
         with gr.Accordion("Owner", open=False, visible=access.owner_mode_enabled(), elem_id="owner-box"):
-            secret = gr.Textbox(label="Admin secret (POPCORN_ADMIN_SECRET)", type="password", elem_id="owner-secret")
+            secret = gr.Textbox(label="Admin secret (set on the server)", type="password", elem_id="owner-secret")
             with gr.Row():
                 sign_in = gr.Button("See every run", size="sm", elem_id="owner-btn")
                 sign_out = gr.Button("Only mine", size="sm")

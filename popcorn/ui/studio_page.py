@@ -59,14 +59,6 @@ def on_backend_info(kind: str):
     return lambda name: studio.backend_info(kind, name)
 
 
-def reveal(elem_id: str, note: str) -> str:
-    """Browser code for an event: scroll #elem_id into view and return `note` (shown in the status under the
-    button). Run by gradio with Function(), which the studio's CSP allows (popcorn/ui/guard.py)."""
-    return (f"() => {{ const e = document.getElementById({elem_id!r}); "
-            "if (e) e.scrollIntoView({behavior: 'smooth', block: 'start'}); "
-            f"return {note!r}; }}")
-
-
 def build_tab() -> None:
     with gr.Tab("Studio", id="studio"):
         with gr.Row(equal_height=False):
@@ -114,8 +106,7 @@ def build_tab() -> None:
         why = gr.Markdown(elem_id="why", latex_delimiters=[])  # visitor text: no LaTeX
         references = gr.Dataframe(label="MicroLens videos the LLM saw as examples (popular and unpopular)",
                                   headers=studio.REFERENCE_COLUMNS, interactive=False, wrap=True, max_height=340,
-                                  column_widths=["9%", "12%", "9%", "9%", "61%"], elem_id="references",
-                                  elem_classes="pc-table")
+                                  elem_id="references", elem_classes="pc-table")
         with gr.Accordion("Reasoning", open=False, elem_id="reasoning-box"):
             reasoning = gr.Markdown(elem_id="reasoning", latex_delimiters=[])
 
@@ -146,9 +137,9 @@ def build_tab() -> None:
                                     list(render_panel), api_name="render", concurrency_limit=1, concurrency_id="gpu",
                                     show_progress_on=[render_status, video, card])
     # when the result is ready, the page brings it into view (in the browser: no server round trip)
-    plan_event.success(None, None, plan_status, js=reveal("title", "✓ The plan is ready: edit it, then Render."),
+    plan_event.success(None, None, plan_status, js=ui.reveal("title", "✓ The plan is ready: edit it, then Render."),
                        api_visibility="private")
-    render_event.success(None, None, render_status, js=reveal("video", "✓ The video is ready, with its score."),
+    render_event.success(None, None, render_status, js=ui.reveal("video", "✓ The video is ready, with its score."),
                          api_visibility="private")
     cancel_btn.click(on_cancel, None, None, cancels=[plan_event, render_event], api_visibility="private")
     candidates.select(on_pick_candidate, run_id, [title, cover_prompt, video_prompt], api_visibility="private")
