@@ -203,3 +203,20 @@ def test_a_query_in_a_fresh_process_is_encoded_from_the_saved_onnx_encoder_witho
     assert float((np.asarray(out["vectors"], dtype=np.float32) * reference).sum(axis=1).min()) > 0.9999
     onnx.write_bytes(onnx.read_bytes())  # the same bytes, but another file than the one checked
     assert embed._OnnxQueryEncoder.saved(embedder) is None
+
+
+def test_the_query_encoder_is_prepared_in_a_helper_process_beside_other_work(tmp_path, monkeypatch):
+    """A first score starts the ONNX query encoder's build in a helper process while the predictor trains; this
+    process then finds it saved and checked, and encodes queries without loading sentence-transformers. Where one is
+    saved already, no helper starts."""
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(embed, "_LOADED", {})
+    assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is True
+    assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is False  # one helper at a time
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    vector = embedder.encode_one("street food at night in Bangkok")  # waits for the helper
+    assert embedder.loaded is None, "the saved encoder serves: the model was not loaded in this process"
+    assert embedder._fast and embedder._fast.dim == vector.shape[0] == embedder.dim
+    assert not embed._PREPARING
+    monkeypatch.setattr(embed, "_LOADED", {})
+    assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is False  # saved: nothing to prepare

@@ -13,6 +13,8 @@ import importlib.util
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -425,6 +427,7 @@ class Embedder:
         if self.loaded is None:  # the saved encoder knows it, if there is one (never exported here just for this)
             if self._fast is None:
                 with _ONNX_BUILD_LOCK:
+                    _wait_prepared(self.name)
                     if self._fast is None:
                         self._fast = _OnnxQueryEncoder.saved(self)  # None (not False): build() may still serve
             if self._fast and self._fast.dim:
@@ -462,6 +465,7 @@ class Embedder:
         """The ONNX encoder (exported and checked against PyTorch once), or False where it cannot serve."""
         if self._fast is None:
             with _ONNX_BUILD_LOCK:  # two first queries at once must not both export to the same file
+                _wait_prepared(self.name)
                 if self._fast is None:
                     self._fast = _OnnxQueryEncoder.saved(self) or _OnnxQueryEncoder.build(self) or False
         return self._fast
@@ -648,3 +652,40 @@ def _reuse(folder: Path, embedder: Embedder, keys: np.ndarray, path: Path) -> tu
 
 
 _TITLE_VECTORS: dict[Path, np.ndarray] = {}  # title_vectors' matrices, by cache file
+
+_PREPARING: dict[str, subprocess.Popen] = {}  # helper processes building a query encoder, by model name
+PREPARE_TIMEOUT_S = 600
+
+
+def prepare_query_encoder(name: str | None = None) -> bool:
+    """Start building the ONNX query encoder (sentence-transformers loaded, exported, checked, saved: ~7 CPU-seconds
+    and as many of imports) in a helper process, where none is saved yet, so that it is made beside other work of
+    this process (a first score trains the predictor meanwhile) instead of after it; this process then loads the
+    saved encoder (fast_encoder waits for the helper first) and never imports PyTorch for a query. A helper that
+    fails leaves fast_encoder to build in this process as before. True when a helper was started."""
+    embedder = get_embedder(name)
+    with _ONNX_BUILD_LOCK:
+        if (embedder._fast is not None or not onnx_enabled() or embedder.name in _PREPARING
+                or _meta_path(onnx_path(embedder)).exists()):
+            return False
+        _PREPARING[embedder.name] = subprocess.Popen(
+            [sys.executable, "-m", "popcorn.retrieval.embed", "--query-encoder", embedder.name],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+
+
+def _wait_prepared(name: str) -> None:
+    helper = _PREPARING.pop(name, None)
+    if helper is None:
+        return
+    try:
+        helper.wait(timeout=PREPARE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+
+
+if __name__ == "__main__":  # the helper process of prepare_query_encoder
+    if sys.argv[1:2] == ["--query-encoder"] and len(sys.argv) == 3:
+        sys.exit(0 if get_embedder(sys.argv[2]).fast_encoder() else 1)
+    sys.exit("usage: python -m popcorn.retrieval.embed --query-encoder MODEL")
