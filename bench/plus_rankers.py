@@ -155,22 +155,15 @@ def summarise(rows: list[dict]) -> dict:
                                            "vs": base, **{k: res[k] for k in ("win_rate", "wins", "ties", "losses")},
                                            "ci": res.get("win_rate_ci95")})
     for ranker in RANKERS:
-        agree, pairs = 0, 0
-        per_prompt = []
-        for r in rows:
-            s = r["scores"]
-            a = b = 0
-            for i, j in itertools.combinations(range(len(r["titles"])), 2):
-                dp, dr = s["proxy"][i] - s["proxy"][j], s[ranker][i] - s[ranker][j]
-                if dp == 0 or dr == 0:
-                    continue
-                a += (dp > 0) == (dr > 0)
-                b += 1
-            agree, pairs = agree + a, pairs + b
-            if b:
-                per_prompt.append(a / b)
-        out["agreement"][ranker] = {"pairs": pairs, "share": agree / pairs if pairs else float("nan"),
-                                    "prompts": len(per_prompt)}
+        for scope, with_basic in (("pe+ candidates", False), ("with the basic title", True)):
+            agree = pairs = 0
+            for r in rows:
+                idx = [i for i, src in enumerate(r["sources"]) if with_basic or src != "basic"]
+                for i, j in itertools.combinations(idx, 2):
+                    dp, dr = r["scores"]["proxy"][i] - r["scores"]["proxy"][j], r["scores"][ranker][i] - r["scores"][ranker][j]
+                    if dp and dr:
+                        agree, pairs = agree + ((dp > 0) == (dr > 0)), pairs + 1
+            out["agreement"][f"{ranker} ({scope})"] = {"pairs": pairs, "share": agree / pairs if pairs else float("nan")}
     return out
 
 
@@ -189,7 +182,7 @@ def main() -> None:
             print(f"{c['judge']:>13} {c['ranker']:>13} vs {c['vs']:<7} {c['win_rate']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] "
                   f"{c['wins']}-{c['ties']}-{c['losses']}")
         for k, v in report["agreement"].items():
-            print(f"agreement with the proxy judge, {k:>7}: {v['share']:.3f} of {v['pairs']} within-prompt pairs")
+            print(f"agreement with the proxy judge, {k:>30}: {v['share']:.3f} of {v['pairs']} within-prompt pairs")
         (args.folder / "rankers.json").write_text(json.dumps(report, indent=1))
 
 
