@@ -10,7 +10,9 @@ else the one routed from the query). Arms:
     basic, pe, plus      the runs themselves (score.judges of each run.json)
     plus:first           PE+'s own first plan title (PE's prompt and seed inside PE+, before any draft)
     plus:draft1          PE+'s first drafted title, taken without ranking (do drafts alone help?)
-    plus:best            = plus (the best of PE's title and the drafts by h; near-copies of references dropped)
+    plus:by_h            the title plain h ranks first among the same kept titles (session 8's PE+: its ranker)
+    plus                 the title PE+ chose: ranked by h with the references shown out of its memory (session 9;
+                         near-copies of references dropped before either ranking)
 The drafts are scored here by both judges with the run's own score category, as the score step scores a title
 (popcorn.popularity.judges: title + category). Win rates are paired per prompt (ties apart), with a prompt-level
 bootstrap 95% interval (popcorn.stats.win_rate). Selection is by h only: the held-out judge is the one to believe.
@@ -43,7 +45,9 @@ from popcorn.store import Store  # noqa: E402
 from popcorn.types import Retrieval, Settings  # noqa: E402
 
 COMPARISONS = [("plus", "basic"), ("plus", "pe"), ("pe", "basic"), ("plus:first", "pe"), ("plus:draft1", "pe"),
-               ("plus", "plus:first"), ("plus:draft1", "plus:first")]
+               ("plus", "plus:first"), ("plus:draft1", "plus:first"), ("plus:by_h", "plus:first"),
+               ("plus", "plus:by_h"), ("plus:by_h", "basic"), ("plus:by_h", "pe")]
+ARMS = ("basic", "pe", "plus", "plus:first", "plus:draft1", "plus:by_h")
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -88,7 +92,8 @@ def arms(runs: list[dict], judges) -> dict[tuple, dict[str, dict]]:
             drafts = plan.get("drafts") or []
             first = next((d for d in drafts if d.get("source") == "pe"), None)
             one = next((d for d in drafts if d.get("source") == "draft 1"), None)
-            for arm, row in (("plus:first", first), ("plus:draft1", one)):
+            by_h = by_plain_h(drafts)
+            for arm, row in (("plus:first", first), ("plus:draft1", one), ("plus:by_h", by_h)):
                 if row is not None:
                     drafted.append((key, arm, row["title"], score.get("category")))
                     out[key][arm] = {**base, "title": row["title"], "judges": {}}
@@ -97,6 +102,15 @@ def arms(runs: list[dict], judges) -> dict[tuple, dict[str, dict]]:
         for (key, arm, _, _), sc in zip(drafted, scores):
             out[key][arm]["judges"][name] = sc.label
     return out
+
+
+def by_plain_h(drafts: list[dict]) -> dict | None:
+    """The draft plain h ranks first (the earliest on a tie, as popcorn.popularity.rank_plans orders), or None for a
+    run recorded before PE+ kept both labels."""
+    scored = [d for d in drafts if "dropped" not in d and "h" in d]
+    if not scored or not any("h_unseen" in d for d in scored):
+        return None
+    return max(scored, key=lambda d: d["h"])  # max keeps the first of equal keys
 
 
 def compare(table: dict, a: str, b: str, judge: str, kind: str = "") -> dict:
@@ -133,7 +147,7 @@ def main() -> None:
                 if r.get("n"):
                     report["comparisons"].append({"judge": judge, "a": a, "b": b, "type": kind or "all", **r})
     index = NgramIndex(load_corpus().table["title"].astype(str).tolist())
-    for arm in ("basic", "pe", "plus", "plus:first", "plus:draft1"):
+    for arm in ARMS:
         report["near_copies"][arm] = near_copies(table, arm, index)
     for mode in ("basic", "pe", "plus"):
         secs = [by_arm[mode]["seconds"] for by_arm in table.values() if mode in by_arm]

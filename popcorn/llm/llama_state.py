@@ -56,11 +56,13 @@ def folder() -> Path:
 
 
 def fixed_prefix(prompt: str, messages: list[dict]) -> str:
-    """The part of the chat `prompt` every plan of a mode shares: up to the end of the first paragraph of the last
+    """The part of the chat `prompt` every plan of a mode shares: up to the end of the first paragraph of the first
     user message (its instructions), or up to that message when it has one paragraph only. "" when the message
-    cannot be found in the prompt as written."""
-    user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
-    at = prompt.rfind(user) if user else -1
+    cannot be found in the prompt as written. The first, not the last: a conversation that goes on (PE+'s drafts ask,
+    after PE's prompt and plan) shares the mode's instructions and finds the rest of its prompt in the KV cache,
+    where the last message's would name a prefix no other prompt has and evaluate it all again."""
+    user = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
+    at = prompt.find(user) if user else -1
     if at < 0:
         return ""
     paragraph = user.find("\n\n")
