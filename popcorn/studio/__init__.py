@@ -26,7 +26,7 @@ from popcorn.studio.views import (CANDIDATE_COLUMNS, HISTORY_COLUMNS, NEIGHBOUR_
                                   candidates_table, chart_frame, neighbours_table, popularity_card, references_table,
                                   why_markdown)
 
-MODE_CHOICES = [("PE (with MicroLens references)", "pe"), ("PE+ (references, then the best of four titles)", "plus"),
+MODE_CHOICES = [("PE (with MicroLens references)", "pe"), ("PE+ (references, then four titles ranked by the predictor)", "plus"),
                 ("Basic (the idea alone)", "basic")]
 K_CHOICES = [10, 50, 100]
 MAX_CANDIDATES = 8

@@ -74,7 +74,8 @@ def build_tab() -> None:
                                  elem_id="exp-prompts",
                                  placeholder="a cat learns to skateboard\nconcrete\tPets\ta dog surfing at sunset")
             with gr.Column():
-                modes = gr.CheckboxGroup(["basic", "pe"], value=["basic", "pe"], label="Modes")
+                modes = gr.CheckboxGroup([("Basic", "basic"), ("PE", "pe"), ("PE+", "plus")], value=["basic", "pe"],
+                                         label="Modes")
                 llm = gr.Dropdown([], value=[], multiselect=True, label="LLMs", elem_id="exp-llms")
                 video = gr.Dropdown([], value=[], multiselect=True, label="Video models", elem_id="exp-videos")
                 seeds = gr.Number(1, precision=0, minimum=1, maximum=4, label="Seeds (versions of each run)")
