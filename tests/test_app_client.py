@@ -121,7 +121,7 @@ def test_plan_basic_then_render_through_the_api(client, server):
     out = client.predict("street basketball trick shot at sunset", "basic", 10, SMALL_LLM, 2, 1, api_name="/plan")
     title, cover_prompt, video_prompt, references, reasoning, candidates, run_id, why = out
     assert title and len(title) <= 50 and video_prompt
-    assert references["headers"] == ["label", "category", "comments", "match", "title"]
+    assert references["headers"] == ["title", "label", "comments", "match", "category"]  # titles first (issue 26)
     assert "Basic mode" in why
     stored = _store(server).get_run(run_id)
     assert stored["status"] == "planned"
