@@ -373,16 +373,16 @@ def test_guessing_through_the_study_tab_counts_per_address_too(server):
     """The Study tab's events take the secret too: a stranger renewing their cookie for each guess is stopped after
     the address's tries (before, each fresh visitor id had tries of its own), and the owner elsewhere is not."""
     config = _config(server, _cookie(server))
-    listing = next(d["id"] for d in config["dependencies"]
-                   if [c["props"].get("type") for c in config["components"] if c["id"] in d["inputs"]] == ["password"]
-                   and d.get("api_name") != "on_owner")
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    listing = next(d["id"] for d in config["dependencies"]  # "List studies": the secret and the study picked
+                   if d["inputs"] == [ids["study-secret"], ids["study-pick"]] and ids["study-list"] in d["outputs"])
     stranger = {"x-forwarded-for": "203.0.113.80"}
     for i in range(access.SECRET_TRIES["client"][0]):
-        refused = _join(server, _cookie(server), listing, [f"guess-{i}"], headers=stranger)
+        refused = _join(server, _cookie(server), listing, [f"guess-{i}", None], headers=stranger)
         assert refused.status_code == 403 and "only the studio's owner may use this" in refused.text, refused.text
-    refused = _join(server, _cookie(server), listing, [SECRET], headers=stranger)
+    refused = _join(server, _cookie(server), listing, [SECRET, None], headers=stranger)
     assert refused.status_code == 429 and "too many wrong admin secret tries" in refused.text
-    owner = _call(server, _cookie(server), listing, [SECRET], {"x-forwarded-for": "198.51.100.80"})
+    owner = _call(server, _cookie(server), listing, [SECRET, None], {"x-forwarded-for": "198.51.100.80"})
     assert owner["success"], owner
 
 

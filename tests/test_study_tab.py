@@ -42,11 +42,45 @@ def pair_file(tmp_path, monkeypatch):
     return path
 
 
+def _card(cards: str, study_id: str) -> dict:
+    """One study's card in the tab's list (HTML) as a person reads it: its name, each fact under its label, the link."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cards, self.path, self.label = {}, [], None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.path.append((tag, attrs.get("class", "")))
+            if "pc-study" in attrs.get("class", "").split():
+                self.card = self.cards.setdefault(attrs["data-study"], {"name": ""})
+
+        def handle_endtag(self, tag):
+            self.path.pop()
+
+        def handle_data(self, data):
+            tag, cls = self.path[-1] if self.path else ("", "")
+            if cls == "pc-title":
+                self.card["name"] += data.strip()
+            elif cls == "pc-label":
+                self.label = data.strip()
+            elif tag == "b" or (tag == "code" and self.label == "link to share"):
+                self.card["link" if tag == "code" else self.label] = data.strip()
+
+    reader = Reader()
+    reader.feed(cards)
+    return reader.cards[study_id]
+
+
 def test_the_tab_builds_as_one_tab():
     with gr.Blocks() as demo:
         with gr.Tabs():
             tab.build_tab()
-    assert len(demo.fns) == 5  # create, list, results, close, reopen
+    actions = sorted(fn.name for fn in demo.fns.values() if fn.fn is not None)
+    assert actions == ["on_create", "on_list", "on_results", "on_status", "on_status"]  # close and reopen share one
+    assert len(demo.fns) == 2 * len(actions)  # each action, then a step that brings its answer into view
     assert {fn.api_visibility for fn in demo.fns.values()} == {"private"}  # owner actions are not a public API
 
 
@@ -59,8 +93,8 @@ def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypat
     with pytest.raises(gr.Error, match="wrong admin secret"):
         tab.on_create("guess", *form)
     with pytest.raises(gr.Error, match="wrong admin secret"):
-        tab.on_list("")
-    text, dropdown = tab.on_create("owner-secret", *form)
+        tab.on_list("", None)
+    text, dropdown, _ = tab.on_create("owner-secret", *form)
     assert "Participant link: `/s/" in text and "2 pairs" in text
     (study_id,) = [value for _, value in dropdown.choices]
     studies = owner.get_studies()
@@ -82,17 +116,19 @@ def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypat
     assert rows[0][0] == "ltx vs wan" and rows[0][1] == 4
     assert Path(chart).read_bytes()[:4] == b"\x89PNG" and len(files) == 3  # votes, participants, results
     # the list shows each study's link and status; close and reopen from the tab
-    dropdown, listed = tab.on_list("owner-secret")
-    assert listed == [[f"my study · {study_id}", "open", 2, 4, f"/s/{study['link']}/"]]
+    dropdown, listed = tab.on_list("owner-secret", None)
+    assert dropdown.value == study_id  # the newest study is picked
+    assert _card(listed, study_id) == {"name": "my study", "status": "open", "people": "2", "votes": "4",
+                                       "link": f"/s/{study['link']}/"}
     with pytest.raises(gr.Error, match="wrong admin secret"):
         tab.on_status("guess", study_id, "closed")
     note, _, listed = tab.on_status("owner-secret", study_id, "closed")
-    assert "**closed**" in note and listed[0][1] == "closed"
+    assert "**closed**" in note and _card(listed, study_id)["status"] == "closed"
     with pytest.raises(owner.StudyError) as closed:
         studies.join(study["link"])
     assert closed.value.status == 410
     note, _, listed = tab.on_status("owner-secret", study_id, "open")
-    assert listed[0][1] == "open" and studies.join(study["link"])["id"]
+    assert _card(listed, study_id)["status"] == "open" and studies.join(study["link"])["id"]
 
 
 def test_the_owner_signed_in_on_the_studio_needs_no_secret_here(pair_file, monkeypatch):
@@ -102,12 +138,12 @@ def test_the_owner_signed_in_on_the_studio_needs_no_secret_here(pair_file, monke
     assert access.sign_in_owner("s:owner-tab", "owner-secret")
     try:
         form = ("signed in", "Which one?", "file", "video", "", "", str(pair_file), "", 2, 0, 0)
-        text, dropdown = tab.on_create("", *form, request=owner_request)
+        text, dropdown, _ = tab.on_create("", *form, request=owner_request)
         assert "2 pairs" in text and len(dropdown.choices) == 1
-        assert tab.on_list("", request=owner_request)[0].choices == dropdown.choices
+        assert tab.on_list("", None, request=owner_request)[0].choices == dropdown.choices
         with pytest.raises(gr.Error, match="wrong admin secret"):
-            tab.on_list("", request=stranger)
+            tab.on_list("", None, request=stranger)
     finally:
         access.sign_out_owner("s:owner-tab")
     with pytest.raises(gr.Error, match="wrong admin secret"):
-        tab.on_list("", request=owner_request)  # signed out: the secret again
+        tab.on_list("", None, request=owner_request)  # signed out: the secret again
