@@ -5,7 +5,8 @@ every table reads on a phone, the page speaks to a creator, the Experiments tab 
 The plan's LLM is DeepSeek, which cannot be reached from here: tests/llm_server.py's scripted server answers in its
 place over the OpenAI protocol, after a few seconds (so that the progress can be watched). Everything else is real:
 MicroLens retrieval (FAISS), the storyboard render, the predictor, SQLite. Screenshots of each step go to
-tests/artifacts/; with POPCORN_SCREENSHOTS=1 the studio's go to docs/screenshots/ too.
+tests/artifacts/; with POPCORN_SCREENSHOTS=1 the studio's go to docs/screenshots/ too (install Debian's
+fonts-noto-color-emoji and fonts-noto-cjk first, or the emoji and the Chinese example show as empty boxes).
 """
 
 from __future__ import annotations
