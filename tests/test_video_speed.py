@@ -156,6 +156,24 @@ def test_auto_speed_is_plain_on_cpu_and_fast_is_refused_with_offload():
         generator.choose_speed("turbo", "gpu")
 
 
+def test_the_fast_render_matches_the_plain_one_with_aten_held_to_avx2():
+    """ATEN_CPU_CAPABILITY=avx2 (set to avoid AVX-512 clocks, or to act as a plainer CPU) on a CPU with AVX-512: before
+    inductor's vector width followed it (speed.aten_simd_bits), the compiled blocks' frames were ~140 grey levels off
+    the plain render's. Its own process: ATen reads the variable once, at start."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_video_speed.py::test_fast_render_matches_the_plain_render"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "1 passed" in done.stdout
+
+
 def test_settings_check_memory_mode_and_speed_before_any_work():
     with pytest.raises(StageError, match="unknown speed") as err:
         check(Settings(query="street food", speed="ludicrous"))
