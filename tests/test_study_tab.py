@@ -95,7 +95,7 @@ def test_refused_without_the_secret_then_create_and_results(pair_file, monkeypat
     with pytest.raises(gr.Error, match="wrong admin secret"):
         tab.on_list("", None)
     text, dropdown, _ = tab.on_create("owner-secret", *form)
-    assert "Participant link: `/s/" in text and "2 pairs" in text
+    assert "Participant link: `/s/" in text and "2 pairs" in text and "0 gold attention checks)" in text
     (study_id,) = [value for _, value in dropdown.choices]
     studies = owner.get_studies()
     study = studies.study(study_id)

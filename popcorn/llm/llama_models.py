@@ -112,7 +112,7 @@ def attach_value_tokens(model) -> str:
     """The vocabulary's value mask (token_mask.value_tokens: ~1.5 CPU-s of Python over ~150k tokens for Qwen) made
     once per model and build and kept on disk, then read by later processes; made here, while the model loads under
     the load lock, so that the plan and the LLM's warm-up thread never compute it side by side (a fresh `popcorn plan`
-    did, on its critical path). Returns where it came from: "disk" or "computed"."""
+    did, on its critical path). Returns where it came from: "memory" (attached already), "disk" or "computed"."""
     if getattr(model, "_popcorn_value_tokens", None) is not None:
         return "memory"
     path = _value_tokens_path(model) if llama_state.enabled() else None

@@ -519,7 +519,7 @@ def participants_csv(participants: list[dict], voters: list[dict] = ()) -> str:
     return out.getvalue()
 
 
-def _plural(n, word: str) -> str:
+def plural(n, word: str) -> str:
     return f"{n:g} {word}" + ("" if n == 1 else "s")
 
 
@@ -530,7 +530,7 @@ def _ci(rate: dict) -> str:
 
 def summary_lines(result: dict) -> list[str]:
     """A short plain-text summary (the CLI's and the tab's)."""
-    lines = [f"{_plural(result['votes'], 'vote')} from {_plural(result['participants'], 'participant')} "
+    lines = [f"{plural(result['votes'], 'vote')} from {plural(result['participants'], 'participant')} "
              f"({result['first_showings']} counted; gold checks and repeats only screen participants)",
              f"intervals: 95%, {result.get('interval_method', TWO_WAY)}"]
     primary = result.get("primary")
@@ -542,11 +542,11 @@ def summary_lines(result: dict) -> list[str]:
         a = r["apart"]
         if a["rate"] is not None:
             lines.append(f"{r['x']} vs {r['y']}: {r['x']} wins {a['rate']:.1%} of decisive votes {_ci(a)} "
-                         f"(n={a['n']}, {_plural(r['pairs'], 'pair')}, {r['participants']} "
+                         f"(n={a['n']}, {plural(r['pairs'], 'pair')}, {r['participants']} "
                          f"{'person' if r['participants'] == 1 else 'people'}"
                          f"); ties half: {r['half']['rate']:.1%}; ties {r['ties']}, both bad {r['both_bad']}")
         else:
-            lines.append(f"{r['x']} vs {r['y']}: no decisive votes yet ({_plural(r['votes'], 'vote')})")
+            lines.append(f"{r['x']} vs {r['y']}: no decisive votes yet ({plural(r['votes'], 'vote')})")
     h = result["h_vs_people"]["pairs"]
     if h["n"]:
         lines.append(f"h agrees with people on {h['rate']:.1%} of pairs {_ci(h)} (n={h['n']}, Wilson over pairs)")
@@ -555,7 +555,7 @@ def summary_lines(result: dict) -> list[str]:
         lines.append("agreement: no measure yet (needs 2+ raters per pair)")
     else:
         lines.append(f"agreement: Fleiss' kappa {ag['fleiss_kappa']}, Krippendorff's alpha {ag['krippendorff_alpha']} "
-                     f"over {_plural(ag['pairs_with_2plus_ratings'], 'pair')}")
+                     f"over {plural(ag['pairs_with_2plus_ratings'], 'pair')}")
     bt = result["bradley_terry"]
     if bt.get("ford") and not bt["ford"]["holds"]:
         lines.append("Bradley-Terry: " + bt["note"])
