@@ -32,7 +32,8 @@ from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER,
 from popcorn.video import RenderRequest, get_generator
 from popcorn.video.base import check_memory_mode, check_speed
 from popcorn.video.budget import budget as video_budget
-from popcorn.video.budget import count_words, estimate_tokens
+from popcorn.text import count_words
+from popcorn.video.budget import estimate_tokens
 
 __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
            "StageError", "check", "compose", "fit_title", "llm_calls", "make_plans", "plan_steps", "quick_note", "rank", "render",
@@ -141,7 +142,7 @@ def write_plan(query: str, mode: str, llm: str, retrieval: Retrieval | None = No
         messages = prompts.pe_messages(query, retrieval, words)
     else:
         messages = prompts.basic_messages(query, words)
-    schema = plan_schema(mode, fit.max_chars)
+    schema = plan_schema(mode, fit.max_chars, fit.words_min)
     # every string is bounded, so the answer is too: ~1 token per 2 characters at worst for prose, plus the keys
     limit = max_tokens or (max_chars(schema) // 2 + 80)
 

@@ -5,6 +5,7 @@ repaired), empty fields refused, and the loaded-model caches bounded."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -191,23 +192,88 @@ def test_the_value_mask_allows_exactly_what_a_json_string_value_can_hold():
     assert np.isfinite(past[closing]).all() and np.isinf(past[~closing]).all() and bounded.state["closed_at_bound"]
 
 
-def test_a_value_past_its_bound_is_closed_there_and_reported_as_cut_not_written_on_to_its_token_cap():
-    """A value that ran past maxLength is cut (or drawn again) whatever comes next, so nothing more is generated: the
-    tokens up to the cap (~20 of a video prompt) were a tenth of a plan's generation time. The bound is set from the
-    unbounded draw (half its length), so the test holds however long the model's greedy draw is on this CPU's
-    kernels (on an AVX2 build SmolLM2 wrote 57 characters here, on an AVX-512 one more than 60)."""
+def test_the_value_mask_holds_the_closing_quote_until_the_fewest_words_are_written():
+    import numpy as np
+
+    from popcorn.llm.token_mask import value_mask, value_tokens
+
+    vocab = _Vocabulary()
+    banned, closing, _ = value_tokens(vocab)
+    names = {piece: i for i, piece in enumerate(vocab.pieces)}
+    scores = np.zeros(vocab.n_vocab(), dtype=np.float32)
+    prompt = [names[b"a"]] * 5
+    mask = value_mask(vocab, 0, min_words=3)
+    mask(prompt, scores)
+    two = mask(prompt + [names[b"Neon"], names[b" night"]], scores)  # "Neon night": 2 words, characters enough
+    assert np.isinf(two[closing]).all() and np.isfinite(two[~banned & ~closing]).all()
+    three = mask(prompt + [names[b"Neon"], names[b" night"], names[b" night"]], scores)  # 3 words
+    assert np.isfinite(three[closing]).all() and np.isinf(three[banned]).all()
+    # the bound comes first: past max_chars only a closing token may follow, whatever the words
+    bounded = value_mask(vocab, 0, max_chars=8, min_words=10)
+    bounded(prompt, scores)
+    past = bounded(prompt + [names[b"Neon"], names[b" night"]], scores)  # 10 characters, 2 words
+    assert np.isfinite(past[closing]).all() and np.isinf(past[~closing]).all() and bounded.state["closed_at_bound"]
+
+
+def test_the_fewest_words_reach_the_local_decoder_and_no_server_schema():
+    from popcorn.llm.openai_compat import _strict_subset
+    from popcorn.llm.plan_schema import MIN_WORDS, server_schema
+    from popcorn.llm.token_mask import bounded_fields
+
+    schema = plan_schema("pe", video_chars=330, video_words=25)
+    assert schema["properties"]["video_prompt"][MIN_WORDS] == 25
+    fields = {key: (low, high, words) for key, low, high, words in bounded_fields(schema)}
+    assert fields["video_prompt"] == (80, 330, 25) and fields["title"][2] == 0
+    assert MIN_WORDS not in json.dumps(server_schema(schema)) and MIN_WORDS not in json.dumps(_strict_subset(schema))
+    assert server_schema(schema)["properties"]["video_prompt"] == {"type": "string", "minLength": 80,
+                                                                   "maxLength": 330}
+    assert "at least 25 words" in _strict_subset(schema)["properties"]["video_prompt"]["description"]
+    assert plan_schema("pe", video_chars=330) == server_schema(schema)  # nothing else differs
+
+
+def _smollm2_value_prompt(request: str):
+    """(SmolLM2 loaded, its lock, a chat prompt asking `request` as JSON that ends inside the video_prompt value)."""
     from popcorn.llm import get_llm
     from popcorn.llm.llama_models import load_model
-    from popcorn.llm.token_mask import chat_prompt, count_tokens, one_value
+    from popcorn.llm.token_mask import chat_prompt
 
     llm = get_llm("smollm2")
     ok, why = llm.available()
     if not ok:
         pytest.skip(why)
     model, lock = load_model(llm.model_path())
-    prompt = chat_prompt(model, [{"role": "user", "content": "Describe a long video of a busy city street, in "
-                                                             "detail, as JSON with the key video_prompt."}])
-    prompt += '{"video_prompt": "'
+    prompt = chat_prompt(model, [{"role": "user", "content": f"{request}, as JSON with the key video_prompt."}])
+    return model, lock, prompt + '{"video_prompt": "'
+
+
+def test_a_value_is_written_on_to_its_fewest_words_by_the_real_model():
+    """SmolLM2 asked for a three-word answer: unmasked it closes the value early; with min_words five more than it
+    wrote, it writes on to at least that many words (the bound is set from the free draw, so the test holds however
+    long the greedy draw is on this CPU's kernels)."""
+    from popcorn.llm.token_mask import one_value
+    from popcorn.text import count_words
+
+    model, lock, prompt = _smollm2_value_prompt("Name a city street in three words")
+    with lock:
+        model.reset()
+        free, free_finish = one_value(model, prompt, 80, 0.0, 5, 1, 10_000, None)
+        wanted = count_words(free) + 5
+        model.reset()
+        longer, longer_finish = one_value(model, prompt, 80, 0.0, 5, 1, 10_000, None, min_words=wanted)
+    assert free_finish == "stop" and longer_finish == "stop", (free, longer)  # both closed at their own quote
+    assert count_words(longer) >= wanted > count_words(free), (free, longer)
+    # the same greedy draw up to where the free one closed (its closing token may carry a word's end before the quote)
+    assert len(os.path.commonprefix([free, longer])) >= len(free) // 2, (free, longer)
+
+
+def test_a_value_past_its_bound_is_closed_there_and_reported_as_cut_not_written_on_to_its_token_cap():
+    """A value that ran past maxLength is cut (or drawn again) whatever comes next, so nothing more is generated: the
+    tokens up to the cap (~20 of a video prompt) were a tenth of a plan's generation time. The bound is set from the
+    unbounded draw (half its length), so the test holds however long the model's greedy draw is on this CPU's
+    kernels (on an AVX2 build SmolLM2 wrote 57 characters here, on an AVX-512 one more than 60)."""
+    from popcorn.llm.token_mask import count_tokens, one_value
+
+    model, lock, prompt = _smollm2_value_prompt("Describe a long video of a busy city street, in detail")
     with lock:  # each from an empty KV cache (a prompt found whole in it is evaluated differently at its end)
         model.reset()
         free, free_finish = one_value(model, prompt, 60, 0.0, 5, 10, 10_000, None)

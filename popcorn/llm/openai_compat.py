@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from popcorn.llm.base import Completion, register, require_available
+from popcorn.llm.plan_schema import MIN_WORDS, server_schema
 from popcorn.types import StageError
 
 log = logging.getLogger("popcorn.llm")
@@ -127,7 +128,7 @@ class OpenAICompatLLM:
             return {"type": "json_schema", "json_schema": {"name": "plan", "schema": _strict_subset(schema),
                                                            "strict": True}}
         if kind == "json_object+schema":
-            return {"type": "json_object", "schema": schema}
+            return {"type": "json_object", "schema": server_schema(schema)}
         return {"type": "json_object"}
 
     def complete(
@@ -349,16 +350,19 @@ register("openai-compatible", openai_compatible,
 def _strict_subset(schema: dict) -> dict:
     """The schema as OpenAI's strict structured outputs accept it: string lengths are not in that subset (a schema
     with them is refused), so they become a description and the plan step checks them on the answer. llama.cpp's
-    server (json_object + schema) gets the schema with its lengths."""
+    server (json_object + schema) gets the schema with its lengths. This project's MIN_WORDS goes into the description
+    too."""
     if not isinstance(schema, dict):
         return schema
     out = {}
     for key, value in schema.items():
-        if key in ("minLength", "maxLength"):
+        if key in ("minLength", "maxLength", MIN_WORDS):
             continue
         if key == "properties" and isinstance(value, dict):
             value = {name: _strict_subset(prop) for name, prop in value.items()}
         out[key] = value
     if "minLength" in schema or "maxLength" in schema:
-        out.setdefault("description", f"{schema.get('minLength', 0)} to {schema.get('maxLength', 'any')} characters")
+        words = f", at least {schema[MIN_WORDS]} words" if schema.get(MIN_WORDS) else ""
+        out.setdefault("description",
+                       f"{schema.get('minLength', 0)} to {schema.get('maxLength', 'any')} characters{words}")
     return out

@@ -28,9 +28,16 @@ BOUNDS = {
 }
 
 
-def plan_schema(mode: str = "pe", video_chars: int | None = None) -> dict:
+# A keyword of this project, not of JSON Schema: the fewest words a string value may hold (popcorn.text.count_words).
+# The local backend's decoder enforces it (popcorn/llm/token_mask.py); servers get the schema without it
+# (server_schema) and the plan step checks the answer.
+MIN_WORDS = "minWords"
+
+
+def plan_schema(mode: str = "pe", video_chars: int | None = None, video_words: int | None = None) -> dict:
     """The JSON schema of a plan in `mode`: the reasoning fields first (so a constrained model thinks before it
-    writes), then title, cover_prompt and video_prompt; every string bounded. `video_chars` caps the video prompt."""
+    writes), then title, cover_prompt and video_prompt; every string bounded. `video_chars` caps the video prompt,
+    `video_words` is its fewest words (MIN_WORDS)."""
     keys = REASONING_FIELDS["pe" if mode in ("pe", "plus") else "basic"] + FIELDS
     properties = {}
     for key in keys:
@@ -38,7 +45,16 @@ def plan_schema(mode: str = "pe", video_chars: int | None = None) -> dict:
         if key == "video_prompt" and video_chars:
             high = max(low + 20, int(video_chars))
         properties[key] = {"type": "string", "minLength": low, "maxLength": high}
+        if key == "video_prompt" and video_words:
+            properties[key][MIN_WORDS] = int(video_words)
     return {"type": "object", "properties": properties, "required": list(keys), "additionalProperties": False}
+
+
+def server_schema(schema):
+    """`schema` without this project's own keywords (MIN_WORDS), as a server's JSON-schema grammar takes it."""
+    if isinstance(schema, dict):
+        return {key: server_schema(value) for key, value in schema.items() if key != MIN_WORDS}
+    return schema
 
 
 def max_chars(schema: dict) -> int:

@@ -22,14 +22,17 @@ import re
 import numpy as np
 
 from popcorn.llm import llama_state
+from popcorn.llm.plan_schema import MIN_WORDS
 from popcorn.llm.trim import bound_text
+from popcorn.text import count_words
 from popcorn.types import StageError
 
 CHARS_PER_TOKEN = 3.5  # Qwen2.5's BPE: ~4-5 characters a token of English prose, ~1-1.5 of Chinese
 
 
-def bounded_fields(schema: dict | None) -> list[tuple[str, int, int]] | None:
-    """[(key, minLength, maxLength)] when `schema` is an object of required strings that all have a maxLength."""
+def bounded_fields(schema: dict | None) -> list[tuple[str, int, int, int]] | None:
+    """[(key, minLength, maxLength, MIN_WORDS or 0)] when `schema` is an object of required strings that all have a
+    maxLength."""
     props = (schema or {}).get("properties") or {}
     if (schema or {}).get("type") != "object" or not props or set((schema or {}).get("required", [])) != set(props):
         return None
@@ -37,7 +40,7 @@ def bounded_fields(schema: dict | None) -> list[tuple[str, int, int]] | None:
     for key, prop in props.items():
         if prop.get("type") != "string" or not prop.get("maxLength"):
             return None
-        out.append((key, int(prop.get("minLength") or 0), int(prop["maxLength"])))
+        out.append((key, int(prop.get("minLength") or 0), int(prop["maxLength"]), int(prop.get(MIN_WORDS) or 0)))
     return out
 
 
@@ -72,35 +75,47 @@ def value_tokens(model) -> tuple:
     return cached
 
 
-def value_mask(model, min_chars: int, max_chars: int | None = None):
+def value_mask(model, min_chars: int, max_chars: int | None = None, min_words: int = 0):
     """A llama.cpp logits processor that keeps generation inside one JSON string value of at least min_chars
     characters (see value_tokens): the same language as a grammar `c{min_chars} c* "` but applied as one vector
     mask per token. llama-cpp-python runs a grammar sampler over the whole vocabulary before top-k (152k entries
     for Qwen): ~47 ms a token on this 2-core machine, a third of the generation time of a plan; the mask costs
     well under 1 ms and gives the same text for the same seed (bench/RESULTS.md).
 
+    min_words: no closing token either until what it has written holds that many words (popcorn.text.count_words,
+    the video budget's count). A video prompt under its budget's minimum was otherwise drawn again whole (~8 s on
+    2 cores).
+
     Once a value has run past max_chars it will be cut (or drawn again) whatever follows, so only a closing token
     may come next: the tokens it would have written up to its token cap (up to ~20 of a video prompt) are not
     generated. `process.state["closed_at_bound"]` says whether that happened."""
     banned, closing, chars = value_tokens(model)
-    state = {"seen": -1, "written": 0, "closed_at_bound": False}  # tokens counted so far; characters they wrote
+    # tokens counted so far; characters they wrote; their text while words are counted (until min_words is reached:
+    # a text's count_words never falls as it grows)
+    state = {"seen": -1, "written": 0, "closed_at_bound": False, "text": b"", "words_short": min_words > 0}
 
     def process(input_ids, scores):
         if state["seen"] < 0:  # the first call: everything so far is the prompt
             state["seen"] = len(input_ids)
         if len(input_ids) > state["seen"]:  # count only the tokens generated since the last call
-            state["written"] += int(chars[np.asarray(input_ids[state["seen"]:], dtype=np.int64)].sum())
+            new = np.asarray(input_ids[state["seen"]:], dtype=np.int64)
+            state["written"] += int(chars[new].sum())
+            if state["words_short"]:
+                state["text"] += model.detokenize(new.tolist())
+                state["words_short"] = count_words(state["text"].decode("utf-8", "ignore")) < min_words
             state["seen"] = len(input_ids)
         written = state["written"]
         out = np.array(scores, dtype=np.float32, copy=True)
         if out.shape[0] != banned.shape[0]:  # not the id-ordered full vocabulary: leave it to the stop string
             return out
         out[banned] = -np.inf
-        if written < min_chars:
-            out[closing & (chars + written < min_chars)] = -np.inf
-        elif max_chars is not None and written > max_chars:
+        if max_chars is not None and written > max_chars:  # the bound comes first: the value is cut whatever follows
             out[~closing] = -np.inf
             state["closed_at_bound"] = True
+        elif state["words_short"]:
+            out[closing] = -np.inf
+        elif written < min_chars:
+            out[closing & (chars + written < min_chars)] = -np.inf
         return out
 
     process.state = state
@@ -138,7 +153,7 @@ def complete_fields(model, messages, fields, max_tokens, temperature, seed, on_t
     capped = []
     redrawn: dict[str, int] = {}
     head = "{"
-    for i, (key, low, high) in enumerate(fields):
+    for i, (key, low, high, words) in enumerate(fields):
         head = (json.dumps(values, ensure_ascii=False)[:-1] + ", " if values else "{") + json.dumps(key) + ': "'
         left = max_tokens - generated
         if left <= 0:
@@ -149,7 +164,8 @@ def complete_fields(model, messages, fields, max_tokens, temperature, seed, on_t
         for draw in range(draws):
             draw_seed = None if seed is None else seed + i + 7919 * draw
             raw, field_finish = one_value(model, prompt + head, cap, temperature, draw_seed, min(low, 200), high,
-                                           None if on_text is None else (lambda part, h=head: on_text(h + part)))
+                                           None if on_text is None else (lambda part, h=head: on_text(h + part)),
+                                           min_words=words)
             generated += count_tokens(model, raw) + 1  # + the closing quote
             over = field_finish == "length" or len(" ".join(raw.split())) > high
             if not over or generated >= max_tokens or draw == draws - 1:
@@ -179,13 +195,14 @@ def count_tokens(model, text: str) -> int:
     return len(model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
-def one_value(model, prompt: str, cap: int, temperature: float, seed, min_chars: int, max_chars: int, on_part
-               ) -> tuple[str, str | None]:
-    """One string value after `prompt`, of at least min_chars characters, up to its closing quote (not included),
-    `cap` tokens, or soon after max_chars characters (closed there: finish "length", as at the cap): (text, finish)."""
+def one_value(model, prompt: str, cap: int, temperature: float, seed, min_chars: int, max_chars: int, on_part,
+              min_words: int = 0) -> tuple[str, str | None]:
+    """One string value after `prompt`, of at least min_chars characters and min_words words, up to its closing quote
+    (not included), `cap` tokens, or soon after max_chars characters (closed there: finish "length", as at the cap):
+    (text, finish)."""
     from llama_cpp import LogitsProcessorList  # optional; see the module's docstring
 
-    mask = value_mask(model, min_chars, max_chars)
+    mask = value_mask(model, min_chars, max_chars, min_words)
     kwargs = {"max_tokens": cap, "temperature": temperature, "seed": seed, "stop": ['"'],
               "logits_processor": LogitsProcessorList([mask])}
     if on_part is None:

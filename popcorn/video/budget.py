@@ -31,6 +31,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from popcorn.text import CJK as _CJK  # kana, CJK ideographs and Hangul (a Hangul syllable: 2 + 3 tokens below)
+from popcorn.text import count_words
 from popcorn.video import get_generator, registered
 
 # for generators with no text encoder of their own
@@ -43,7 +45,6 @@ CHARS_PER_TOKEN = 2.6  # the decoder's character cap per token of budget: Englis
 CHARS_PER_WORD = 6.2  # English prose, the space included
 WORDS_FILL = 0.85  # the template's word range ends where a prompt fills this share of the cap
 
-_CJK = re.compile(r"[\u1100-\u11ff\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _RUN = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
 _SECONDARY = ("clip", "byt5")  # pooled or glyph encoders beside the main one: not what reads the prompt's meaning
@@ -70,19 +71,6 @@ class Budget:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
-CJK_CHARS_PER_WORD = 1.5  # a Chinese word is 1-2 characters; an English word's worth of meaning takes ~1.5
-
-
-def count_words(text: str) -> int:
-    """Words in `text`, for a length in words that holds across languages: space-separated words of the text without
-    its CJK characters, plus the CJK characters / CJK_CHARS_PER_WORD (Chinese and Japanese put no spaces between
-    words, so a Chinese video prompt of 60 characters would otherwise count as one word)."""
-    cjk = len(_CJK.findall(text))
-    words = [w for w in _CJK.sub(" ", text).split() if any(ch.isalnum() for ch in w)]  # not lone punctuation
-    return len(words) + int(round(cjk / CJK_CHARS_PER_WORD))
 
 
 def estimate_tokens(text: str) -> int:
