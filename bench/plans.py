@@ -21,8 +21,9 @@ commit e0aa6bc (templates read from git), and prints the new/old ratios of p50 a
 evicts the mode's instructions from llama.cpp's KV cache, so under --order mode the new plans it measures evaluate
 them again: those ratios understate the new step (its own p50 / p90 above, from a run without --reference, do not).
 
---fresh N then makes N PE plans, each in a new `python -m popcorn plan` process on the caches the run left (one more
-first, untimed), and prints their p50 from launch to exit against the in-process PE p50 (issue 27: <= 1.2x, the fixed
+--fresh N then makes the first N prompts' PE plans again, each in a new `python -m popcorn plan` process with the seed
+it had above, on the caches the run left (one more first, untimed), and prints their p50 from launch to exit against
+the in-process PE p50 of the same N plans, and how many came out with the same title (issue 27: <= 1.2x, the fixed
 instructions' llama.cpp state loaded from disk, popcorn/llm/llama_state.py). `popcorn plan` fits the default video
 model (storyboard): use --video storyboard with --fresh.
 
@@ -130,17 +131,17 @@ def fresh_plans(rows_in: list[tuple[str, str, str]], n: int, llm: str, seed: int
     and the prompt tokens its first draw evaluated (few when the fixed instructions' saved state served:
     popcorn/llm/llama_state.py)."""
     rows = []
-    for i, (_, _, query) in enumerate([rows_in[0]] + rows_in[:n]):
+    for i, (j, (_, _, query)) in enumerate([(0, rows_in[0])] + list(enumerate(rows_in[:n]))):
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "popcorn", "plan", query, "--mode", "pe", "--llm", llm,
-                               "--seed", str(seed + i), "--json"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=1800)
+                               "--seed", str(seed + j), "--json"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=1800)  # prompt j's seed in the run above: the same plan, in a new process
         wall = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"fresh plan failed ({done.returncode}):\n{done.stderr[-3000:]}")
         out = json.loads(done.stdout)
         usage, first = out.get("usage", {}), (out.get("attempts") or [{}])[0]
-        row = {"query": query, "wall_s": round(wall, 2), "plan_s": usage.get("seconds"),
+        row = {"query": query, "title": out.get("title"), "wall_s": round(wall, 2), "plan_s": usage.get("seconds"),
                "prompt_tokens": first.get("prompt_tokens"), "prompt_eval_tokens": first.get("prompt_eval_tokens")}
         print(f"  fresh {'(untimed)' if i == 0 else i:>9} {wall:6.1f}s plan {row['plan_s']}s, first draw evaluated "
               f"{row['prompt_eval_tokens']} of {row['prompt_tokens']} prompt tokens | {query[:50]}", flush=True)
@@ -328,11 +329,14 @@ def main() -> None:
     fresh = []
     if args.fresh and "pe" in results:
         fresh = fresh_plans(rows_in, args.fresh, args.llm, args.seed)
-        in_process = summary(results["pe"], cats)["p50_s"]
+        same = results["pe"][: len(fresh)]  # the same prompts and seeds, planned in this process above
+        in_process = summary(same, cats[: len(fresh)])["p50_s"]
         walls = [r["wall_s"] for r in fresh]
+        alike = sum(r["title"] == w.get("title") for r, w in zip(fresh, same))
         print(f"fresh processes: PE plan p50 {percentile(walls, 0.5):.2f}s from launch to exit "
-              f"(the plan itself {percentile([r['plan_s'] for r in fresh], 0.5):.2f}s), in-process PE p50 "
-              f"{in_process:.2f}s: {percentile(walls, 0.5) / in_process:.2f}x (goal <= 1.2x)", flush=True)
+              f"(the plan itself {percentile([r['plan_s'] for r in fresh], 0.5):.2f}s), in-process PE p50 of the "
+              f"same {len(fresh)} prompts {in_process:.2f}s: {percentile(walls, 0.5) / in_process:.2f}x (goal <= 1.2x); "
+              f"the same title in {alike} of {len(fresh)}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"new": results, "reference": reference, "fresh": fresh}, indent=1,
                                         ensure_ascii=False), encoding="utf-8")
