@@ -220,3 +220,104 @@ def test_the_query_encoder_is_prepared_in_a_helper_process_beside_other_work(tmp
     assert not embed._PREPARING
     monkeypatch.setattr(embed, "_LOADED", {})
     assert embed.prepare_query_encoder("packaged:all-MiniLM-L6-v2") is False  # saved: nothing to prepare
+
+
+COLD_FIRST_USE = """
+import json, sys
+import numpy as np
+from popcorn.retrieval import embed
+from popcorn.retrieval.corpus import load_corpus
+embedder = embed.get_embedder("packaged:all-MiniLM-L6-v2")
+titles = load_corpus().table["title"].tolist()[:300]
+dim = embedder.dim
+many = embedder.encode_many(titles)  # a corpus' worth (fp32 ONNX on a CPU without bf16 matrix units)
+few = embedder.encode_cached(["Game", "Delicacy"])  # a handful
+one = embedder.encode_one("street food at night in Bangkok")
+print(json.dumps({"dim": dim, "loaded": embedder.loaded is not None, "few": few.tolist(), "one": one.tolist(),
+                  "many": many[:5].tolist(), "onnx": embed.onnx_path(embedder).exists(),
+                  "heavy": [m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules]}))
+"""
+
+
+def test_a_first_use_on_an_empty_cache_embeds_without_importing_pytorch(corpus, tmp_path, monkeypatch):
+    """On an empty cache, a process's first titles, a handful of texts and a query are embedded through the ONNX
+    graph written from the packaged model's weights (popcorn/retrieval/onnx_bert.py): no torch, transformers or
+    sentence-transformers import (~8 CPU-s on 2 cores), and sentence-transformers' vectors."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("POPCORN_CORPUS_PRECISION", "fp32")  # the path of every CPU without AMX-BF16
+    env = {**__import__("os").environ, "POPCORN_CACHE_DIR": str(tmp_path), "POPCORN_CORPUS_PRECISION": "fp32"}
+    done = subprocess.run([sys.executable, "-c", COLD_FIRST_USE], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [] and out["loaded"] is False and out["onnx"] and out["dim"] == 384
+    embedder = embed.Embedder("packaged:all-MiniLM-L6-v2")  # here PyTorch is the reference
+    titles = corpus.table["title"].tolist()[:5]
+    for got, texts in ((out["many"], titles), (out["few"], ["Game", "Delicacy"]),
+                       ([out["one"]], ["street food at night in Bangkok"])):
+        assert np.abs(np.asarray(got, dtype=np.float32) - embedder.encode(texts)).max() < 1e-5
+
+
+def test_the_graph_written_from_the_weights_gives_sentence_transformers_vectors(corpus, tmp_path, monkeypatch):
+    """Texts of every kind (CJK, emoji, a 600-word text cut at the model's 256 tokens, one word, an empty one, 200
+    corpus titles): the written graph's vectors equal sentence-transformers' to 1e-5; it is saved as the PyTorch
+    export is (a later process loads it: `saved`), and its products carry the PyTorch export's names, by which int8
+    quantization leaves each layer's FFN output in fp32."""
+    import numpy as np
+    import onnx
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    embedder = embed.Embedder("packaged:all-MiniLM-L6-v2")
+    written = embed._OnnxQueryEncoder.written(embedder)
+    assert written is not None and written.dim == 384 and embedder.loaded is None
+    texts = ["Create a video showcasing street food in Bangkok", "曼谷街头美食 🍜", "food " * 600, "hi", ""] + \
+        corpus.table["title"].tolist()[:200]
+    assert np.abs(written.encode_many(texts) - embedder.encode(texts)).max() < 1e-5
+    assert np.abs(written.encode(texts[1]) - embedder.encode(texts[1:2])[0]).max() < 1e-5
+    assert embed._OnnxQueryEncoder.saved(embed.Embedder(embedder.name)) is not None
+    names = [n.name for n in onnx.load(str(embed.onnx_path(embedder))).graph.node if n.op_type == "MatMul"]
+    ffn_out = [n for n in names if "/output/dense/" in n and "attention" not in n]
+    assert len(ffn_out) == 6 and len([n for n in names if "/attention/output/dense/" in n]) == 6
+
+
+def test_a_written_graph_that_fails_its_probe_is_removed_and_pytorch_exports(tmp_path, monkeypatch):
+    import numpy as np
+
+    from popcorn.retrieval import onnx_bert
+
+    monkeypatch.setenv("POPCORN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(onnx_bert, "forward", lambda folder, ids, loaded=None: np.full(384, 384 ** -0.5, np.float32))
+    embedder = embed.Embedder("packaged:all-MiniLM-L6-v2")
+    assert embed._OnnxQueryEncoder.written(embedder) is None
+    assert not embed.onnx_path(embedder).exists()  # nothing left for the PyTorch path to trust
+    assert embedder.fast_encoder() and embedder.loaded is not None  # exported from PyTorch and checked instead
+    reference = embedder.encode(["street food at night in Bangkok"])[0]
+    assert float(embedder.encode_one("street food at night in Bangkok") @ reference) > 0.9999
+
+
+def test_only_the_stack_the_graph_writer_knows_is_written(tmp_path):
+    import json
+    import shutil
+
+    from popcorn.retrieval import onnx_bert
+
+    source = embed.packaged_model_dir()
+    folder = tmp_path / "model"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    (folder / "model.safetensors").symlink_to(source / "model.safetensors")
+    assert onnx_bert.layout(folder)["max_length"] == 256
+    pooling = folder / "1_Pooling" / "config.json"
+    cls = {**json.loads(pooling.read_text()), "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    pooling.write_text(json.dumps(cls))
+    assert onnx_bert.layout(folder) is None  # CLS pooling: the PyTorch export serves
+    shutil.copy(source / "1_Pooling" / "config.json", pooling)
+    config = folder / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "position_embedding_type": "relative_key"}))
+    assert onnx_bert.layout(folder) is None
+    assert onnx_bert.layout(tmp_path / "nothing") is None

