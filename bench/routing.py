@@ -20,7 +20,10 @@ fit_weights; a group is a block of GROUP_LINES consecutive lines of one file, as
 other), repeated with REPEATS shuffles of the groups: mean and spread over folds, and each file fitted on the other.
 Last line: routing paper=<float> ours=<float> n=<int>
 
-Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/routing.py [--queries FILE] [--k 10] [--cv]
+--gloss LLM adds `ours+gloss`: ideas mostly in a non-Latin script read through the English gloss LLM writes (as a PE
+plan reads them; tests/data/routing_nonlatin.tsv is such a set, written blind).
+
+Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/routing.py [--queries FILE] [--k 10] [--cv] [--gloss LLM]
 """
 
 from __future__ import annotations
@@ -58,14 +61,16 @@ def load_labelled(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def evaluate(retriever, rows, router, k: int) -> dict:
-    """`router`: a router object (route(q, text=...)); references come from the retriever's index, as retrieve()'s."""
+def evaluate(retriever, rows, router, k: int, glosses: dict | None = None) -> dict:
+    """`router`: a router object (route(q, text=...)); references come from the retriever's index, as retrieve()'s.
+    `glosses`: query -> its English gloss, read as the pipeline reads it (popcorn/llm/gloss.py) where there is one."""
     hits = in_matched = 0
     sims, on_topic, medians, unsure, correct, deciding = [], [], [], [], [], Counter()
     misses: Counter = Counter()
     for intended, query in rows:
-        q = retriever.embedder.encode_one(query)
-        route = router.route(q, text=query)
+        gloss = (glosses or {}).get(query, "")
+        q = retriever.embedder.encode_one(gloss or query)
+        route = router.route(q, text=f"{query} {gloss}" if gloss else query)
         references = retriever.index.search(q, route.categories, k)
         best = route.categories[0]
         hits += best == intended
@@ -92,6 +97,8 @@ def main() -> None:
     ap.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--cv", action="store_true", help="cross-validate the blend weights over the labelled files")
+    ap.add_argument("--gloss", metavar="LLM", help="also `ours` reading the English gloss this LLM writes of each idea "
+                    "in another script, as a PE plan does (popcorn/llm/gloss.py)")
     args = ap.parse_args()
     retriever = get_retriever()
     if args.cv:  # the raw cosines (temperature 0, as before) and the calibrated ones: the one difference
@@ -105,10 +112,22 @@ def main() -> None:
     routers = {"paper": retriever.routers["paper"],
                "before": BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BEFORE),
                "ours": retriever.routers["ours"]}
+    glosses = {}
+    if args.gloss:
+        from popcorn.llm import get_llm
+        from popcorn.llm.gloss import english_gloss, needs_gloss
+
+        backend = get_llm(args.gloss)
+        glosses = {q: english_gloss(backend, q) for _, q in rows if needs_gloss(q)}
+        print(f"glossed {len(glosses)} of {len(rows)} ideas with {args.gloss}; e.g. "
+              + "; ".join(f"{q[:24]!r} -> {g!r}" for q, g in list(glosses.items())[:3]))
     results = {}
-    for router, chooser in routers.items():
-        r = results[router] = evaluate(retriever, rows, chooser, args.k)
-        print(f"{router:>6}: accuracy={r['accuracy']:.3f} in_matched={r['in_matched']:.3f} "
+    runs = [(name, chooser, None) for name, chooser in routers.items()]
+    if args.gloss:
+        runs.append(("ours+gloss", routers["ours"], glosses))
+    for router, chooser, read in runs:
+        r = results[router] = evaluate(retriever, rows, chooser, args.k, read)
+        print(f"{router:>10}: accuracy={r['accuracy']:.3f} in_matched={r['in_matched']:.3f} "
               f"ref_sim={r['ref_sim']:.3f} ref_on_topic={r['ref_on_topic']:.3f}")
         print(f"       ref_sim_p50={r['ref_sim_p50']:.3f} none_on_topic={r['none_on_topic']:.3f} "
               f"unsure={r['unsure']:.3f} (accuracy {_num(r['acc_unsure'])} unsure, {_num(r['acc_sure'])} sure)")
@@ -120,7 +139,9 @@ def main() -> None:
         print(f"ours on the quick sample ({q['titles']:,} titles), {name} (n={len(labelled)}): "
               f"accuracy={q['accuracy']:.3f} (whole: {q['whole_accuracy']:.3f}) same_top1={q['same_top1']:.3f} "
               f"same_categories={q['same_categories']:.3f}")
-    print(f"routing paper={results['paper']['accuracy']:.4f} ours={results['ours']['accuracy']:.4f} n={len(rows)}")
+    glossed = f" ours+gloss={results['ours+gloss']['accuracy']:.4f}" if args.gloss else ""
+    print(f"routing paper={results['paper']['accuracy']:.4f} ours={results['ours']['accuracy']:.4f}{glossed} "
+          f"n={len(rows)}")
 
 
 def cross_validate(retriever, temperature: float) -> None:

@@ -26,13 +26,14 @@ from typing import Callable
 
 from popcorn.compose import compose as compose_clip
 from popcorn.llm import get_llm, plus, prompts
+from popcorn.llm.gloss import english_gloss, needs_gloss
 from popcorn.llm.parse import TITLE_LIMIT, longest_sentences, max_chars, plan_schema, read_plan, shorten_title
 from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER, RETRIEVE, SCORE, STAGES, STEPS,
                            UNSURE_MARGIN, Plan, Retrieval, Run, Settings, StageError)
 from popcorn.video import RenderRequest, get_generator
 from popcorn.video.base import check_memory_mode, check_speed
-from popcorn.video.budget import budget as video_budget
 from popcorn.text import count_words
+from popcorn.video.budget import budget as video_budget
 from popcorn.video.budget import estimate_tokens
 
 __all__ = ["MODES", "PLAN_INFO", "STAGES", "STEPS", "TITLE_LIMIT", "Plan", "Progress", "Retrieval", "Run", "Settings",
@@ -74,8 +75,10 @@ def plan_steps(settings: Settings) -> tuple[str, ...]:
 
 def llm_calls(settings: Settings) -> int:
     """How many LLM answers a plan of these settings asks for at least: one per candidate, two in PE+ (the plan, then
-    its title drafts). What a paid backend's limits and a GPU slot's duration count."""
-    return settings.candidates * (2 if settings.mode == "plus" else 1)
+    its title drafts), and one more where PE reads an idea in another script through its English gloss. What a paid
+    backend's limits and a GPU slot's duration count."""
+    gloss = settings.mode in REFERENCE_MODES and needs_gloss(settings.query)
+    return settings.candidates * (2 if settings.mode == "plus" else 1) + int(gloss)
 
 
 def render_steps(with_score: bool = True) -> tuple[str, ...]:
@@ -92,12 +95,38 @@ def fit_title(title: str) -> str:
 # ------------------------------------------------------------------------------------------------------------ steps
 
 
-def retrieve(query: str, k: int = 10, router: str = "ours", *, quick: bool = False) -> Retrieval:
+def retrieve(query: str, k: int = 10, router: str = "ours", *, quick: bool = False, gloss: str = "") -> Retrieval:
     """PE references for one query. `quick`: one interactive plan, which may route on a sample while the whole index
-    is not built yet (popcorn.retrieval.index.QuickRetriever); a batch never does."""
+    is not built yet (popcorn.retrieval.index.QuickRetriever); a batch never does. `gloss`: an English reading of the
+    query that routing and references read instead (popcorn/llm/gloss.py)."""
     from popcorn.retrieval.index import get_retriever  # heavy (faiss), and only PE retrieves
 
-    return get_retriever(quick=quick).retrieve(query, k, router=router)
+    return get_retriever(quick=quick).retrieve(query, k, router=router, gloss=gloss)
+
+
+def gloss_for(settings: Settings, run: Run, allowed: bool = True) -> str:
+    """The English gloss PE routes an idea in another script on (popcorn/llm/gloss.py), or "" for an idea that needs
+    none. A gloss that fails (or is not `allowed` here: an LLM that runs only in a ZeroGPU slot) leaves "" and a
+    note: the idea is routed as typed, the plan goes on."""
+    if not needs_gloss(settings.query):
+        return ""
+    if not allowed:
+        run.notes.append("the idea is routed as typed: this instance's LLM runs only in a GPU slot, so it writes no "
+                         "English reading for routing")
+        return ""
+    try:
+        return english_gloss(get_llm(settings.llm), settings.query)
+    except Exception as exc:  # noqa: BLE001  (any backend failure: routing on the idea as typed still works)
+        reason = exc.message if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+        run.notes.append(f"the idea could not be read in English for routing ({reason}); routed as typed")
+        return ""
+
+
+def gloss_note(retrieval: Retrieval | None) -> str:
+    """What a run's notes say when routing and references read an English gloss of the idea, else ""."""
+    if retrieval is None or not retrieval.gloss:
+        return ""
+    return f"the category and references were found for the LLM's English reading of the idea: \"{retrieval.gloss}\""
 
 
 def quick_note(retrieval: Retrieval | None) -> str:
@@ -412,13 +441,14 @@ def write_plans(run: Run, progress: Progress = _quiet) -> Run:
 
 
 def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None = None, *, quick: bool = False,
-               write: Callable[[Run, Progress], Run] = write_plans) -> Run:
+               write: Callable[[Run, Progress], Run] = write_plans, gloss: bool = True) -> Run:
     """check -> retrieve -> plan (x N candidates, ranked by h when N > 1): the one plan path (the CLI, the studio, the
     batch call it). Fills and returns `run` (a new Run when none is given).
 
     `quick`: an interactive plan (see retrieve); while it is made, the studio's warm-up steps aside (foreground).
     `write`: where the plan step runs: write_plans here, or a caller's function that has it run elsewhere and fills
-    `run` in place with what it returned (the studio's ZeroGPU slot); retrieval and ranking stay here."""
+    `run` in place with what it returned (the studio's ZeroGPU slot); retrieval and ranking stay here. `gloss`: PE may
+    ask the LLM here for an English reading of an idea in another script (gloss_for); False where it cannot run here."""
     from popcorn.retrieval.index import foreground  # heavy (faiss), and needed only when a plan is made
 
     check(settings)
@@ -429,8 +459,10 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
         if settings.mode in REFERENCE_MODES:
             _prepare_llm_meanwhile(settings.llm)
             with _Timer(run, RETRIEVE, progress):
-                run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick)
-            run.notes += [n for n in (quick_note(run.retrieval), unsure_note(run.retrieval)) if n]
+                english = gloss_for(settings, run, gloss)
+                run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick, gloss=english)
+            run.notes += [n for n in (gloss_note(run.retrieval), quick_note(run.retrieval), unsure_note(run.retrieval))
+                          if n]
         with _Timer(run, PLAN, progress):
             write(run, progress)
     if run.candidates:

@@ -82,6 +82,7 @@ class Retrieval:
     index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.index.QuickRetriever)
     margin: float | None = None  # (best - next) / best category score: small means the route is a guess
     deciding_signal: str = ""  # the router's signal that put the best category ahead (popcorn.retrieval.routing)
+    gloss: str = ""  # the English reading of an idea in another script that routing and references read (llm/gloss)
 
     @property
     def popular(self) -> list[Reference]:
@@ -97,7 +98,7 @@ class Retrieval:
                    category_scores=[CategoryScore(**c) for c in d.get("category_scores") or []],
                    references=[Reference(**r) for r in d.get("references") or []], router=d.get("router", "ours"),
                    index=str(d.get("index", "full")), margin=d.get("margin"),
-                   deciding_signal=str(d.get("deciding_signal", "")))
+                   deciding_signal=str(d.get("deciding_signal", "")), gloss=str(d.get("gloss", "")))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class Retrieval:
             "matched_categories": list(self.matched_categories),
             "margin": self.margin,
             "deciding_signal": self.deciding_signal,
+            "gloss": self.gloss,
             "category_scores": [c.to_dict() for c in self.category_scores],
             "references": [r.to_dict() for r in self.references],
         }

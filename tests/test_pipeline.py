@@ -206,7 +206,7 @@ def test_a_pe_plan_prepares_the_llm_while_retrieval_runs_and_a_failed_preparatio
                 raise StageError("llm", "the GGUF is incomplete")
             return "loaded"
 
-    def retrieve(query, k, router, quick=False):
+    def retrieve(query, k, router, quick=False, gloss=""):
         assert prepared.wait(10), "the LLM was not being prepared while retrieval ran"
         stop("retrieve")
 

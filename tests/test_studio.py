@@ -252,17 +252,23 @@ def test_plan_pe_with_a_huge_query_through_a_paid_api_stand_in(home, monkeypatch
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-SECRET-0123456789")
     plan_json = ('{"title": "First snow, first zoomies", "cover_prompt": "a kitten in fresh snow", '
                  '"video_prompt": "A kitten steps into fresh snow for the first time, sniffs it, then leaps and rolls as the camera follows low at its eye level in soft morning light."}')
-    scripted_server.play(chat_reply(plan_json, reasoning="Popular cat clips show a <first> reaction.",
-                                    model="deepseek-reasoner"))
+    scripted_server.play(chat_reply('{"english": "a kitten sees snow for the first time"}', model="deepseek-reasoner"),
+                         chat_reply(plan_json, reasoning="Popular cat clips show a <first> reaction.",
+                                    model="deepseek-reasoner"))  # the idea's English gloss first (PE, Chinese)
     query = "猫咪第一次看到雪 " + "雪" * 3000
     out = studio.plan_action(query, "pe", 10, "deepseek-reasoner", 0, 1)
     assert (out.title, out.cover_prompt) == ("First snow, first zoomies", "a kitten in fresh snow")
     assert len(out.references) == 10
     assert "the query was cut to 2000 characters" in out.why
     assert "Popular cat clips show a \\<first\\> reaction\\." in out.reasoning  # model text stays text
-    sent = scripted_server.requests[0]["json"]["messages"][-1]["content"]
+    assert "a kitten sees snow for the first time" in out.why  # routed and retrieved on the gloss
+    sent = scripted_server.requests[1]["json"]["messages"][-1]["content"]
     assert query[:2000] in sent and query[:2001] not in sent
-    assert out.references["title"].iloc[0] in sent  # the references shown are the ones the LLM saw
+    from popcorn.llm.prompts import MAX_REFERENCE_TITLE_CHARS
+    from popcorn.llm.trim import shorten_title
+
+    shown = shorten_title(out.references["title"].iloc[0], MAX_REFERENCE_TITLE_CHARS)  # as the prompt lists it
+    assert shown and shown in sent  # the references shown are the ones the LLM saw
     record = Store(home / "popcorn.db").get_run(out.run_id)
     assert record["query"] == query  # the history keeps the idea as typed
     assert "SECRET" not in json.dumps(record)

@@ -181,16 +181,24 @@ class Retriever:
         self.routers = build_routers(corpus, embedder, self.index.vectors)
         embedder.encode_one("")  # the query encoder is built (ONNX export, once) here, not inside the first query
 
-    def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None) -> Retrieval:
+    def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
+                 gloss: str = "") -> Retrieval:
+        """`gloss`: an English reading of the query (popcorn/llm/gloss.py): embedded instead of it for the route and
+        the references; the names lexicon reads both."""
         query = _checked(query, k, router)
-        q = self.embedder.encode_one(query)
-        route = self.routers[router].route(q, top_t=top_t, text=query)
+        q = self.embedder.encode_one(gloss or query)
+        route = self.routers[router].route(q, top_t=top_t, text=_read_text(query, gloss))
         references = self.index.search(q, route.categories, k)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
-                         references=references, router=router, margin=route.margin, deciding_signal=route.deciding)
+                         references=references, router=router, margin=route.margin, deciding_signal=route.deciding,
+                         gloss=gloss)
 
 
 ROUTERS = ("paper", "ours")
+
+
+def _read_text(query: str, gloss: str) -> str:
+    return f"{query} {gloss}" if gloss else query
 
 
 def _checked(query: str, k: int, router: str) -> str:
@@ -243,27 +251,28 @@ class QuickRetriever:
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
         self.corpus, self.embedder, self.ratio = corpus, embedder, ratio
 
-    def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None) -> Retrieval:
+    def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
+                 gloss: str = "") -> Retrieval:
         query = _checked(query, k, router)
         with _QUICK_LOCK:  # two first plans at once embed (and write) each part once, one after the other
-            return self._retrieve(query, k, router, top_t)
+            return self._retrieve(query, k, router, top_t, gloss)
 
-    def _retrieve(self, query: str, k: int, router: str, top_t: int | None) -> Retrieval:
+    def _retrieve(self, query: str, k: int, router: str, top_t: int | None, gloss: str) -> Retrieval:
         corpus, embedder = self.corpus, self.embedder
         vectors, known = known_titles(corpus, embedder)
         _embed_missing(corpus, embedder, quick_sample(corpus), vectors, known)
         rows = np.flatnonzero(known)
-        q = embedder.encode_one(query)
+        q = embedder.encode_one(gloss or query)
         chooser = (BlendRouter(corpus, embedder, vectors[rows], rows=rows) if router == "ours"
                    else NameRouter(corpus.categories(), embedder))
-        route = chooser.route(q, top_t=top_t, text=query)
+        route = chooser.route(q, top_t=top_t, text=_read_text(query, gloss))
         members = np.flatnonzero(corpus.table["category"].isin(route.categories).to_numpy())
         _embed_missing(corpus, embedder, members, vectors, known)
         index = ReferenceIndex.build(corpus, embedder, self.ratio, vectors=vectors, only=route.categories)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
                          references=index.search(q, route.categories, k), router=router,
                          index=f"quick: routed on {len(rows):,} of {len(corpus):,} titles", margin=route.margin,
-                         deciding_signal=route.deciding)
+                         deciding_signal=route.deciding, gloss=gloss)
 
 
 def _embed_missing(corpus: Corpus, embedder: Embedder, rows: np.ndarray, vectors: np.ndarray,

@@ -184,9 +184,11 @@ def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", s
     store.save_run(run.to_dict(), status="planning", visitor=visitor)
     with cancellable(cancel_key) as channel, _errors(store, run):
         reporter = StageProgress(progress, steps, channel, notes)
-        write = _in_slot(slots.write_plans, slots.write_plans_in_slot, get_llm(settings.llm), channel, reporter)
+        backend = get_llm(settings.llm)
+        write = _in_slot(slots.write_plans, slots.write_plans_in_slot, backend, channel, reporter)
+        here = not (zerogpu.active() and zerogpu.needs_gpu(backend))  # the gloss (PE, another script) runs here
         with reporter.ticking():
-            pipeline.make_plans(settings, reporter, run=run, quick=True, write=write)
+            pipeline.make_plans(settings, reporter, run=run, quick=True, write=write, gloss=here)
     _warm({s: n for s, n in notes.items() if s in steps})
     return _plan_output(keep_run(store, run, "planned"))
 
