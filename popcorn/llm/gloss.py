@@ -40,7 +40,9 @@ def english_gloss(backend: LLM, query: str) -> str:
     raises, or ValueError when the answer cannot be read."""
     messages = [{"role": "system", "content": template("gloss_system").substitute().strip()},
                 {"role": "user", "content": template("gloss").substitute(query=clean_query(query)).strip()}]
-    answer = backend.complete(messages, json_schema=gloss_schema(), max_tokens=80, temperature=0.0, seed=0)
+    # the answer is one short field (the local decoder caps it at GLOSS_CHARS); the room is for a reasoning model
+    # (DeepSeek-R1), whose max_tokens counts its reasoning first
+    answer = backend.complete(messages, json_schema=gloss_schema(), max_tokens=1024, temperature=0.0, seed=0)
     text = answer.text.strip()
     try:
         english = json.loads(text)["english"]

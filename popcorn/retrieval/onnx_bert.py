@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +155,7 @@ def write(folder: Path | str, path: Path, loaded: dict[str, np.ndarray] | None =
     model.ir_version = 8  # read by every ONNX Runtime this project supports
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.written.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")  # writers never share one
     onnx.save(model, str(tmp))
     tmp.replace(path)
 
