@@ -114,12 +114,23 @@ def gloss_for(settings: Settings, run: Run, allowed: bool = True) -> str:
         run.notes.append("the idea is routed as typed: this instance's LLM runs only in a GPU slot, so it writes no "
                          "English reading for routing")
         return ""
+    key = (settings.llm, prompts.clean_query(settings.query))
+    if key in _GLOSSES:  # every arm and re-plan of an idea in this process reads the same gloss (and pays once)
+        return _GLOSSES[key]
     try:
-        return english_gloss(get_llm(settings.llm), settings.query)
+        english = english_gloss(get_llm(settings.llm), settings.query)
     except Exception as exc:  # noqa: BLE001  (any backend failure: routing on the idea as typed still works)
         reason = exc.message if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
         run.notes.append(f"the idea could not be read in English for routing ({reason}); routed as typed")
         return ""
+    if len(_GLOSSES) >= GLOSS_MEMORY:
+        _GLOSSES.pop(next(iter(_GLOSSES)))  # the oldest
+    _GLOSSES[key] = english
+    return english
+
+
+GLOSS_MEMORY = 256  # glosses kept per process, by (LLM, idea)
+_GLOSSES: dict[tuple[str, str], str] = {}
 
 
 def gloss_note(retrieval: Retrieval | None) -> str:
@@ -347,15 +358,17 @@ def score(the_plan: Plan, video_path: str | None = None, *, category: str | None
 
 def score_category(settings: Settings, retrieval: Retrieval | None = None) -> tuple[str | None, str]:
     """The category h gets, one source for every arm of a prompt: the prompt file's (Settings.category) where given
-    and known to MicroLens, else the category routed from the query with the run's router (a PE run's own routing
-    when it came from the whole index: the same router on the same query gives the same answer)."""
+    and known to MicroLens, else the category routed from the query as typed with the run's router (a PE run's own
+    routing when it came from the whole index and read no gloss: the same router on the same text gives the same
+    answer; a gloss is the arm's own LLM's reading, so h would get another category for every LLM, and none for
+    Basic)."""
     from popcorn.retrieval.corpus import load_corpus  # pandas: the score step only
 
     known = {c.casefold(): c for c in load_corpus().categories()}
     given = (settings.category or "").strip()
     if given and given.casefold() in known:
         return known[given.casefold()], "prompt file"
-    routed = retrieval if retrieval is not None and retrieval.index == "full" else None
+    routed = retrieval if retrieval is not None and retrieval.index == "full" and not retrieval.gloss else None
     if routed is None:
         routed = retrieve(settings.query, 1, settings.router, quick=True)
     source = f"routed from the query (router {settings.router})"

@@ -34,6 +34,13 @@ def test_an_idea_is_glossed_when_most_of_its_letters_are_not_latin(query, glosse
     assert needs_gloss(query) is glossed
 
 
+@pytest.fixture(autouse=True)
+def no_remembered_glosses():
+    pipeline._GLOSSES.clear()
+    yield
+    pipeline._GLOSSES.clear()
+
+
 def test_a_pe_plan_of_an_idea_in_chinese_is_routed_on_its_english_gloss(scripted_llm):
     """The first answer asked for is the gloss (temperature 0, one bounded field); routing and references read it,
     the names found in the idea as typed still count, the plan is asked for the idea as typed, and the run keeps the
@@ -77,3 +84,20 @@ def test_where_the_llm_runs_only_in_a_gpu_slot_the_idea_is_routed_as_typed(scrip
                                                 video="ltx"), gloss=False)
     assert len(scripted_llm.requests) == 1 and run.retrieval.gloss == ""  # no gloss asked for
     assert any("routed as typed" in n and "GPU slot" in n for n in run.notes)
+
+
+def test_every_arm_of_an_idea_reads_one_gloss_and_h_gets_the_category_of_the_idea_as_typed(scripted_llm):
+    """Two PE arms of one idea (a batch's PE and PE+, a re-plan) ask for its gloss once and route alike; h's category
+    is the same for a PE arm (which read the gloss) as for a Basic arm (no retrieval): the query as typed, not one
+    LLM's reading of it."""
+    scripted_llm.play(chat_reply(json.dumps({"english": "Cantonese dim sum breakfast at a Guangzhou teahouse"})),
+                      chat_reply(pe_json()), chat_reply(pe_json()))
+    settings = pipeline.Settings(query="广东早茶点心探店", mode="pe", llm="openai-compatible", video="ltx")
+    first, second = pipeline.make_plans(settings), pipeline.make_plans(settings)
+    assert len(scripted_llm.requests) == 3  # one gloss, two plans
+    assert second.retrieval.gloss == first.retrieval.gloss and second.retrieval.references == first.retrieval.references
+    assert first.retrieval.matched_categories[0] == "Delicacy"
+    basic = pipeline.Settings(query="广东早茶点心探店", mode="basic", llm="openai-compatible", video="ltx")
+    as_typed = pipeline.score_category(basic, None)
+    assert pipeline.score_category(settings, first.retrieval) == as_typed
+    assert as_typed[1].startswith("routed from the query")

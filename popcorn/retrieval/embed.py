@@ -461,7 +461,7 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        if self.loaded is None:  # the saved encoder knows it, if there is one (never exported here just for this)
+        if self.loaded is None:  # the saved or written encoder knows it (never a PyTorch export just for this)
             if self._fast is None:
                 with _ONNX_BUILD_LOCK:
                     _wait_prepared(self.name)
