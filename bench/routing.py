@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 
-from popcorn.retrieval.index import get_retriever  # noqa: E402
+from popcorn.retrieval.index import get_retriever, routing_text  # noqa: E402
 from popcorn.retrieval.routing import UNSURE_MARGIN, BlendRouter, BlendWeights, fit_weights  # noqa: E402
 
 DEFAULT_QUERIES = ROOT / "tests" / "data" / "routing_queries.tsv"
@@ -70,7 +70,7 @@ def evaluate(retriever, rows, router, k: int, glosses: dict | None = None) -> di
     for intended, query in rows:
         gloss = (glosses or {}).get(query, "")
         q = retriever.embedder.encode_one(gloss or query)
-        route = router.route(q, text=f"{query} {gloss}" if gloss else query)
+        route = router.route(q, text=routing_text(query, gloss))
         references = retriever.index.search(q, route.categories, k)
         best = route.categories[0]
         hits += best == intended

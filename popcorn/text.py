@@ -1,4 +1,4 @@
-"""Lengths of text that more than one stage reads: the plan step (f) bounds a video prompt in words, the video
+"""Words that more than one layer writes or counts. Lengths of text that more than one stage reads: the plan step (f) bounds a video prompt in words, the video
 budget (g) checks it against the text encoder. Kept here so the LLM's decoder and the video budget count the same way."""
 
 from __future__ import annotations
@@ -16,3 +16,8 @@ def count_words(text: str) -> int:
     cjk = len(CJK.findall(text))
     words = [w for w in CJK.sub(" ", text).split() if any(ch.isalnum() for ch in w)]  # not lone punctuation
     return len(words) + int(round(cjk / CJK_CHARS_PER_WORD))
+
+
+def plural(n: float, word: str) -> str:
+    """'1 pair', '2 pairs', '0.5 votes': a count and its noun, for every page and report that says how many."""
+    return f"{n:g} {word}" + ("" if n == 1 else "s")

@@ -6,6 +6,7 @@ import re
 
 from popcorn import studio
 from popcorn.studio import views
+from popcorn.text import plural
 
 DEVELOPER_WORDS = re.compile(r"Pipeline|max_sequence_length|__call__|None|\[input\]|POPCORN_|Router candidates")
 
@@ -51,8 +52,9 @@ def test_a_video_models_budget_in_words_and_its_encoder_behind_details():
 
 
 def test_plural_forms():
-    assert views._plural(1, "MicroLens video") == "1 MicroLens video"
-    assert views._plural(2, "MicroLens video") == "2 MicroLens videos"
+    assert plural(1, "MicroLens video") == "1 MicroLens video"
+    assert plural(2, "MicroLens video") == "2 MicroLens videos"
+    assert plural(0, "vote") == "0 votes" and plural(1.0, "pair") == "1 pair" and plural(2.5, "vote") == "2.5 votes"
     one = views.why_markdown({"matched_categories": ["Pets"], "category_scores": [],
                               "references": [{"label": "popular"}]})
     assert "saw 1 MicroLens video from there" in one

@@ -187,7 +187,7 @@ class Retriever:
         the references; the names lexicon reads both."""
         query = _checked(query, k, router)
         q = self.embedder.encode_one(gloss or query)
-        route = self.routers[router].route(q, top_t=top_t, text=_read_text(query, gloss))
+        route = self.routers[router].route(q, top_t=top_t, text=routing_text(query, gloss))
         references = self.index.search(q, route.categories, k)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
                          references=references, router=router, margin=route.margin, deciding_signal=route.deciding,
@@ -197,7 +197,8 @@ class Retriever:
 ROUTERS = ("paper", "ours")
 
 
-def _read_text(query: str, gloss: str) -> str:
+def routing_text(query: str, gloss: str) -> str:
+    """The text the routers look up names in: the idea as typed, and its English gloss where it has one."""
     return f"{query} {gloss}" if gloss else query
 
 
@@ -265,7 +266,7 @@ class QuickRetriever:
         q = embedder.encode_one(gloss or query)
         chooser = (BlendRouter(corpus, embedder, vectors[rows], rows=rows) if router == "ours"
                    else NameRouter(corpus.categories(), embedder))
-        route = chooser.route(q, top_t=top_t, text=_read_text(query, gloss))
+        route = chooser.route(q, top_t=top_t, text=routing_text(query, gloss))
         members = np.flatnonzero(corpus.table["category"].isin(route.categories).to_numpy())
         _embed_missing(corpus, embedder, members, vectors, known)
         index = ReferenceIndex.build(corpus, embedder, self.ratio, vectors=vectors, only=route.categories)

@@ -14,6 +14,7 @@ import re
 
 import pandas as pd
 
+from popcorn.text import plural
 from popcorn.types import UNSURE_MARGIN
 
 # the title first: a phone shows the first columns, the rest scroll sideways
@@ -97,7 +98,7 @@ def why_markdown(retrieval: dict | None, notes: list[str] | None = None, mode: s
             lines.append("**Category:** " + (", ".join(matched) or "none"))
         refs = retrieval.get("references") or []
         popular = sum(1 for r in refs if r.get("label") == "popular")
-        lines.append(f"The LLM saw {_plural(len(refs), 'MicroLens video')} from there as examples: {popular} "
+        lines.append(f"The LLM saw {plural(len(refs), 'MicroLens video')} from there as examples: {popular} "
                      f"popular, {len(refs) - popular} unpopular. {popular_meaning()}")
         if scores:
             best = float(scores[0]["score"])
@@ -111,10 +112,6 @@ def why_markdown(retrieval: dict | None, notes: list[str] | None = None, mode: s
     for note in notes or []:
         lines.append(f"ℹ️ {plain_markdown(note)}")
     return "\n\n".join(line for line in lines if line)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def reasoning_markdown(plan: dict | None) -> str:

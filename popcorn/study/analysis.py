@@ -45,6 +45,7 @@ import numpy as np
 
 from popcorn import stats
 from popcorn.study import prereg
+from popcorn.text import plural
 
 TWO_WAY = "two-way (participant x pair) percentile bootstrap"
 NO_INTERVAL = "none: needs 2+ participants and 2+ pairs with votes"
@@ -517,10 +518,6 @@ def participants_csv(participants: list[dict], voters: list[dict] = ()) -> str:
                "times": json.dumps(p["times"], separators=(",", ":"))}
         writer.writerow({k: _cell(row.get(k)) for k in PARTICIPANT_COLUMNS})
     return out.getvalue()
-
-
-def plural(n, word: str) -> str:
-    return f"{n:g} {word}" + ("" if n == 1 else "s")
 
 
 def _ci(rate: dict) -> str:

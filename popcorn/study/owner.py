@@ -26,6 +26,7 @@ from popcorn.serve import access
 from popcorn.store import Store
 from popcorn.study import StudyError, analysis, pairs as pairing
 from popcorn.study.storage import StudyStore
+from popcorn.text import plural
 from popcorn.types import StageError
 
 SECRET_ENV = "POPCORN_ADMIN_SECRET"
@@ -186,8 +187,8 @@ def create_view(secret, name: str, question: str, source: str, factor: str, a: s
     study = create_study(LOCAL, name, question, found, per_participant=int(per_participant or 10),
                          attention_checks=int(attention_checks or 0), invites=int(invites or 0), source=source,
                          home=home)
-    lines = [f"**Study `{study['id']}` created** with {analysis.plural(len(found), 'pair')} ({study['per_participant']} "
-             f"per participant, {analysis.plural(study['attention_checks'], 'gold attention check')}).", "", f"Participant link: `{study['url']}`",
+    lines = [f"**Study `{study['id']}` created** with {plural(len(found), 'pair')} ({study['per_participant']} "
+             f"per participant, {plural(study['attention_checks'], 'gold attention check')}).", "", f"Participant link: `{study['url']}`",
              "", f"Completion code: `{study['settings']['completion_code']}`",
              "", f"Analysis frozen: {study['prereg']['primary']['measure']}; {study['prereg']['interval']}"]
     if study.get("invites"):

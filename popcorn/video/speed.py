@@ -289,8 +289,9 @@ class FastPath:
                 stack.enter_context(compiler_config.patch(cache_key_tag=tag))
                 if self._tuning:
                     stack.enter_context(inductor_config.patch(coordinate_descent_tuning=True))
-                if aten_simd_bits():
-                    stack.enter_context(inductor_config.patch({"cpp.simdlen": aten_simd_bits()}))
+                simd_bits = aten_simd_bits()
+                if simd_bits:
+                    stack.enter_context(inductor_config.patch({"cpp.simdlen": simd_bits}))
             yield
         self.compiled = True
 
