@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from popcorn.retrieval.index import ReferenceIndex, get_retriever, split_counts  # noqa: E402
 
-DEFAULT_QUERIES = ROOT / "tests" / "data" / "routing_queries.tsv"
+DEFAULT_QUERIES = ROOT / "assets" / "routing" / "routing_queries.tsv"
 
 
 def load_queries(path: Path) -> list[str]:

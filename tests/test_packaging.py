@@ -126,9 +126,11 @@ def test_popcorn_studio_from_an_installed_wheel_serves_the_page_from_any_folder(
     env.update({"POPCORN_HOME": str(tmp_path / "home"), "GRADIO_ANALYTICS_ENABLED": "False", "POPCORN_WARM": "0"})
     where = subprocess.run(
         [python, "-c", "import popcorn, popcorn.config as c, popcorn.llm.prompts as p; print(popcorn.__file__); "
-                       "print(len(p.basic_messages('a cat'))); print((c.ASSETS_DIR / 'categories.json').is_file())"],
+                       "print(len(p.basic_messages('a cat'))); print((c.ASSETS_DIR / 'categories.json').is_file()); "
+                       "print(len(list((c.ASSETS_DIR / 'routing').glob('*.tsv'))))"],
         cwd=elsewhere, env=env, check=True, capture_output=True, text=True, timeout=300).stdout.split()
-    assert where[0].startswith(str(venv)) and where[1:] == ["2", "True"]  # the wheel's popcorn, its own data
+    assert where[0].startswith(str(venv)) and where[1:] == ["2", "True", "5"]  # the wheel's popcorn, its own data
+    # (the idea bank's five files among it)
 
     port = free_port()
     log = open(tmp_path / "studio.log", "w")

@@ -1,21 +1,28 @@
-"""Category routing: ours vs the paper's, on the labelled query sets (tests/data/routing_queries.tsv and
-routing_heldout.tsv: 414 queries the defaults were fitted on; routing_heldout2.tsv, written blind, only reported)."""
+"""Category routing: ours vs the paper's, on the labelled query sets (assets/routing/routing_queries.tsv and
+routing_heldout.tsv: 414 queries the defaults were fitted on; the idea bank's other files, written blind and evaluated
+once before they joined it; tests/data/routing_heldout5.tsv, written blind and in no bank). A file of the idea bank is
+always routed by a router whose bank does not hold it (an idea must not find itself)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from popcorn.retrieval.routing import BlendRouter, BlendWeights, calibrated, fit_weights
+from popcorn.retrieval.routing import (IDEAS_DIR, BlendRouter, BlendWeights, calibrated, fit_weights, idea_bank,
+                                      read_labelled)
 
-QUERIES = Path(__file__).parent / "data" / "routing_queries.tsv"
-HELDOUT = Path(__file__).parent / "data" / "routing_heldout.tsv"
+QUERIES = IDEAS_DIR / "routing_queries.tsv"
+HELDOUT = IDEAS_DIR / "routing_heldout.tsv"
 
 
 def labelled(*paths):
-    rows = [line.split("\t", 1) for path in (paths or (QUERIES,))
-            for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line and not line.startswith("#")]
-    return [(c.strip(), q.strip()) for c, q in rows]
+    return [row for path in (paths or (QUERIES,)) for row in read_labelled(path)]
+
+
+def without(retriever, *paths, weights=None):
+    """Our router with the idea bank of every writer but the files `paths`."""
+    return BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights,
+                       ideas=idea_bank(tuple(p.name for p in paths)))
 
 
 def accuracy(router, embedder, rows):
@@ -36,9 +43,9 @@ def test_weights_fitted_on_one_half_route_the_other_half(retriever):
     order = np.random.default_rng(7).permutation(len(rows))
     train = [rows[i] for i in order[: len(rows) // 2]]
     held_out = [rows[i] for i in order[len(rows) // 2:]]
-    router = retriever.routers["ours"]
+    router = without(retriever, QUERIES, HELDOUT)
     weights, train_acc = fit_weights(router, retriever.embedder, train)
-    fitted = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights)
+    fitted = without(retriever, QUERIES, HELDOUT, weights=weights)
     assert train_acc == pytest.approx(accuracy(fitted, retriever.embedder, train))  # what it reports is what it got
     assert train_acc >= accuracy(router, retriever.embedder, train)  # the defaults are in its grid: never worse
     ours = accuracy(fitted, retriever.embedder, held_out)
@@ -50,16 +57,33 @@ def test_weights_fitted_on_one_half_route_the_other_half(retriever):
 def test_default_router_beats_the_papers_on_the_whole_set(retriever):
     rows = labelled()
     # on the retrieval corpus (70%: the judge split, popcorn/retrieval/split.py): 0.906 with the defaults fitted on
-    # both labelled files (grouped 10-fold cross-validation: 0.90, bench/routing.py --cv)
-    assert accuracy(retriever.routers["ours"], retriever.embedder, rows) >= 0.88
+    # both labelled files and no idea bank (grouped 10-fold cross-validation: 0.90, bench/routing.py --cv); 0.913
+    # with the other writers' bank
+    assert accuracy(without(retriever, QUERIES), retriever.embedder, rows) >= 0.9
     assert accuracy(retriever.routers["paper"], retriever.embedder, rows) < 0.6
 
 
+def close_calls(retriever, router):
+    """(query, route) of the blind set's ideas whose runner-up scores within the router's margin of the best."""
+    rows = labelled(BLIND)
+    routes = [(q, router.route(v, text=q)) for v, (_, q) in zip(retriever.embedder.encode([q for _, q in rows]), rows)]
+    return [(q, r) for q, r in routes if r.scores[1].score >= r.scores[0].score * (1 - router.w.margin)]
+
+
 def test_an_ambiguous_query_keeps_several_categories(retriever):
-    result = retriever.retrieve("a piano cover of an anime opening song", k=10)
-    assert set(result.matched_categories[:2]) == {"Music", "Anime"}
-    assert {r.category for r in result.references} == {"Music", "Anime"}
-    # a clear query keeps one
+    """Every idea whose runners-up score within the margin of the best keeps them (up to max_categories), and its
+    references come from each kept category; a clear idea keeps one."""
+    router = retriever.routers["ours"]
+    close = close_calls(retriever, router)
+    assert len(close) >= 3
+    for query, route in close:
+        within = [c.category for c in route.scores if c.score >= route.scores[0].score * (1 - router.w.margin)]
+        assert route.categories == within[: router.w.max_categories] and len(route.categories) >= 2
+    query, route = close[0]
+    result = retriever.retrieve(query, k=10)
+    assert result.matched_categories == route.categories
+    assert {r.category for r in result.references} <= set(route.categories)
+    assert len({r.category for r in result.references}) >= 2
     assert retriever.retrieve("Create a video showcasing street food in Bangkok", k=10).matched_categories == ["Delicacy"]
 
 
@@ -67,9 +91,9 @@ def test_explicit_top_t_and_the_margin_control_how_many_categories(retriever):
     router = retriever.routers["ours"]
     q = retriever.embedder.encode_one("grandma's dumplings on new year's eve")
     assert len(router.route(q, top_t=3, text="").categories) == 3
-    ambiguous = "a piano cover of an anime opening song"
+    ambiguous, route = close_calls(retriever, router)[0]
     q = retriever.embedder.encode_one(ambiguous)
-    assert len(router.route(q, text=ambiguous).categories) == 2  # the default margin keeps the runner-up
+    assert len(router.route(q, text=ambiguous).categories) >= 2  # the default margin keeps the runner-up
     strict = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BlendWeights(margin=0.0))
     assert len(strict.route(q, text=ambiguous).categories) == 1
 
@@ -89,7 +113,7 @@ def test_category_scores_explain_the_choice(retriever):
 
 
 def test_each_cosine_signal_is_calibrated_into_a_distribution_over_the_categories(retriever):
-    """The desc, examples and centroid cosines become a softmax over the categories at the router's temperature (the
+    """The desc, examples, centroid and ideas cosines become a softmax over the categories at the router's temperature (the
     vote and names are shares already); temperature 0 keeps the raw cosines, as the router before session 9."""
     router = retriever.routers["ours"]
     text = "grandma's dumplings on new year's eve"
@@ -98,11 +122,11 @@ def test_each_cosine_signal_is_calibrated_into_a_distribution_over_the_categorie
     raw = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors,
                       BlendWeights(temperature=0.0)).signals(q, text)
     assert router.w.temperature > 0
-    for k in ("desc", "examples", "centroid"):
+    for k in ("desc", "examples", "centroid", "ideas"):
         assert s[k].sum() == pytest.approx(1.0) and (s[k] > 0).all()
         assert np.argsort(s[k]).tolist() == np.argsort(raw[k]).tolist()  # the order is the cosines'
         assert s[k] == pytest.approx(calibrated(raw[k], router.w.temperature))
-        assert raw[k].max() <= 1.0 and raw[k].sum() != pytest.approx(1.0)
+        assert raw[k].max() <= 1.0 + 1e-5 and raw[k].sum() != pytest.approx(1.0)
     assert s["vote"] == pytest.approx(raw["vote"]) and s["names"] == pytest.approx(raw["names"])
     assert calibrated(np.array([0.3, 0.5]), 0.0).tolist() == [0.3, 0.5]
     # one cosine 0.1 ahead of another at temperature 0.1 weighs e (2.718...) times as much
@@ -110,7 +134,7 @@ def test_each_cosine_signal_is_calibrated_into_a_distribution_over_the_categorie
 
 
 def test_calibrated_cosines_route_the_other_labelled_file_better_than_raw_ones(retriever):
-    """The one change of session 9 (cosines calibrated per query): weights fitted on one labelled file, scored on the
+    """The one change of session 9 (cosines calibrated per query; no idea bank then): weights fitted on one labelled file, scored on the
     other (written in another session), each way, route at least as well as raw cosines fitted the same way, and
     better in all (0.912 vs 0.898 and 0.859 vs 0.852). The gain is small: grouped 10-fold cross-validation over the 414
     gives 0.903 vs 0.884 (bench/routing.py --cv), and one random half split of the 414 came out 0.899 vs 0.889 and
@@ -119,10 +143,10 @@ def test_calibrated_cosines_route_the_other_labelled_file_better_than_raw_ones(r
     scored = {}
     for temperature in (0.0, BlendWeights().temperature):
         base = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors,
-                           BlendWeights(temperature=temperature))
+                           BlendWeights(temperature=temperature, ideas=0.0), ideas=[])
         for side in (0, 1):
             weights, _ = fit_weights(base, retriever.embedder, files[side])
-            fitted = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights)
+            fitted = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, weights, ideas=[])
             scored[temperature, side] = accuracy(fitted, retriever.embedder, files[1 - side])
     ours, raw = [scored[BlendWeights().temperature, s] for s in (0, 1)], [scored[0.0, s] for s in (0, 1)]
     assert all(c >= r for c, r in zip(ours, raw)) and sum(ours) > sum(raw), scored
@@ -145,17 +169,17 @@ def test_a_route_says_how_sure_it_is_and_which_signal_decided(retriever):
 
 def test_unsure_routes_are_wrong_more_often_than_sure_ones(retriever):
     """The margin is a fair warning: among routes the studio calls unsure (margin < UNSURE_MARGIN) the best category
-    is wrong more often than among the rest (routing_heldout.tsv: written blind in session 8, tuned on since session 9;
-    on routing_heldout2.tsv, never tuned on, see bench/RESULTS.md)."""
+    is wrong more often than among the rest (routing_heldout.tsv: written blind in session 8, tuned on since session 9,
+    routed by the other writers' bank; on the blind sets, see bench/RESULTS.md)."""
     from popcorn.retrieval.routing import UNSURE_MARGIN
 
-    rows = [line.split("\t", 1) for line in HELDOUT.read_text(encoding="utf-8").splitlines()
-            if "\t" in line and not line.startswith("#")]
+    rows = labelled(HELDOUT)
+    router = without(retriever, HELDOUT)
     sure, unsure = [], []
-    for category, query in rows:
-        result = retriever.retrieve(query.strip(), 10)
-        (unsure if result.margin is not None and result.margin < UNSURE_MARGIN else sure).append(
-            result.matched_categories[0] == category.strip())
+    for (category, query), v in zip(rows, retriever.embedder.encode([q for _, q in rows])):
+        route = router.route(v, text=query)
+        (unsure if route.margin is not None and route.margin < UNSURE_MARGIN else sure).append(
+            route.categories[0] == category)
     assert len(rows) >= 120 and unsure and sure
     assert np.mean(unsure) < np.mean(sure)
 
@@ -173,20 +197,40 @@ def test_an_unsure_route_is_said_in_the_run_notes():
     assert unsure_note(None) == "" and unsure_note(Retrieval.from_dict({"query": "old run"})) == ""
 
 
-BLIND = Path(__file__).parent / "data" / "routing_heldout2.tsv"
+BLIND = Path(__file__).parent / "data" / "routing_heldout5.tsv"
 
 
 def test_the_blind_set_is_routed_as_reported_and_the_unsure_flag_warns_there(retriever):
-    """tests/data/routing_heldout2.tsv: 184 queries written by someone who never saw the router, evaluated once after
-    the session 9 design was committed (0.870, bench/RESULTS.md) and never tuned on. This guards that figure: a change
-    that routes it worse fails here (and may not tune on it either)."""
+    """tests/data/routing_heldout5.tsv: 200 ideas written by someone who never saw the router, evaluated once after the
+    idea bank was committed (0.830; without the bank 0.735, bench/RESULTS.md), in no bank and never tuned on. This
+    guards that figure: a change that routes it worse fails here (and may not tune on it either)."""
     from popcorn.retrieval.routing import UNSURE_MARGIN
 
     rows = labelled(BLIND)
-    assert len(rows) == 184 and len({c for c, _ in rows}) == 16
+    assert len(rows) == 200 and len({c for c, _ in rows}) == 19
+    # in no bank: 3 common ideas ("what's in my bag") were also written, word for word, by a writer of the bank
+    assert len(set(rows) & set(idea_bank())) <= 3
     vectors = retriever.embedder.encode([q for _, q in rows])
     routes = [retriever.routers["ours"].route(v, text=q) for v, (_, q) in zip(vectors, rows)]
     right = np.array([r.categories[0] == c for r, (c, _) in zip(routes, rows)])
     unsure = np.array([r.margin is not None and r.margin < UNSURE_MARGIN for r in routes])
-    assert right.mean() >= 0.86, right.mean()
-    assert right[unsure].mean() < right[~unsure].mean() - 0.2  # 0.500 vs 0.936
+    assert right.mean() >= 0.82, right.mean()
+    assert right[unsure].mean() < right[~unsure].mean() - 0.2  # 0.353 vs 0.874
+
+
+def test_each_writers_ideas_are_routed_better_by_the_other_writers_bank(retriever):
+    """The idea bank generalises across writers: each file written blind (evaluated once before it joined the bank)
+    is routed better by a bank of the other writers' files than with no bank (0.870 -> 0.940, 0.761 -> 0.891,
+    0.740 -> 0.825: bench/routing.py --leave-out), and a bank holding the file itself would be near perfect, which is
+    why no file is ever scored by a bank that holds it."""
+    for name, floor in (("routing_heldout2.tsv", 0.92), ("routing_heldout3.tsv", 0.87), ("routing_heldout4.tsv", 0.8)):
+        path = IDEAS_DIR / name
+        rows = labelled(path)
+        none = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BlendWeights(ideas=0.0),
+                           ideas=[])
+        others = without(retriever, path)
+        assert len(others.ideas) < len(retriever.routers["ours"].ideas) - len(rows) + 10  # the file's ideas are out
+        gained = accuracy(others, retriever.embedder, rows)
+        assert gained >= floor and gained >= accuracy(none, retriever.embedder, rows) + 0.05, (name, gained)
+    itself = accuracy(retriever.routers["ours"], retriever.embedder, labelled(IDEAS_DIR / "routing_heldout4.tsv"))
+    assert itself >= 0.97

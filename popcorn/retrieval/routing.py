@@ -9,7 +9,10 @@ Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can 
     centroid cosine with the mean title embedding of the category's videos
     vote     share of the query's nearest MicroLens titles (similarity-weighted) that belong to the category
     names    share of the category names (games, shows, dishes, ...) found in the query text that are the category's
-  The three cosine signals are calibrated per query: a softmax over the categories at `temperature` turns each into a
+    ideas    highest cosine with the ideas people filed under the category: the labelled idea bank of
+             assets/routing/*.tsv, one file per writer (982 ideas by five writers; a supervised signal in the
+             examples' form, which grows with every labelled set instead of with lexicon words)
+  The four cosine signals are calibrated per query: a softmax over the categories at `temperature` turns each into a
   distribution, as the vote and the names already are, so a category whose description or centroid sits close to
   every query (Daily Sharing, Film and Television Works) no longer gains from that alone; what counts is how far a
   category stands out for this query.
@@ -20,10 +23,12 @@ Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can 
   the centroids are the sample's means and each sampled title's vote counts for the titles of its category it stands
   for, among proportionally fewer neighbours.
 
-The blend weights and the temperature were picked on the 414 labelled queries of tests/data/routing_queries.tsv and
-tests/data/routing_heldout.tsv (a grid search, `fit_weights`); grouped 10-fold cross-validation over them gives 0.90
-(`python bench/routing.py --cv`); on 184 queries written blind (tests/data/routing_heldout2.tsv, never tuned on) it
-routes 0.87 right, see bench/RESULTS.md. Labels that name a format rather than a topic
+The blend weights and the temperature were picked on the 414 labelled queries of assets/routing/routing_queries.tsv and
+routing_heldout.tsv (a grid search, `fit_weights`, without the idea bank); grouped 10-fold cross-validation over them
+gives 0.90 (`python bench/routing.py --cv`); three sets written blind by other writers were then routed 0.87, 0.76 and
+0.76 right on first reading. The idea bank's weight (1, as the examples' scale) was chosen by leave-one-writer-out: each
+writer's file routed by a router whose bank holds the other files only (`bench/routing.py --leave-out`), see
+bench/RESULTS.md. Labels that name a format rather than a topic
 ("Others", "Video Clip": every micro-video is a clip) are marked not routable in assets/categories.json.
 """
 
@@ -33,6 +38,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -44,6 +50,26 @@ from popcorn.types import UNSURE_MARGIN, CategoryScore  # noqa: F401  (UNSURE_MA
 
 SHOWN_SCORES = 5  # how many candidates a Route reports, for "why this category"
 NEIGHBOURS_MIN = 10  # a router built on a sample of the titles still asks this many nearest titles to vote
+
+
+IDEAS_DIR = config.ASSETS_DIR / "routing"  # the labelled idea bank, one `category<TAB>idea` file per writer
+
+
+def read_labelled(path: Path) -> list[tuple[str, str]]:
+    """(category, idea) rows of one labelled file; '#' lines are comments."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if "\t" in line and not line.startswith("#"):
+            category, idea = line.split("\t", 1)
+            if category.strip() and idea.strip():
+                rows.append((category.strip(), idea.strip()))
+    return rows
+
+
+def idea_bank(without: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Every labelled idea of assets/routing/*.tsv, but those of the files named in `without` (by file name), which is
+    how a writer's own file is routed by a bank that never saw it."""
+    return [row for path in sorted(IDEAS_DIR.glob("*.tsv")) if path.name not in without for row in read_labelled(path)]
 
 
 def label_counts(labels: np.ndarray) -> dict:
@@ -125,6 +151,7 @@ class BlendWeights:
     centroid: float = 0.5
     vote: float = 0.25
     names: float = 0.5
+    ideas: float = 1.0  # the labelled idea bank (module docstring); 0 leaves it out
     # softmax temperature that turns each cosine signal (desc, examples, centroid) into a distribution over the
     # categories; 0: raw cosines (the router before session 9)
     temperature: float = 0.1
@@ -144,10 +171,11 @@ class BlendRouter:
     name = "ours"
 
     def __init__(self, corpus: Corpus, embedder: Embedder, vectors: np.ndarray, weights: BlendWeights | None = None,
-                 rows: np.ndarray | None = None):
+                 rows: np.ndarray | None = None, ideas: list[tuple[str, str]] | None = None):
         """`vectors`: the title embeddings of every corpus row, or, with `rows`, of those rows only (a sample: the
         centroids are the sample's means, and each sampled title votes for as many titles of its category as it
-        stands for, among proportionally fewer neighbours)."""
+        stands for, among proportionally fewer neighbours). `ideas`: the labelled (category, idea) bank; None: all of
+        assets/routing (idea_bank())."""
         self.w = weights or BlendWeights()
         table = corpus.table
         labels = table["category"].to_numpy()
@@ -167,6 +195,10 @@ class BlendRouter:
             owners += [i] * len(phrases)
         self.example_vectors = embedder.encode_cached(examples)
         self.name_patterns = [info[c].name_pattern() if c in info else None for c in self.categories]
+        self.ideas = [(c, idea) for c, idea in (idea_bank() if ideas is None else ideas) if c in column]
+        self.idea_owner = np.array([column[c] for c, _ in self.ideas], dtype=np.int64)
+        self.idea_vectors = (embedder.encode_cached([idea for _, idea in self.ideas]) if self.ideas and self.w.ideas
+                             else np.zeros((0, self.desc_vectors.shape[1]), dtype=np.float32))
         self.example_starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
         rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
         labels = labels[rows]
@@ -195,16 +227,20 @@ class BlendRouter:
         if total > 0:
             vote /= total
         examples = np.maximum.reduceat(self.example_vectors @ q, self.example_starts)
+        ideas = np.full(len(self.categories), -1.0)  # a category nobody filed an idea under is as far as can be
+        if len(self.idea_vectors):
+            np.maximum.at(ideas, self.idea_owner, self.idea_vectors @ q)
         t = self.w.temperature
         return {"desc": calibrated(self.desc_vectors @ q, t), "examples": calibrated(examples, t),
-                "centroid": calibrated(self.centroids @ q, t), "vote": vote, "names": self.name_hits(text)}
+                "centroid": calibrated(self.centroids @ q, t), "vote": vote, "names": self.name_hits(text),
+                "ideas": calibrated(ideas, t) if len(self.idea_vectors) else np.zeros(len(self.categories))}
 
     def name_hits(self, text: str) -> np.ndarray:
         """Share of the names found in the query text that belong to each category (0 everywhere if none)."""
         hits = np.array([len(p.findall(text)) if p is not None else 0 for p in self.name_patterns], dtype=np.float64)
         return hits / hits.sum() if hits.sum() else hits
 
-    SIGNALS = ("desc", "examples", "centroid", "vote", "names")
+    SIGNALS = ("desc", "examples", "centroid", "vote", "names", "ideas")
 
     def weighted(self, q: np.ndarray, text: str = "") -> dict[str, np.ndarray]:
         """Each signal times its weight (their sum is the score)."""
@@ -231,6 +267,7 @@ class BlendRouter:
 
 
 def build_routers(corpus: Corpus, embedder: Embedder, vectors: np.ndarray) -> dict[str, object]:
+    """The paper's router and ours (with the whole idea bank)."""
     categories = corpus.categories()
     return {"paper": NameRouter(categories, embedder), "ours": BlendRouter(corpus, embedder, vectors)}
 
@@ -242,8 +279,9 @@ WEIGHT_GRID = {"desc": (0.5, 1, 2), "examples": (0.5, 1, 2), "centroid": (0, 0.5
 def fit_weights(router: BlendRouter, embedder: Embedder, labelled: list[tuple[str, str]]) -> tuple[BlendWeights, float]:
     """Grid-search the blend weights on labelled (category, query) pairs; ties go to the smaller total weight.
 
-    This is how the defaults were picked (on tests/data/routing_queries.tsv + routing_heldout.tsv, at the default
-    temperature, which the fit keeps with the other settings of `router.w`). Returns the weights and their accuracy.
+    This is how the defaults were picked (on assets/routing/routing_queries.tsv + routing_heldout.tsv, at the default
+    temperature, which the fit keeps with the other settings of `router.w`, the idea bank's weight among them: fit with
+    a router whose bank holds none of `labelled`, or an idea finds itself). Returns the weights and their accuracy.
     """
     keys = list(WEIGHT_GRID)
     known = [(c, q) for c, q in labelled if c in router.categories]
@@ -251,14 +289,16 @@ def fit_weights(router: BlendRouter, embedder: Embedder, labelled: list[tuple[st
     vectors = embedder.encode([q for _, q in known])
     signals = [router.signals(v, q) for v, (_, q) in zip(vectors, known)]
     stacked = {k: np.stack([s[k] for s in signals]) for k in keys}
+    kept = router.w.ideas * np.stack([s["ideas"] for s in signals])  # the bank's part, not searched
     best, best_key = None, None
     for combo in itertools.product(*(WEIGHT_GRID[k] for k in keys)):
-        scores = sum(w * stacked[k] for w, k in zip(combo, keys))
+        scores = kept + sum(w * stacked[k] for w, k in zip(combo, keys))
         accuracy = float((scores.argmax(axis=1) == target).mean()) * len(known) / max(len(labelled), 1)
         key = (accuracy, -sum(combo))
         if best_key is None or key > best_key:
             best, best_key = combo, key
     base = router.w
-    weights = BlendWeights(**dict(zip(keys, best)), temperature=base.temperature, neighbours=base.neighbours,
-                           min_size=base.min_size, margin=base.margin, max_categories=base.max_categories)
+    weights = BlendWeights(**dict(zip(keys, best)), ideas=base.ideas, temperature=base.temperature,
+                           neighbours=base.neighbours, min_size=base.min_size, margin=base.margin,
+                           max_categories=base.max_categories)
     return weights, best_key[0]
