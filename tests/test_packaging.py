@@ -127,10 +127,12 @@ def test_popcorn_studio_from_an_installed_wheel_serves_the_page_from_any_folder(
     where = subprocess.run(
         [python, "-c", "import popcorn, popcorn.config as c, popcorn.llm.prompts as p; print(popcorn.__file__); "
                        "print(len(p.basic_messages('a cat'))); print((c.ASSETS_DIR / 'categories.json').is_file()); "
-                       "print(len(list((c.ASSETS_DIR / 'routing').glob('*.tsv'))))"],
+                       "print(len(list((c.ASSETS_DIR / 'routing').glob('*.tsv')))); "
+                       "print(len(list((c.ASSETS_DIR / 'vectors').glob('*.npz'))))"],
         cwd=elsewhere, env=env, check=True, capture_output=True, text=True, timeout=300).stdout.split()
-    assert where[0].startswith(str(venv)) and where[1:] == ["2", "True", "5"]  # the wheel's popcorn, its own data
-    # (the idea bank's five files among it)
+    bank = str(len(list((ROOT / "assets" / "routing").glob("*.tsv"))))
+    # the wheel's popcorn, its own data (the idea bank's files and the shipped vectors among it)
+    assert where[0].startswith(str(venv)) and where[1:] == ["2", "True", bank, "1"]
 
     port = free_port()
     log = open(tmp_path / "studio.log", "w")

@@ -25,6 +25,7 @@ import numpy as np
 
 from popcorn import config
 from popcorn.retrieval import onnx_bert  # light: onnx and safetensors are imported inside its functions
+from popcorn.retrieval import shipped  # light: numpy only (the routers' fixed texts' vectors, shipped)
 
 # torch, onnxruntime and sentence_transformers are imported inside the functions that use them: heavy (seconds), and
 # a process that finds its embeddings cached never needs them
@@ -609,6 +610,7 @@ def title_vectors(titles: list[str], fingerprint: str, embedder: Embedder | None
             return vectors
     keys = title_keys(titles)
     vectors, missing = _reuse(folder, embedder, keys, path)
+    missing = shipped.fill(embedder, keys, vectors, missing)  # the routers' fixed texts come with the package
     if progress and len(missing):
         progress(f"embedding {len(missing)} titles with {embedder.name} (once; cached in {path.name})")
     if len(missing):

@@ -126,6 +126,11 @@ def category_info() -> dict[str, CategoryInfo]:
             for name, d in data.items()}
 
 
+def describe(category: str, info: "CategoryInfo | None") -> str:
+    """The text the `desc` signal embeds for a category: its name and description."""
+    return f"{category}: {info.description}" if info is not None else category
+
+
 class NameRouter:
     """The paper's router: cosine similarity of the query with the category names."""
 
@@ -185,7 +190,7 @@ class BlendRouter:
             c for c, n in counts.items()
             if n >= self.w.min_size and c != UNKNOWN_CATEGORY and info.get(c, CategoryInfo(c, [])).routable)
         column = {c: i for i, c in enumerate(self.categories)}
-        descriptions = [f"{c}: {info[c].description}" if c in info else c for c in self.categories]
+        descriptions = [describe(c, info.get(c)) for c in self.categories]
         self.desc_vectors = embedder.encode_cached(descriptions)
         # example phrases, grouped by category (contiguous), for a max-similarity per category
         examples, owners = [], []
