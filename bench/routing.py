@@ -25,8 +25,9 @@ fit_weights; a group is a block of GROUP_LINES consecutive lines of one file, as
 other), repeated with REPEATS shuffles of the groups: mean and spread over folds, and each file fitted on the other.
 Last line: routing paper=<float> ours=<float> n=<int>
 
---gloss LLM adds `ours+gloss`: ideas mostly in a non-Latin script read through the English gloss LLM writes (as a PE
-plan reads them; tests/data/routing_nonlatin.tsv is such a set, written blind).
+--gloss LLM adds `ours+gloss`: ideas the encoder cannot read (a non-Latin script, or Latin letters mostly outside its
+vocabulary) read through the English gloss LLM writes where it is a translation, as a PE plan reads them
+(popcorn/llm/gloss.py; tests/data/routing_nonlatin.tsv is a set of such ideas, written blind).
 
 Usage: POPCORN_DATA_DIR=../shared/data/microlens python bench/routing.py [--queries FILE] [--k 10] [--cv] [--gloss LLM]
 """
@@ -131,11 +132,13 @@ def main() -> None:
     glosses = {}
     if args.gloss:
         from popcorn.llm import get_llm
-        from popcorn.llm.gloss import english_gloss, needs_gloss
+        from popcorn.llm.gloss import english_gloss, needs_gloss, reads_gloss
 
         backend = get_llm(args.gloss)
-        glosses = {q: english_gloss(backend, q) for _, q in rows if needs_gloss(q)}
-        print(f"glossed {len(glosses)} of {len(rows)} ideas with {args.gloss}; e.g. "
+        known = retriever.embedder.known_words()
+        asked = {q: english_gloss(backend, q) for _, q in rows if needs_gloss(q, known)}
+        glosses = {q: g for q, g in asked.items() if reads_gloss(q, g)}
+        print(f"asked {len(asked)} of {len(rows)} ideas' gloss of {args.gloss}, read {len(glosses)}; e.g. "
               + "; ".join(f"{q[:24]!r} -> {g!r}" for q, g in list(glosses.items())[:3]))
     results = {}
     runs = [(name, chooser, None) for name, chooser in routers.items()]

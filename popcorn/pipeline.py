@@ -26,7 +26,7 @@ from typing import Callable
 
 from popcorn.compose import compose as compose_clip
 from popcorn.llm import get_llm, plus, prompts
-from popcorn.llm.gloss import english_gloss, needs_gloss
+from popcorn.llm.gloss import english_gloss, needs_gloss, reads_gloss
 from popcorn.llm.parse import TITLE_LIMIT, longest_sentences, max_chars, plan_schema, read_plan, shorten_title
 from popcorn.types import (COMPOSE, INPUT, MODES, PLAN, REFERENCE_MODES, RENDER, RETRIEVE, SCORE, STAGES, STEPS,
                            UNSURE_MARGIN, Plan, Retrieval, Run, Settings, StageError)
@@ -74,11 +74,18 @@ def plan_steps(settings: Settings) -> tuple[str, ...]:
 
 
 def llm_calls(settings: Settings) -> int:
-    """How many LLM answers a plan of these settings asks for at least: one per candidate, two in PE+ (the plan, then
-    its title drafts), and one more where PE reads an idea in another script through its English gloss. What a paid
-    backend's limits and a GPU slot's duration count."""
-    gloss = settings.mode in REFERENCE_MODES and needs_gloss(settings.query)
+    """How many LLM answers a plan of these settings asks for at most: one per candidate, two in PE+ (the plan, then
+    its title drafts), and one more where PE asks for an English reading of an idea the encoder cannot read (none when
+    this process has it already). What a paid backend's limits and a GPU slot's duration count."""
+    gloss = settings.mode in REFERENCE_MODES and needs_gloss(settings.query, known_words())
     return settings.candidates * (2 if settings.mode == "plus" else 1) + int(gloss)
+
+
+def known_words() -> frozenset:
+    """The default encoder's whole-word vocabulary (needs_gloss); read once per process, no model loaded."""
+    from popcorn.retrieval.embed import get_embedder
+
+    return get_embedder().known_words()
 
 
 def render_steps(with_score: bool = True) -> tuple[str, ...]:
@@ -105,28 +112,49 @@ def retrieve(query: str, k: int = 10, router: str = "ours", *, quick: bool = Fal
 
 
 def gloss_for(settings: Settings, run: Run, allowed: bool = True) -> str:
-    """The English gloss PE routes an idea in another script on (popcorn/llm/gloss.py), or "" for an idea that needs
-    none. A gloss that fails (or is not `allowed` here: an LLM that runs only in a ZeroGPU slot) leaves "" and a
-    note: the idea is routed as typed, the plan goes on."""
-    if not needs_gloss(settings.query):
+    """The English gloss PE routes the idea on (popcorn/llm/gloss.py), or "" where it is routed as typed: the encoder
+    reads it (needs_gloss), or the gloss only echoes it (reads_gloss). A gloss that fails (or is not `allowed` here:
+    an LLM that runs only in a ZeroGPU slot) leaves "" and a note: the idea is routed as typed, the plan goes on."""
+    if not needs_gloss(settings.query, known_words()):
         return ""
     if not allowed:
         run.notes.append("the idea is routed as typed: this instance's LLM runs only in a GPU slot, so it writes no "
                          "English reading for routing")
         return ""
     key = (settings.llm, prompts.clean_query(settings.query))
-    if key in _GLOSSES:  # every arm and re-plan of an idea in this process reads the same gloss (and pays once)
-        return _GLOSSES[key]
+    english = _GLOSSES.get(key)  # every arm and re-plan of an idea in this process reads one gloss (and pays once)
+    if english is None:
+        try:
+            english = english_gloss(get_llm(settings.llm), settings.query)
+        except Exception as exc:  # noqa: BLE001  (any backend failure: routing on the idea as typed still works)
+            reason = exc.message if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+            run.notes.append(f"the idea could not be read in English for routing ({reason}); routed as typed")
+            return ""
+        if len(_GLOSSES) >= GLOSS_MEMORY:
+            _GLOSSES.pop(next(iter(_GLOSSES)))  # the oldest
+        _GLOSSES[key] = english
+    return english if reads_gloss(settings.query, english) else ""
+
+
+def gloss_beside_retrieval(settings: Settings, run: Run, allowed: bool = True, quick: bool = False) -> str:
+    """gloss_for on a thread while the retriever gets ready (loaded or built; a quick one embeds its sample of
+    titles, which every route needs whatever the idea), so the gloss adds its own answer's time to a first plan and
+    nothing more: the LLM's load and the embedding overlap."""
+    from popcorn.retrieval.index import get_retriever  # heavy (faiss), and only PE retrieves
+
+    if not allowed or not needs_gloss(settings.query, known_words()):
+        return gloss_for(settings, run, allowed)  # no LLM answer to wait for
+    read: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: read.update(english=gloss_for(settings, run, allowed)),
+                              name="popcorn-gloss", daemon=True)
+    thread.start()
     try:
-        english = english_gloss(get_llm(settings.llm), settings.query)
-    except Exception as exc:  # noqa: BLE001  (any backend failure: routing on the idea as typed still works)
-        reason = exc.message if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
-        run.notes.append(f"the idea could not be read in English for routing ({reason}); routed as typed")
-        return ""
-    if len(_GLOSSES) >= GLOSS_MEMORY:
-        _GLOSSES.pop(next(iter(_GLOSSES)))  # the oldest
-    _GLOSSES[key] = english
-    return english
+        prepare = getattr(get_retriever(quick=quick), "prepare", None)
+        if prepare is not None:
+            prepare()
+    finally:
+        thread.join()
+    return read.get("english", "")
 
 
 GLOSS_MEMORY = 256  # glosses kept per process, by (LLM, idea)
@@ -461,7 +489,7 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
     `quick`: an interactive plan (see retrieve); while it is made, the studio's warm-up steps aside (foreground).
     `write`: where the plan step runs: write_plans here, or a caller's function that has it run elsewhere and fills
     `run` in place with what it returned (the studio's ZeroGPU slot); retrieval and ranking stay here. `gloss`: PE may
-    ask the LLM here for an English reading of an idea in another script (gloss_for); False where it cannot run here."""
+    ask the LLM here for an English reading of the idea (gloss_for); False where it cannot run here."""
     from popcorn.retrieval.index import foreground  # heavy (faiss), and needed only when a plan is made
 
     check(settings)
@@ -472,7 +500,7 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
         if settings.mode in REFERENCE_MODES:
             _prepare_llm_meanwhile(settings.llm)
             with _Timer(run, RETRIEVE, progress):
-                english = gloss_for(settings, run, gloss)
+                english = gloss_beside_retrieval(settings, run, gloss, quick)
                 run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick, gloss=english)
             run.notes += [n for n in (gloss_note(run.retrieval), quick_note(run.retrieval), unsure_note(run.retrieval))
                           if n]

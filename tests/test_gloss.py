@@ -1,4 +1,5 @@
-"""An idea in another script is routed and retrieved through the plan LLM's English gloss (popcorn/llm/gloss.py)."""
+"""An idea the encoder cannot read (another script, or another language in Latin letters) is routed and retrieved
+through the plan LLM's English gloss (popcorn/llm/gloss.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from popcorn import pipeline
-from popcorn.llm.gloss import needs_gloss
+from popcorn.llm.gloss import needs_gloss, reads_gloss
 
 try:
     from tests.llm_server import chat_reply, scripted_server  # noqa: F401
@@ -32,6 +33,26 @@ def pe_json(**changes) -> str:
 ])
 def test_an_idea_is_glossed_when_most_of_its_letters_are_not_latin(query, glossed):
     assert needs_gloss(query) is glossed
+
+
+@pytest.mark.parametrize("query, asked", [
+    ("receta fácil de paella en casa", True), ("ang cute ng pusa ko pag natutulog", True),
+    ("makan bakso pinggir jalan enak banget", True), ("mein erster Sieg im Battle Royale nach 100 Runden", True),
+    ("street food at night in Bangkok", False), ("my cat knocks a glass off the table", False),
+    ("How to beat the final boss without taking damage!", False), ("广东早茶点心探店", True), ("2024 🎉", False),
+])
+def test_an_idea_in_latin_letters_asks_for_a_gloss_when_the_encoder_knows_few_of_its_words(query, asked):
+    known = pipeline.known_words()
+    assert len(known) > 20_000 and "cat" in known and "##s" not in known and "[CLS]" not in known
+    assert needs_gloss(query, known) is asked
+
+
+def test_a_gloss_is_read_where_it_translates_and_not_where_it_echoes():
+    assert reads_gloss("receta fácil de paella en casa", "easy paella recipe at home")
+    assert reads_gloss("广东早茶点心探店", "dim sum breakfast in Guangdong")  # another script: always
+    assert not reads_gloss("spicy fire noodle challenge mukbang", "Spicy fire noodle challenge mukbang")
+    assert not reads_gloss("omakase sushi experience in tokyo", "Omakase sushi experience in Tokyo.")
+    assert not reads_gloss("receta fácil de paella en casa", "")
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +87,26 @@ def test_a_gloss_that_fails_leaves_the_idea_routed_as_typed_and_says_so(scripted
                                                 video="ltx"))
     assert run.retrieval.gloss == "" and run.plan.title
     assert any("could not be read in English" in n for n in run.notes)
+
+
+def test_a_pe_plan_of_an_idea_in_spanish_is_routed_on_its_english_gloss(scripted_llm):
+    scripted_llm.play(chat_reply(json.dumps({"english": "an easy homemade paella recipe"})), chat_reply(pe_json()))
+    settings = pipeline.Settings(query="receta fácil de paella en casa, paso a paso", mode="pe",
+                                 llm="openai-compatible", video="ltx")
+    assert pipeline.llm_calls(settings) == 2
+    run = pipeline.make_plans(settings)
+    assert len(scripted_llm.requests) == 2 and run.retrieval.gloss == "an easy homemade paella recipe"
+    assert run.retrieval.matched_categories[0] == "Delicacy"
+    assert "receta fácil de paella" in scripted_llm.requests[1]["json"]["messages"][-1]["content"]
+
+
+def test_a_gloss_that_echoes_the_idea_leaves_it_routed_as_typed(scripted_llm):
+    scripted_llm.play(chat_reply(json.dumps({"english": "Spicy fire noodle challenge mukbang"})), chat_reply(pe_json()))
+    settings = pipeline.Settings(query="spicy fire noodle challenge mukbang", mode="pe", llm="openai-compatible",
+                                 video="ltx")
+    run = pipeline.make_plans(settings)
+    assert len(scripted_llm.requests) == 2 and run.retrieval.gloss == ""  # asked (a rare word), not read
+    assert not any("English reading" in n for n in run.notes)
 
 
 def test_an_english_idea_asks_for_no_gloss(scripted_llm):

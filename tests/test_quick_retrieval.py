@@ -239,3 +239,14 @@ def test_plans_one_after_another_cannot_starve_the_background_fill(retriever, fr
         filler.start()
         filler.join(timeout=60)
         assert not filler.is_alive() and result == [200]
+
+
+@pytest.mark.slow
+def test_prepare_embeds_the_sample_alone_for_any_idea(retriever, fresh_cache):
+    """What a quick retriever does while an idea's English gloss is being written (pipeline.gloss_beside_retrieval):
+    the stratified sample every route needs, nothing routed yet."""
+    corpus, embedder = retriever.corpus, retriever.embedder
+    QuickRetriever(corpus, embedder).prepare()
+    _, known = embed.known_titles(corpus, embedder)
+    titles = corpus.table["title"].tolist()
+    assert {titles[i] for i in np.flatnonzero(known)} == {titles[i] for i in quick_sample(corpus)}

