@@ -82,7 +82,7 @@ class Retrieval:
     index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.index.QuickRetriever)
     margin: float | None = None  # (best - next) / best category score: small means the route is a guess
     deciding_signal: str = ""  # the router's signal that put the best category ahead (popcorn.retrieval.routing)
-    gloss: str = ""  # the English reading of an idea in another script that routing and references read (llm/gloss)
+    gloss: str = ""  # the English reading of an idea in another language that routing and references read (llm/gloss)
 
     @property
     def popular(self) -> list[Reference]:

@@ -186,7 +186,7 @@ def plan_action(query: str, mode: str = "pe", k: int = 10, llm: str = "local", s
         reporter = StageProgress(progress, steps, channel, notes)
         backend = get_llm(settings.llm)
         write = _in_slot(slots.write_plans, slots.write_plans_in_slot, backend, channel, reporter)
-        here = not (zerogpu.active() and zerogpu.needs_gpu(backend))  # the gloss (PE, another script) runs here
+        here = not (zerogpu.active() and zerogpu.needs_gpu(backend))  # the gloss (PE, an idea in another language) runs here
         with reporter.ticking():
             pipeline.make_plans(settings, reporter, run=run, quick=True, write=write, gloss=here)
     _warm({s: n for s, n in notes.items() if s in steps})
