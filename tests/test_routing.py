@@ -220,10 +220,11 @@ def test_the_blind_set_is_routed_as_reported_and_the_unsure_flag_warns_there(ret
 
 def test_each_writers_ideas_are_routed_better_by_the_other_writers_bank(retriever):
     """The idea bank generalises across writers: each file written blind (evaluated once before it joined the bank)
-    is routed better by a bank of the other writers' files than with no bank (0.870 -> 0.940, 0.761 -> 0.891,
-    0.740 -> 0.825: bench/routing.py --leave-out), and a bank holding the file itself would be near perfect, which is
+    is routed better by a bank of the other writers' files than with no bank (thirteen files: 0.870 -> 0.951,
+    0.761 -> 0.908, 0.740 -> 0.855: bench/routing.py --leave-out), and a bank holding the file itself would be near
+    perfect, which is
     why no file is ever scored by a bank that holds it."""
-    for name, floor in (("routing_heldout2.tsv", 0.92), ("routing_heldout3.tsv", 0.87), ("routing_heldout4.tsv", 0.8)):
+    for name, floor in (("routing_heldout2.tsv", 0.93), ("routing_heldout3.tsv", 0.88), ("routing_heldout4.tsv", 0.83)):
         path = IDEAS_DIR / name
         rows = labelled(path)
         none = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BlendWeights(ideas=0.0),

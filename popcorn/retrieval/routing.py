@@ -10,7 +10,7 @@ Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can 
     vote     share of the query's nearest MicroLens titles (similarity-weighted) that belong to the category
     names    share of the category names (games, shows, dishes, ...) found in the query text that are the category's
     ideas    highest cosine with the ideas people filed under the category: the labelled idea bank of
-             assets/routing/*.tsv, one file per writer (1,582 ideas by eight writers; a supervised signal in the
+             assets/routing/*.tsv, one file per writer (2,582 ideas by thirteen writers; a supervised signal in the
              examples' form, which grows with every labelled set instead of with lexicon words; its vectors for the
              packaged model ship with it, popcorn/retrieval/shipped.py)
   The four cosine signals are calibrated per query: a softmax over the categories at `temperature` turns each into a

@@ -1,8 +1,8 @@
 """Vectors of the routers' fixed texts, shipped with the package for the packaged MiniLM.
 
 The `ours` router embeds texts that come with Popcorn, not with the corpus: every category's name, description and
-example phrases (assets/categories.json) and the labelled idea bank (assets/routing/*.tsv, ~1,800 ideas). Embedding
-them costs a first use ~3-4 s on two cores, on the path to the first plan and the first score. They are the same for
+example phrases (assets/categories.json) and the labelled idea bank (assets/routing/*.tsv, ~2,600 ideas). Embedding
+them costs a first use ~5 s on two cores, on the path to the first plan and the first score. They are the same for
 every user of one model, so their vectors for the packaged model (all-MiniLM-L6-v2, the offline default) are computed
 once here, in fp32 through sentence-transformers (the reference every faster path is checked against), and kept in
 assets/vectors/<model>.npz by a 64-bit digest of each text (embed.title_keys). `embed.title_vectors` takes a text's
