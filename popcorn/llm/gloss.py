@@ -25,8 +25,9 @@ from popcorn.llm.prompts import clean_query, template
 GLOSS_CHARS = 160
 NON_LATIN_SHARE = 0.3  # an idea whose letters are at least this share outside the Latin scripts reads its gloss
 # an idea in Latin letters reads its gloss when the two share fewer than this share of their words: chosen between 0.5
-# and 0.3 on the labelled writers' files (bench/routing.py --gloss: an English idea is echoed, with a word or two
-# changed; a Spanish or Tagalog one shares names and numbers at most)
+# and 0.3 on six files of the idea bank, each routed with the other files' bank and the local LLM's glosses
+# (bench/RESULTS.md; an English idea is echoed with a word or two changed, a Spanish or Tagalog one shares names and
+# numbers at most)
 SHARED_WORDS = 0.3
 # an idea in Latin letters asks for a gloss when fewer than this share of its words (2+ letters, accents dropped) are
 # whole words of the encoder's vocabulary: 15% of the labelled writers' ideas, nearly all not in English
