@@ -59,7 +59,6 @@ BEFORE = BlendWeights(desc=0.5, examples=0.5, centroid=0.5, vote=0.25, names=0.3
 NO_BANK = BlendWeights(ideas=0.0)  # ours as session 10 left it
 LEAVE_OUT_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 GROUP_LINES, FOLDS, REPEATS = 6, 10, 3
-load_labelled = read_labelled
 
 
 def bank_without(path: Path) -> list[tuple[str, str]]:
@@ -119,7 +118,7 @@ def main() -> None:
     if args.leave_out:
         leave_one_writer_out(retriever)
         return
-    rows = load_labelled(args.queries)
+    rows = read_labelled(args.queries)
     print(f"{len(rows)} queries from {args.queries}; embeddings: {retriever.embedder.name}")
     per_category = Counter(c for c, _ in rows)
     print("intended categories:", dict(per_category.most_common()))
@@ -183,7 +182,7 @@ def leave_one_writer_out(retriever) -> None:
 def cross_validate(retriever, temperature: float) -> None:
     """Grouped k-fold over the labelled files, weights refitted by fit_weights on each training part (module doc);
     the routers' idea bank holds the other writers' files only."""
-    files = [load_labelled(p) for p in LABELLED]
+    files = [read_labelled(p) for p in LABELLED]
     rows = [r for f in files for r in f]
     source = np.concatenate([np.full(len(f), i) for i, f in enumerate(files)])
     groups = np.concatenate([np.arange(len(f)) // GROUP_LINES + i * 10_000 for i, f in enumerate(files)])

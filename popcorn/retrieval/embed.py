@@ -716,12 +716,19 @@ def _reuse(folder: Path, embedder: Embedder, keys: np.ndarray, path: Path) -> tu
             continue
         if matrix.shape != (len(known), embedder.dim):
             continue
-        order = np.argsort(known, kind="stable")
-        at = np.clip(np.searchsorted(known[order], keys), 0, max(len(known) - 1, 0))
-        hit = todo & (known[order][at] == keys) if len(known) else np.zeros_like(todo)
-        vectors[hit] = matrix[order[at[hit]]]
-        todo &= ~hit
+        copy_known(known, matrix, keys, vectors, todo)
     return vectors, np.flatnonzero(todo)
+
+
+def copy_known(known: np.ndarray, matrix, keys: np.ndarray, vectors: np.ndarray, todo: np.ndarray) -> None:
+    """Rows `todo` (a mask) whose key is in `known` get that row of `matrix` in `vectors`, and leave `todo`."""
+    if not len(known) or not todo.any():
+        return
+    order = np.argsort(known, kind="stable")
+    at = np.clip(np.searchsorted(known[order], keys), 0, len(known) - 1)
+    hit = todo & (known[order][at] == keys)
+    vectors[hit] = matrix[order[at[hit]]]
+    todo &= ~hit
 
 
 _TITLE_VECTORS: dict[Path, np.ndarray] = {}  # title_vectors' matrices, by cache file

@@ -32,8 +32,8 @@ def path_for(cache_key: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: Path, name: str, dim: int, stamp: tuple) -> tuple[np.ndarray, np.ndarray] | None:
-    """(sorted keys, their vectors) of one shipped file, when it is this model's and this width; read once per
-    process (`stamp`, the file's size and mtime, reads it again after it is replaced)."""
+    """(keys, vectors) of one shipped file, when it is this model's and this width; read once per process (`stamp`,
+    the file's size and mtime, reads it again after it is replaced)."""
     try:
         with np.load(path) as stored:
             if str(stored["model"]) != name:
@@ -43,8 +43,7 @@ def _load(path: Path, name: str, dim: int, stamp: tuple) -> tuple[np.ndarray, np
         return None
     if vectors.shape != (len(keys), dim) or vectors.dtype != np.float32:
         return None
-    order = np.argsort(keys, kind="stable")
-    return keys[order], vectors[order]
+    return keys, vectors
 
 
 def shipped(embedder) -> tuple[np.ndarray, np.ndarray] | None:
@@ -56,16 +55,17 @@ def shipped(embedder) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def fill(embedder, keys: np.ndarray, vectors: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """Put the shipped vector of every `missing` row whose text has one into `vectors`; returns the rows still
-    missing."""
+    """Put the shipped vector of every `missing` row whose text has one into `vectors` (embed.copy_known, as the
+    cache's other files are read); returns the rows still missing."""
     found = shipped(embedder) if len(missing) else None
     if found is None:
         return missing
-    known, matrix = found
-    at = np.clip(np.searchsorted(known, keys[missing]), 0, len(known) - 1)
-    hit = known[at] == keys[missing]
-    vectors[missing[hit]] = matrix[at[hit]]
-    return missing[~hit]
+    from popcorn.retrieval.embed import copy_known
+
+    todo = np.zeros(len(keys), dtype=bool)
+    todo[missing] = True
+    copy_known(*found, keys, vectors, todo)
+    return np.flatnonzero(todo)
 
 
 def fixed_texts() -> list[str]:
