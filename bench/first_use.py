@@ -160,7 +160,7 @@ def studio_plan(cache: Path, home: Path, label: str) -> dict:
         done = time.perf_counter()
     assert out[0], "the studio's plan came without a title"
     result = {"click_to_plan_s": round(done - clicked, 2), "launch_to_plan_s": round(done - started, 2),
-              "quick": "routed on" in str(out[-1])}
+              "quick": "searched the routed categories" in str(out[-1])}
     print(f"  {label}: {result}", flush=True)
     return result
 

@@ -11,15 +11,17 @@ For each router it reports
   unsure        share of queries whose best category leads the next by less than UNSURE_MARGIN (the studio says so),
                 with the accuracy among them and among the rest (is the margin a fair warning?)
 Routers: `paper`, `before` (ours as session 8 left it: raw cosines, its weights, runners-up within 10%), `no-bank`
-(ours without the idea bank, as session 10 left it) and `ours`, so the reference figures (ref_sim_p50,
-none_on_topic) read before and after on the same queries. A file of the idea bank (assets/routing/*.tsv) is routed by
+(ours without the idea bank, as session 10 left it), `session11` (the bank beside the title signals: centroid and
+vote) and `ours` (the bank, no title signal), so the reference figures (ref_sim_p50, none_on_topic) read before and
+after on the same queries. A file of the idea bank (assets/routing/*.tsv) is routed by
 a bank without that file (an idea must not find itself).
 Both first labelled files (assets/routing/routing_queries.tsv, routing_heldout.tsv: 414 queries) were used to pick the
 blend weights and temperature; the other bank files were written blind by other writers and evaluated once before
 they joined the bank; tests/data/routing_heldout5.tsv (and the non-Latin sets there) are in no bank and tuned on by
 nothing: report them with --queries.
 --leave-out: each bank file routed by a router whose bank holds the other writers' files only, at several bank weights
-(how the weight was chosen), and the pooled accuracy.
+(how the weight was chosen) and with the title signals weighed as in session 11 (how they were set to 0), and the
+pooled accuracy, the share of unsure routes and the accuracy among them.
 --cv: grouped k-fold cross-validation over the labelled files, with raw and with calibrated cosines (weights refitted on each training part by
 fit_weights; a group is a block of GROUP_LINES consecutive lines of one file, as queries written together resemble each
 other), repeated with REPEATS shuffles of the groups: mean and spread over folds, and each file fitted on the other.
@@ -43,21 +45,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from plans import DEFAULT_PROMPTS, read_prompts  # noqa: E402
 
 from popcorn.retrieval.index import get_retriever, routing_text  # noqa: E402
 from popcorn.retrieval.routing import (  # noqa: E402
-    IDEAS_DIR, UNSURE_MARGIN, BlendRouter, BlendWeights, fit_weights, idea_bank, read_labelled)
+    IDEAS_DIR, TITLE_WEIGHTS, UNSURE_MARGIN, BlendRouter, BlendWeights, fit_weights, idea_bank, read_labelled)
 
 DEFAULT_QUERIES = IDEAS_DIR / "routing_queries.tsv"
 LABELLED = (DEFAULT_QUERIES, IDEAS_DIR / "routing_heldout.tsv")  # what the defaults were fitted on
 # the `ours` router as session 8 left it: raw cosines, its grid-searched weights, runners-up within 10%, no idea bank
 BEFORE = BlendWeights(desc=0.5, examples=0.5, centroid=0.5, vote=0.25, names=0.3, ideas=0.0, temperature=0.0,
                       margin=0.1)
-NO_BANK = BlendWeights(ideas=0.0)  # ours as session 10 left it
-LEAVE_OUT_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
+NO_BANK = BlendWeights(**TITLE_WEIGHTS, ideas=0.0)  # ours as session 10 left it
+SESSION11 = BlendWeights(**TITLE_WEIGHTS)  # the idea bank beside the title signals
+LEAVE_OUT = {f"ideas={w:g}": BlendWeights(ideas=w) for w in (0.0, 0.5, 1.0, 2.0)} | {"session11": SESSION11}
 GROUP_LINES, FOLDS, REPEATS = 6, 10, 3
 
 
@@ -125,6 +125,7 @@ def main() -> None:
     routers = {"paper": retriever.routers["paper"],
                "before": BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, BEFORE, ideas=[]),
                "no-bank": BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors, NO_BANK, ideas=[]),
+               "session11": router_for(retriever, args.queries, SESSION11),
                "ours": router_for(retriever, args.queries)}
     print(f"idea bank: {len(routers['ours'].idea_vectors)} ideas"
           + (f" (without {args.queries.name}, one of its files)" if (IDEAS_DIR / args.queries.name).exists() else ""))
@@ -151,32 +152,30 @@ def main() -> None:
               f"unsure={r['unsure']:.3f} (accuracy {_num(r['acc_unsure'])} unsure, {_num(r['acc_sure'])} sure)")
         print(f"       deciding signal: {dict(r['deciding'].most_common())}")
         print(f"       most common misses: {r['misses'].most_common(6)}")
-    quick_rows = [(c, q) for _, c, q in read_prompts(DEFAULT_PROMPTS)]
-    for name, labelled in ((args.queries.name, rows), (DEFAULT_PROMPTS.name, quick_rows)):
-        q = compare_quick(retriever, labelled, routers["ours"] if labelled is rows else retriever.routers["ours"])
-        print(f"ours on the quick sample ({q['titles']:,} titles), {name} (n={len(labelled)}): "
-              f"accuracy={q['accuracy']:.3f} (whole: {q['whole_accuracy']:.3f}) same_top1={q['same_top1']:.3f} "
-              f"same_categories={q['same_categories']:.3f}")
     glossed = f" ours+gloss={results['ours+gloss']['accuracy']:.4f}" if args.gloss else ""
     print(f"routing paper={results['paper']['accuracy']:.4f} ours={results['ours']['accuracy']:.4f}{glossed} "
           f"n={len(rows)}")
 
 
 def leave_one_writer_out(retriever) -> None:
-    """Each idea-bank file routed by routers whose bank holds the other files only, at LEAVE_OUT_WEIGHTS."""
-    pooled = {w: [] for w in LEAVE_OUT_WEIGHTS}
+    """Each idea-bank file routed by routers whose bank holds the other files only, at each weighting of LEAVE_OUT."""
+    pooled = {name: [] for name in LEAVE_OUT}
     for path in sorted(IDEAS_DIR.glob("*.tsv")):
         rows = read_labelled(path)
         vectors = retriever.embedder.encode([q for _, q in rows])
         line = []
-        for w in LEAVE_OUT_WEIGHTS:
-            router = router_for(retriever, path, BlendWeights(ideas=w))
-            hits = [router.route(v, text=q).categories[0] == c for v, (c, q) in zip(vectors, rows)]
-            pooled[w] += hits
-            line.append(f"ideas={w:g}: {np.mean(hits):.3f}")
+        for name, weights in LEAVE_OUT.items():
+            router = router_for(retriever, path, weights)
+            routes = [(router.route(v, text=q), c) for v, (c, q) in zip(vectors, rows)]
+            pooled[name] += [(r.categories[0] == c, r.margin is not None and r.margin < UNSURE_MARGIN)
+                             for r, c in routes]
+            line.append(f"{name}: {np.mean([r.categories[0] == c for r, c in routes]):.3f}")
         print(f"{path.name} (n={len(rows)}, bank {len(idea_bank((path.name,)))}): " + "  ".join(line), flush=True)
-    print("pooled (n=" + str(len(pooled[0.0])) + "): " + "  ".join(f"ideas={w:g}: {np.mean(h):.3f}"
-                                                                  for w, h in pooled.items()))
+    for name, results in pooled.items():
+        right, unsure = np.array(results).T
+        print(f"pooled {name} (n={len(right)}): accuracy {right.mean():.3f}, unsure {unsure.mean():.3f} "
+              f"(accuracy {_num(right[unsure].mean() if unsure.any() else None)} unsure, "
+              f"{_num(right[~unsure].mean() if (~unsure).any() else None)} sure)")
 
 
 def cross_validate(retriever, temperature: float) -> None:
@@ -188,7 +187,7 @@ def cross_validate(retriever, temperature: float) -> None:
     groups = np.concatenate([np.arange(len(f)) // GROUP_LINES + i * 10_000 for i, f in enumerate(files)])
     others = idea_bank(without=tuple(p.name for p in LABELLED))
     router = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors,
-                         BlendWeights(temperature=temperature), ideas=others)
+                         BlendWeights(temperature=temperature, **TITLE_WEIGHTS), ideas=others)
     vectors = retriever.embedder.encode([q for _, q in rows])
 
     def accuracy(weights, idx) -> float:
@@ -218,26 +217,6 @@ def cross_validate(retriever, temperature: float) -> None:
 
 def _num(x) -> str:
     return "-" if x is None else f"{x:.3f}"
-
-
-def compare_quick(retriever, rows, whole) -> dict:
-    """The `ours` router as a first plan builds it (popcorn.retrieval.index.QuickRetriever: on the stratified sample
-    alone, the least a quick retrieval routes on) against the whole index's, on labelled queries. A quick retrieval
-    then searches the routed categories exactly, so its references are the whole index's wherever the categories
-    are the same."""
-    from popcorn.retrieval.index import quick_sample
-    from popcorn.retrieval.routing import BlendRouter
-
-    sample = quick_sample(retriever.corpus)
-    quick = BlendRouter(retriever.corpus, retriever.embedder, retriever.index.vectors[sample], whole.w, rows=sample,
-                        ideas=whole.ideas)
-    vectors = retriever.embedder.encode([q for _, q in rows])
-    routes = [(quick.route(v, text=q).categories, whole.route(v, text=q).categories) for v, (_, q) in zip(vectors, rows)]
-    return {"titles": len(sample),
-            "accuracy": float(np.mean([a[0] == c for (a, _), (c, _) in zip(routes, rows)])),
-            "whole_accuracy": float(np.mean([b[0] == c for (_, b), (c, _) in zip(routes, rows)])),
-            "same_top1": float(np.mean([a[0] == b[0] for a, b in routes])),
-            "same_categories": float(np.mean([a == b for a, b in routes]))}
 
 
 if __name__ == "__main__":

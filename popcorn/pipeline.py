@@ -137,9 +137,8 @@ def gloss_for(settings: Settings, run: Run, allowed: bool = True) -> str:
 
 
 def gloss_beside_retrieval(settings: Settings, run: Run, allowed: bool = True, quick: bool = False) -> str:
-    """gloss_for on a thread while the retriever gets ready (loaded or built; a quick one embeds its sample of
-    titles, which every route needs whatever the idea), so the gloss adds its own answer's time to a first plan and
-    nothing more: the LLM's load and the embedding overlap."""
+    """gloss_for on a thread while the retriever gets ready (the whole index loaded or built; a quick one has nothing to
+    do before the route, which waits for the gloss), so the LLM's load and the index's overlap."""
     from popcorn.retrieval.index import get_retriever  # heavy (faiss), and only PE retrieves
 
     if not allowed or not needs_gloss(settings.query, known_words()):
@@ -149,9 +148,7 @@ def gloss_beside_retrieval(settings: Settings, run: Run, allowed: bool = True, q
                               name="popcorn-gloss", daemon=True)
     thread.start()
     try:
-        prepare = getattr(get_retriever(quick=quick), "prepare", None)
-        if prepare is not None:
-            prepare()
+        get_retriever(quick=quick)
     finally:
         thread.join()
     return read.get("english", "")

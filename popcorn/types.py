@@ -79,7 +79,7 @@ class Retrieval:
     category_scores: list[CategoryScore]  # the top candidates and their scores: why a category was chosen
     references: list[Reference]
     router: str = "ours"
-    index: str = "full"  # or "quick: routed on N of M titles" (popcorn.retrieval.index.QuickRetriever)
+    index: str = "full"  # or "quick: searched the routed categories' N of M titles" (popcorn.retrieval.index.QuickRetriever)
     margin: float | None = None  # (best - next) / best category score: small means the route is a guess
     deciding_signal: str = ""  # the router's signal that put the best category ahead (popcorn.retrieval.routing)
     gloss: str = ""  # the English reading of an idea in another language that routing and references read (llm/gloss)

@@ -13,7 +13,6 @@ cache and reloaded (`ReferenceIndex.load_or_build`). Routers live in popcorn/ret
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
@@ -215,49 +214,24 @@ def _checked(query: str, k: int, router: str) -> str:
 
 # -------------------------------------------------------------------------------------------------- a quick first plan
 
-QUICK_SAMPLE = 3000  # titles a quick retrieval routes on at least: a stratified sample of the corpus
-QUICK_FLOOR = 50  # ... with at least this many titles of each category (or all it has)
 QUICK_ENOUGH = 3000  # when no more titles than this are left to embed, the whole index is built instead
 _QUICK_LOCK = threading.Lock()
 
 
-def quick_sample(corpus: Corpus, size: int = QUICK_SAMPLE, floor: int = QUICK_FLOOR) -> np.ndarray:
-    """Corpus rows of a stratified sample: each category keeps its share of `size` titles (at least `floor`, or all
-    it has), picked by a digest of the video id, so every process and every run draws the same sample."""
-    table = corpus.table
-    labels = table["category"].to_numpy()
-    rank = np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
-                     for v in table["video_id"].tolist()], dtype=np.uint64)
-    chosen = []
-    for category in sorted(set(labels)):
-        members = np.flatnonzero(labels == category)
-        n = min(len(members), max(floor, int(round(size * len(members) / len(table)))))
-        chosen.append(members[np.argsort(rank[members], kind="stable")[:n]])
-    return np.sort(np.concatenate(chosen))
-
-
 class QuickRetriever:
     """PE retrieval before the whole index exists: a first plan on a fresh cache (the CLI), or one made while the
-    studio's warm-up is still embedding titles. Embedding all titles takes ~40 s on a 2-core CPU; this embeds about
-    a fifth of them.
+    studio's warm-up is still embedding titles. Embedding all titles takes ~40 s on a 2-core CPU; this embeds the
+    routed categories' titles only.
 
-    It routes on the titles embedded so far, which always include a stratified sample of QUICK_SAMPLE titles (the
-    `ours` router's centroids are the sample's means, its nearest-title vote is weighted by how many titles each
-    sampled one stands for). Then it embeds every title of the routed categories and searches them exactly as the
-    whole index would. Only the route can differ from the whole index's: on the sample alone the top category is the
-    same for 0.96 of the labelled routing queries and 0.94 of the plan prompts (bench/routing.py). The Retrieval
-    says so (`index`). What it embeds stays in the cache, so the whole index later reuses it; `python -m popcorn
-    index` or the studio's warm-up builds it."""
+    The routers read no title embedding (the `ours` blend's title signals weigh 0, popcorn/retrieval/routing.py), so
+    the route is the whole index's. Then it embeds every title of the routed categories not embedded yet and searches
+    them exactly as the whole index would: the same references. The Retrieval says what it embedded (`index`). What it
+    embeds stays in the cache, so the whole index later reuses it; `python -m popcorn index` or the studio's warm-up
+    builds it."""
 
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
         self.corpus, self.embedder, self.ratio = corpus, embedder, ratio
-
-    def prepare(self) -> None:
-        """Embed what every quick route needs whatever the idea (the stratified sample), so it can run while the
-        idea's English gloss is being written (pipeline.make_plans)."""
-        with _QUICK_LOCK:
-            vectors, known = known_titles(self.corpus, self.embedder)
-            _embed_missing(self.corpus, self.embedder, quick_sample(self.corpus), vectors, known)
+        self._routers: dict[str, object] = {}
 
     def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
                  gloss: str = "") -> Retrieval:
@@ -265,22 +239,25 @@ class QuickRetriever:
         with _QUICK_LOCK:  # two first plans at once embed (and write) each part once, one after the other
             return self._retrieve(query, k, router, top_t, gloss)
 
+    def _router(self, name: str):
+        if name not in self._routers:
+            corpus, embedder = self.corpus, self.embedder
+            self._routers[name] = (BlendRouter(corpus, embedder, None) if name == "ours"
+                                   else NameRouter(corpus.categories(), embedder))
+        return self._routers[name]
+
     def _retrieve(self, query: str, k: int, router: str, top_t: int | None, gloss: str) -> Retrieval:
         corpus, embedder = self.corpus, self.embedder
-        vectors, known = known_titles(corpus, embedder)
-        _embed_missing(corpus, embedder, quick_sample(corpus), vectors, known)
-        rows = np.flatnonzero(known)
         q = embedder.encode_one(gloss or query)
-        chooser = (BlendRouter(corpus, embedder, vectors[rows], rows=rows) if router == "ours"
-                   else NameRouter(corpus.categories(), embedder))
-        route = chooser.route(q, top_t=top_t, text=routing_text(query, gloss))
+        route = self._router(router).route(q, top_t=top_t, text=routing_text(query, gloss))
+        vectors, known = known_titles(corpus, embedder)
         members = np.flatnonzero(corpus.table["category"].isin(route.categories).to_numpy())
         _embed_missing(corpus, embedder, members, vectors, known)
         index = ReferenceIndex.build(corpus, embedder, self.ratio, vectors=vectors, only=route.categories)
         return Retrieval(query=query, matched_categories=route.categories, category_scores=route.scores,
                          references=index.search(q, route.categories, k), router=router,
-                         index=f"quick: routed on {len(rows):,} of {len(corpus):,} titles", margin=route.margin,
-                         deciding_signal=route.deciding, gloss=gloss)
+                         index=f"quick: searched the routed categories' {len(members):,} of {len(corpus):,} titles",
+                         margin=route.margin, deciding_signal=route.deciding, gloss=gloss)
 
 
 def _embed_missing(corpus: Corpus, embedder: Embedder, rows: np.ndarray, vectors: np.ndarray,
@@ -327,16 +304,13 @@ def _wait_for_no_plan() -> None:
 
 
 def fill_index(corpus: Corpus, embedder: Embedder, chunk: int | None = None) -> int:
-    """Embed every title not embedded yet, the quick sample first, `chunk` titles at a time, each chunk cached as a
-    part, stepping aside (between chunks, up to FILL_PATIENCE_S each) while an interactive plan is being made. Holds
-    no lock, so a quick plan can run meanwhile; the whole index is then built from the parts without embedding
-    anything. Returns the titles embedded."""
+    """Embed every title not embedded yet, `chunk` titles at a time, each chunk cached as a part, stepping aside
+    (between chunks, up to FILL_PATIENCE_S each) while an interactive plan is being made. Holds no lock, so a quick
+    plan can run meanwhile; the whole index is then built from the parts without embedding anything. Returns the
+    titles embedded."""
     chunk = chunk or FILL_CHUNK
-    sample = quick_sample(corpus)
     _, known = known_titles(corpus, embedder)
-    missing = np.flatnonzero(~known)
-    first = np.isin(missing, sample)
-    order = np.concatenate([missing[first], missing[~first]])
+    order = np.flatnonzero(~known)
     done = 0
     for start in range(0, len(order), chunk):
         _wait_for_no_plan()

@@ -3,33 +3,37 @@
 Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can compare them:
 
 - `paper`: the paper's method. Cosine of the query with each category NAME; the top-T names win.
-- `ours`:  a blend of five signals, each cheap at query time because everything per category is precomputed:
+- `ours`:  a blend of signals, each cheap at query time because everything per category is precomputed:
     desc     cosine with the category's name + a short description of what is posted under it (assets/categories.json)
     examples highest cosine with the category's hand-written example phrases (assets/categories.json)
-    centroid cosine with the mean title embedding of the category's videos
-    vote     share of the query's nearest MicroLens titles (similarity-weighted) that belong to the category
     names    share of the category names (games, shows, dishes, ...) found in the query text that are the category's
     ideas    highest cosine with the ideas people filed under the category: the labelled idea bank of
              assets/routing/*.tsv, one file per writer (2,582 ideas by thirteen writers; a supervised signal in the
              examples' form, which grows with every labelled set instead of with lexicon words; its vectors for the
              packaged model ship with it, popcorn/retrieval/shipped.py)
-  The four cosine signals are calibrated per query: a softmax over the categories at `temperature` turns each into a
+  and two that read the corpus' title embeddings, weighted 0 by default since session 12:
+    centroid cosine with the mean title embedding of the category's videos
+    vote     share of the query's nearest MicroLens titles (similarity-weighted) that belong to the category
+  With the idea bank they add nothing: routing each bank file by the other writers' bank (2,345 ideas), the blend
+  with them is right 0.790 of the time and without them 0.792, with the same share of unsure routes and the same
+  accuracy among them (bench/RESULTS.md). Without them a route needs no title embedded at all, so a first plan embeds
+  only the routed category's titles (popcorn.retrieval.index.QuickRetriever) and routes exactly as the whole index.
+  The cosine signals are calibrated per query: a softmax over the categories at `temperature` turns each into a
   distribution, as the vote and the names already are, so a category whose description or centroid sits close to
   every query (Daily Sharing, Film and Television Works) no longer gains from that alone; what counts is how far a
   category stands out for this query.
   Categories with fewer than `min_size` videos are not candidates (too few references to learn from). When the best
   candidates are close (within a relative `margin` of the best score), up to `max_categories` are kept: an ambiguous query keeps
   several categories instead of betting on one.
-  Built on a sample of the titles (a first plan before the whole index exists, popcorn.retrieval.index.QuickRetriever),
-  the centroids are the sample's means and each sampled title's vote counts for the titles of its category it stands
-  for, among proportionally fewer neighbours.
+  Built on a sample of the titles (where centroid or vote weigh), the centroids are the sample's means and each
+  sampled title's vote counts for the titles of its category it stands for, among proportionally fewer neighbours.
 
 The blend weights and the temperature were picked on the 414 labelled queries of assets/routing/routing_queries.tsv and
 routing_heldout.tsv (a grid search, `fit_weights`, without the idea bank); grouped 10-fold cross-validation over them
 gives 0.90 (`python bench/routing.py --cv`); three sets written blind by other writers were then routed 0.87, 0.76 and
 0.76 right on first reading. The idea bank's weight (1, as the examples' scale) was chosen by leave-one-writer-out: each
 writer's file routed by a router whose bank holds the other files only (`bench/routing.py --leave-out`), see
-bench/RESULTS.md. Labels that name a format rather than a topic
+bench/RESULTS.md; the centroid and the vote were set to 0 the same way. Labels that name a format rather than a topic
 ("Others", "Video Clip": every micro-video is a clip) are marked not routable in assets/categories.json.
 """
 
@@ -154,8 +158,8 @@ class NameRouter:
 class BlendWeights:
     desc: float = 0.5
     examples: float = 0.5
-    centroid: float = 0.5
-    vote: float = 0.25
+    centroid: float = 0.0  # 0.5 before session 12; the two signals that read title embeddings (module docstring)
+    vote: float = 0.0  # 0.25 before session 12
     names: float = 0.5
     ideas: float = 1.0  # the labelled idea bank (module docstring); 0 leaves it out
     # softmax temperature that turns each cosine signal (desc, examples, centroid) into a distribution over the
@@ -170,19 +174,30 @@ class BlendWeights:
     margin: float = 0.2
     max_categories: int = 3
 
+    @property
+    def reads_titles(self) -> bool:
+        """Whether a route needs the corpus' title embeddings (the centroid or the vote weighs)."""
+        return bool(self.centroid or self.vote)
+
+
+TITLE_WEIGHTS = {"centroid": 0.5, "vote": 0.25}  # the title signals' weights in sessions 9-11 (BlendWeights(**...))
+
 
 class BlendRouter:
     """Our router: category descriptions and examples + title centroids + a nearest-title vote (module docstring)."""
 
     name = "ours"
 
-    def __init__(self, corpus: Corpus, embedder: Embedder, vectors: np.ndarray, weights: BlendWeights | None = None,
-                 rows: np.ndarray | None = None, ideas: list[tuple[str, str]] | None = None):
+    def __init__(self, corpus: Corpus, embedder: Embedder, vectors: np.ndarray | None,
+                 weights: BlendWeights | None = None, rows: np.ndarray | None = None,
+                 ideas: list[tuple[str, str]] | None = None):
         """`vectors`: the title embeddings of every corpus row, or, with `rows`, of those rows only (a sample: the
         centroids are the sample's means, and each sampled title votes for as many titles of its category as it
-        stands for, among proportionally fewer neighbours). `ideas`: the labelled (category, idea) bank; None: all of
-        assets/routing (idea_bank())."""
+        stands for, among proportionally fewer neighbours); None where the weights read no title (the default ones).
+        `ideas`: the labelled (category, idea) bank; None: all of assets/routing (idea_bank())."""
         self.w = weights or BlendWeights()
+        if vectors is None and self.w.reads_titles:
+            raise ValueError("these blend weights read title embeddings (centroid, vote): pass the corpus' vectors")
         table = corpus.table
         labels = table["category"].to_numpy()
         counts = table["category"].value_counts()
@@ -206,6 +221,15 @@ class BlendRouter:
         self.idea_vectors = (embedder.encode_cached([idea for _, idea in self.ideas]) if self.ideas and self.w.ideas
                              else np.zeros((0, self.desc_vectors.shape[1]), dtype=np.float32))
         self.example_starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
+        self.sampled = rows is not None and len(rows) < len(table)
+        self.all_titles = None  # the vote's search over the titles, and the centroids: only where they weigh
+        self.centroids = np.zeros((len(self.categories), self.desc_vectors.shape[1]), dtype=np.float32)
+        if self.w.reads_titles:
+            self._read_titles(corpus, vectors, labels, counts, column, rows)
+
+    def _read_titles(self, corpus: Corpus, vectors: np.ndarray, labels: np.ndarray, counts, column: dict,
+                     rows: np.ndarray | None) -> None:
+        """The centroid and the vote's precomputed parts, from the title embeddings (of `rows` only, if given)."""
         rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
         labels = labels[rows]
         centroids = np.stack([vectors[labels == c].mean(axis=0) if (labels == c).any() else np.zeros(vectors.shape[1])
@@ -216,22 +240,13 @@ class BlendRouter:
         self.row_category = np.array([column.get(c, -1) for c in labels], dtype=np.int64)
         held = label_counts(labels)
         self.row_weight = np.array([counts[c] / held[c] for c in labels], dtype=np.float64)
-        self.neighbours = max(NEIGHBOURS_MIN, round(self.w.neighbours * len(rows) / len(table)))
-        self.sampled = len(rows) < len(table)
+        self.neighbours = max(NEIGHBOURS_MIN, round(self.w.neighbours * len(rows) / len(corpus.table)))
         self.all_titles = faiss.IndexFlatIP(vectors.shape[1])
         self.all_titles.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def signals(self, q: np.ndarray, text: str = "") -> dict[str, np.ndarray]:
         """The per-category signals for one query vector (each an array over self.categories)."""
-        sims, rows = self.all_titles.search(q.reshape(1, -1).astype(np.float32), self.neighbours)
-        vote = np.zeros(len(self.categories), dtype=np.float64)
-        for sim, row in zip(sims[0], rows[0]):
-            c = self.row_category[row] if row >= 0 else -1
-            if c >= 0:
-                vote[c] += max(float(sim), 0.0) * self.row_weight[row]
-        total = vote.sum()
-        if total > 0:
-            vote /= total
+        vote = self.title_vote(q)
         examples = np.maximum.reduceat(self.example_vectors @ q, self.example_starts)
         ideas = np.full(len(self.categories), -1.0)  # a category nobody filed an idea under is as far as can be
         if len(self.idea_vectors):
@@ -240,6 +255,19 @@ class BlendRouter:
         return {"desc": calibrated(self.desc_vectors @ q, t), "examples": calibrated(examples, t),
                 "centroid": calibrated(self.centroids @ q, t), "vote": vote, "names": self.name_hits(text),
                 "ideas": calibrated(ideas, t) if len(self.idea_vectors) else np.zeros(len(self.categories))}
+
+    def title_vote(self, q: np.ndarray) -> np.ndarray:
+        """The nearest titles' similarity-weighted share per category (0 everywhere where the vote does not weigh)."""
+        vote = np.zeros(len(self.categories), dtype=np.float64)
+        if self.all_titles is None:
+            return vote
+        sims, rows = self.all_titles.search(q.reshape(1, -1).astype(np.float32), self.neighbours)
+        for sim, row in zip(sims[0], rows[0]):
+            c = self.row_category[row] if row >= 0 else -1
+            if c >= 0:
+                vote[c] += max(float(sim), 0.0) * self.row_weight[row]
+        total = vote.sum()
+        return vote / total if total > 0 else vote
 
     def name_hits(self, text: str) -> np.ndarray:
         """Share of the names found in the query text that belong to each category (0 everywhere if none)."""
@@ -287,8 +315,12 @@ def fit_weights(router: BlendRouter, embedder: Embedder, labelled: list[tuple[st
 
     This is how the defaults were picked (on assets/routing/routing_queries.tsv + routing_heldout.tsv, at the default
     temperature, which the fit keeps with the other settings of `router.w`, the idea bank's weight among them: fit with
-    a router whose bank holds none of `labelled`, or an idea finds itself). Returns the weights and their accuracy.
+    a router whose bank holds none of `labelled`, or an idea finds itself). The router must read the titles (its
+    weights for centroid and vote are searched: e.g. BlendWeights(**TITLE_WEIGHTS)). Returns the weights and their
+    accuracy.
     """
+    if not router.w.reads_titles:
+        raise ValueError("fit_weights searches the title signals: fit with a router whose weights read the titles")
     keys = list(WEIGHT_GRID)
     known = [(c, q) for c, q in labelled if c in router.categories]
     target = np.array([router.categories.index(c) for c, _ in known])
