@@ -5,7 +5,8 @@ seconds of each and their ratio to fp32, how far the vectors moved, and what tha
 
   vectors     cosine of each title's two vectors (min, median)
   neighbours  each of 2,000 sampled titles' 10 nearest titles: overlap, and the same nearest one
-  routing     the `ours` router built on each matrix, over the queries of a prompt file: same categories
+  routing     the `ours` router built on each matrix, over the queries of a prompt file: same categories (1.0 by
+              construction since session 12: the router's title signals weigh 0, so no route reads the matrix)
   references  PE references (K=10) for those queries: the same list, and the mean overlap of the two lists
 
     POPCORN_DATA_DIR=../shared/data/microlens python bench/corpus_precision.py [--prompts FILE] [--precisions bf16,int8]
