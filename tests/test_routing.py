@@ -202,25 +202,29 @@ def test_an_unsure_route_is_said_in_the_run_notes():
 
 
 BLIND = Path(__file__).parent / "data" / "routing_heldout5.tsv"
+# the untouched blind sets in no bank, each evaluated once (bench/RESULTS.md), and the top-1 accuracy each guards:
+# set 5 read 0.830 when the bank came (session 11) and 0.885 with session 12's router; sets 8 and 9, written and
+# committed before session 12's router change and evaluated once after it, 0.820 and 0.810 as typed (0.900 and 0.870
+# with the gloss, which needs the LLM: not here); the floors sit ~0.02 under those
+GUARDED = {"routing_heldout5.tsv": 0.86, "routing_heldout8.tsv": 0.80, "routing_heldout9.tsv": 0.79}
 
 
-def test_the_blind_set_is_routed_as_reported_and_the_unsure_flag_warns_there(retriever):
-    """tests/data/routing_heldout5.tsv: 200 ideas written by someone who never saw the router, evaluated once after the
-    idea bank was committed (0.830; without the bank 0.735; 0.885 with session 12's router, which reads no title
-    embedding, bench/RESULTS.md), in no bank and never tuned on. This
-    guards that figure: a change that routes it worse fails here (and may not tune on it either)."""
+@pytest.mark.parametrize("name", sorted(GUARDED))
+def test_the_blind_sets_are_routed_as_reported_and_the_unsure_flag_warns_there(retriever, name):
+    """200 ideas written by someone who never saw the router, in no bank and never tuned on. This guards the figure
+    reported for each: a change that routes one worse fails here (and may not tune on it either)."""
     from popcorn.retrieval.routing import UNSURE_MARGIN
 
-    rows = labelled(BLIND)
+    rows = labelled(BLIND.parent / name)
     assert len(rows) == 200 and len({c for c, _ in rows}) == 19
-    # in no bank: 3 common ideas ("what's in my bag") were also written, word for word, by a writer of the bank
+    # in no bank: a few common ideas ("what's in my bag") were also written, word for word, by a writer of the bank
     assert len(set(rows) & set(idea_bank())) <= 3
     vectors = retriever.embedder.encode([q for _, q in rows])
     routes = [retriever.routers["ours"].route(v, text=q) for v, (_, q) in zip(vectors, rows)]
     right = np.array([r.categories[0] == c for r, (c, _) in zip(routes, rows)])
     unsure = np.array([r.margin is not None and r.margin < UNSURE_MARGIN for r in routes])
-    assert right.mean() >= 0.82, right.mean()
-    assert right[unsure].mean() < right[~unsure].mean() - 0.2  # 0.353 vs 0.874
+    assert right.mean() >= GUARDED[name], right.mean()
+    assert right[unsure].mean() < right[~unsure].mean() - 0.2  # set 8: 0.125 vs 0.915; set 9: 0.190 vs 0.883
 
 
 def test_each_writers_ideas_are_routed_better_by_the_other_writers_bank(retriever):
