@@ -184,7 +184,8 @@ TITLE_WEIGHTS = {"centroid": 0.5, "vote": 0.25}  # the title signals' weights in
 
 
 class BlendRouter:
-    """Our router: category descriptions and examples + title centroids + a nearest-title vote (module docstring)."""
+    """Our router: category descriptions, examples, names and the idea bank (+ title centroids and a nearest-title
+    vote where they weigh; module docstring)."""
 
     name = "ours"
 
