@@ -169,8 +169,8 @@ def quick_note(retrieval: Retrieval | None) -> str:
     """What a run's notes say when its references came from a quick retrieval, else ""."""
     if retrieval is None or retrieval.index == "full":
         return ""
-    return (f"retrieval {retrieval.index} (the whole index was not built yet; `python -m popcorn index` builds it, "
-            "and later plans use it)")
+    return (f"retrieval {retrieval.index} (the whole index was not built yet; the route and references are the ones "
+            "it gives; `python -m popcorn index` builds it, so later plans embed nothing)")
 
 
 def unsure_note(retrieval: Retrieval | None) -> str:
