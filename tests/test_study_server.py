@@ -460,3 +460,22 @@ def test_the_participant_cookie_is_secure_behind_https_and_still_works_on_plain_
     plain = [part.strip().lower() for part in cookies[None].split(";")]
     assert "secure" in secure and "httponly" in secure and "samesite=lax" in secure
     assert "secure" not in plain and "httponly" in plain
+
+
+def test_ids_and_codes_never_start_with_a_dash_so_the_cli_reads_them_as_arguments(monkeypatch, home, study):
+    """A study id drawn as "-PzMQLMyOAu-" made `popcorn study results <id>` a usage error (argparse read an option;
+    CI met it once in ~1 of 64 runs): tokens are drawn again until they do not start with "-". A study made before
+    that is still reached after `--`."""
+    import secrets
+
+    from popcorn.study import storage
+
+    drawn = iter(["-PzMQLMyOAu-", "--xyz", "PzMQLMyOAu-"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(drawn))
+    assert storage._token(9) == "PzMQLMyOAu-"
+    monkeypatch.undo()
+    assert not any(storage._token(6).startswith("-") for _ in range(2000))
+    env = {**os.environ, "POPCORN_HOME": str(home)}
+    out = subprocess.run([sys.executable, "-m", "popcorn", "study", "results", "--json", "--bootstrap", "20", "--",
+                          study["id"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

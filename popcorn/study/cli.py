@@ -31,6 +31,9 @@ from popcorn.study import StudyError, analysis, owner, planner, prereg
 from popcorn.study import pairs as pairing
 
 
+STUDY_ID_HELP = "the study's id (one made before 2026-12-08 may start with '-': give it after --, as in -- -AbC)"
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
@@ -201,7 +204,7 @@ def add_parser(sub) -> None:
     for name, what in (("close", "close a study: its link answers 410, no joins, no votes"),
                        ("reopen", "reopen a closed study")):
         p = actions.add_parser(name, help=what)
-        p.add_argument("study")
+        p.add_argument("study", help=STUDY_ID_HELP)
         p.set_defaults(func=cmd_status)
 
     p = actions.add_parser("pairs", help="show (or write) the pairs a rule finds")
@@ -214,14 +217,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_list)
 
     p = actions.add_parser("results", help="win rates, Bradley-Terry, agreement, screening, h vs people")
-    p.add_argument("study")
+    p.add_argument("study", help=STUDY_ID_HELP)
     p.add_argument("--json", action="store_true")
     p.add_argument("--chart", help="also write the win-rate chart to this PNG")
     p.add_argument("--bootstrap", type=int, default=analysis.BOOTSTRAP)
     p.set_defaults(func=cmd_results)
 
     p = actions.add_parser("export", help="votes CSV, results JSON and the chart PNG into a folder")
-    p.add_argument("study")
+    p.add_argument("study", help=STUDY_ID_HELP)
     p.add_argument("--out", required=True)
     p.add_argument("--bootstrap", type=int, default=analysis.BOOTSTRAP)
     p.set_defaults(func=cmd_export)

@@ -51,7 +51,12 @@ PLATFORM_VALUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _token(nbytes: int = 16) -> str:
-    return secrets.token_urlsafe(nbytes)
+    """A URL-safe random token that never starts with "-": ids and codes are typed as command-line arguments
+    (`popcorn study results <id>`), where a leading "-" reads as an option (1 token in 64 did)."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if not token.startswith("-"):
+            return token
 
 
 class StudyStore:
