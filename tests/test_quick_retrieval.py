@@ -54,18 +54,20 @@ def spy(embedder, monkeypatch) -> list:
 
 
 def test_the_default_router_reads_no_title_so_a_quick_route_is_the_whole_indexs(retriever):
-    """Built without any title embedding, `ours` routes every labelled query exactly as the whole index's router (same
-    categories, same scores); weights that read the titles cannot be built so."""
+    """The default `ours` routes every labelled query the same whether it is given the corpus' title vectors or none
+    (categories, scores, margin, deciding signal); weights that read the titles cannot be built without them; and the
+    whole index and a quick plan route with the very same router objects (built once per process)."""
     corpus, embedder = retriever.corpus, retriever.embedder
     blind = BlendRouter(corpus, embedder, None)
-    whole = retriever.routers["ours"]
-    assert not blind.w.reads_titles and blind.all_titles is None
+    given = BlendRouter(corpus, embedder, retriever.index.vectors)
+    assert not blind.w.reads_titles and blind.all_titles is None and given.all_titles is None
     pairs = labelled()
     for v, (_, q) in zip(embedder.encode([q for _, q in pairs]), pairs):
-        a, b = blind.route(v, text=q), whole.route(v, text=q)
+        a, b = blind.route(v, text=q), given.route(v, text=q)
         assert (a.categories, a.scores, a.margin, a.deciding) == (b.categories, b.scores, b.margin, b.deciding)
     with pytest.raises(ValueError, match="title embeddings"):
         BlendRouter(corpus, embedder, None, BlendWeights(**TITLE_WEIGHTS))
+    assert retrieval.routers_for(corpus, embedder) is retriever.routers
 
 
 def test_quick_references_are_the_whole_index_references_for_the_same_route(retriever, fresh_cache):

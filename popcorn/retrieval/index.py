@@ -25,7 +25,7 @@ import numpy as np
 from popcorn import config
 from popcorn.retrieval.corpus import Corpus, load_corpus
 from popcorn.retrieval.embed import Embedder, corpus_embeddings, drop_parts, get_embedder, known_titles, part_vectors
-from popcorn.retrieval.routing import BlendRouter, NameRouter, build_routers
+from popcorn.retrieval.routing import build_routers
 from popcorn.serve import prebuilt
 from popcorn.types import Reference, Retrieval, StageError
 
@@ -177,7 +177,7 @@ class Retriever:
         self.corpus = corpus
         self.embedder = embedder
         self.index = ReferenceIndex.load_or_build(corpus, embedder, ratio)
-        self.routers = build_routers(corpus, embedder, self.index.vectors)
+        self.routers = routers_for(corpus, embedder)
         embedder.encode_one("")  # the query encoder is built (ONNX export, once) here, not inside the first query
 
     def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
@@ -194,6 +194,18 @@ class Retriever:
 
 
 ROUTERS = ("paper", "ours")
+_ROUTER_SETS: dict[tuple, dict] = {}
+_ROUTER_LOCK = threading.Lock()
+
+
+def routers_for(corpus: Corpus, embedder: Embedder) -> dict[str, object]:
+    """The routers of a corpus and model, built once per process: they read no title embedding, so the whole index
+    and a quick first plan route with the same objects."""
+    key = (corpus.source, corpus.fingerprint, embedder.name)
+    with _ROUTER_LOCK:
+        if key not in _ROUTER_SETS:
+            _ROUTER_SETS[key] = build_routers(corpus, embedder)
+        return _ROUTER_SETS[key]
 
 
 def routing_text(query: str, gloss: str) -> str:
@@ -231,7 +243,6 @@ class QuickRetriever:
 
     def __init__(self, corpus: Corpus, embedder: Embedder, ratio: float = DEFAULT_RATIO):
         self.corpus, self.embedder, self.ratio = corpus, embedder, ratio
-        self._routers: dict[str, object] = {}
 
     def retrieve(self, query: str, k: int = 10, *, router: str = "ours", top_t: int | None = None,
                  gloss: str = "") -> Retrieval:
@@ -239,17 +250,10 @@ class QuickRetriever:
         with _QUICK_LOCK:  # two first plans at once embed (and write) each part once, one after the other
             return self._retrieve(query, k, router, top_t, gloss)
 
-    def _router(self, name: str):
-        if name not in self._routers:
-            corpus, embedder = self.corpus, self.embedder
-            self._routers[name] = (BlendRouter(corpus, embedder, None) if name == "ours"
-                                   else NameRouter(corpus.categories(), embedder))
-        return self._routers[name]
-
     def _retrieve(self, query: str, k: int, router: str, top_t: int | None, gloss: str) -> Retrieval:
         corpus, embedder = self.corpus, self.embedder
         q = embedder.encode_one(gloss or query)
-        route = self._router(router).route(q, top_t=top_t, text=routing_text(query, gloss))
+        route = routers_for(corpus, embedder)[router].route(q, top_t=top_t, text=routing_text(query, gloss))
         vectors, known = known_titles(corpus, embedder)
         members = np.flatnonzero(corpus.table["category"].isin(route.categories).to_numpy())
         _embed_missing(corpus, embedder, members, vectors, known)

@@ -25,8 +25,6 @@ Two routers, both selectable (POPCORN_ROUTER or `--router`), so experiments can 
   Categories with fewer than `min_size` videos are not candidates (too few references to learn from). When the best
   candidates are close (within a relative `margin` of the best score), up to `max_categories` are kept: an ambiguous query keeps
   several categories instead of betting on one.
-  Built on a sample of the titles (where centroid or vote weigh), the centroids are the sample's means and each
-  sampled title's vote counts for the titles of its category it stands for, among proportionally fewer neighbours.
 
 The blend weights and the temperature were picked on the 414 labelled queries of assets/routing/routing_queries.tsv and
 routing_heldout.tsv (a grid search, `fit_weights`, without the idea bank); grouped 10-fold cross-validation over them
@@ -54,7 +52,6 @@ from popcorn.retrieval.embed import Embedder
 from popcorn.types import UNSURE_MARGIN, CategoryScore  # noqa: F401  (UNSURE_MARGIN: the routers' word for it)
 
 SHOWN_SCORES = 5  # how many candidates a Route reports, for "why this category"
-NEIGHBOURS_MIN = 10  # a router built on a sample of the titles still asks this many nearest titles to vote
 
 
 IDEAS_DIR = config.ASSETS_DIR / "routing"  # the labelled idea bank, one `category<TAB>idea` file per writer
@@ -75,12 +72,6 @@ def idea_bank(without: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     """Every labelled idea of assets/routing/*.tsv, but those of the files named in `without` (by file name), which is
     how a writer's own file is routed by a bank that never saw it."""
     return [row for path in sorted(IDEAS_DIR.glob("*.tsv")) if path.name not in without for row in read_labelled(path)]
-
-
-def label_counts(labels: np.ndarray) -> dict:
-    """label -> how many times it occurs."""
-    values, counts = np.unique(labels, return_counts=True)
-    return dict(zip(values.tolist(), counts.tolist()))
 
 
 @dataclass
@@ -190,12 +181,9 @@ class BlendRouter:
     name = "ours"
 
     def __init__(self, corpus: Corpus, embedder: Embedder, vectors: np.ndarray | None,
-                 weights: BlendWeights | None = None, rows: np.ndarray | None = None,
-                 ideas: list[tuple[str, str]] | None = None):
-        """`vectors`: the title embeddings of every corpus row, or, with `rows`, of those rows only (a sample: the
-        centroids are the sample's means, and each sampled title votes for as many titles of its category as it
-        stands for, among proportionally fewer neighbours); None where the weights read no title (the default ones).
-        `ideas`: the labelled (category, idea) bank; None: all of assets/routing (idea_bank())."""
+                 weights: BlendWeights | None = None, ideas: list[tuple[str, str]] | None = None):
+        """`vectors`: the title embeddings of every corpus row; None where the weights read no title (the default
+        ones). `ideas`: the labelled (category, idea) bank; None: all of assets/routing (idea_bank())."""
         self.w = weights or BlendWeights()
         if vectors is None and self.w.reads_titles:
             raise ValueError("these blend weights read title embeddings (centroid, vote): pass the corpus' vectors")
@@ -222,26 +210,17 @@ class BlendRouter:
         self.idea_vectors = (embedder.encode_cached([idea for _, idea in self.ideas]) if self.ideas and self.w.ideas
                              else np.zeros((0, self.desc_vectors.shape[1]), dtype=np.float32))
         self.example_starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
-        self.sampled = rows is not None and len(rows) < len(table)
         self.all_titles = None  # the vote's search over the titles, and the centroids: only where they weigh
-        self.centroids = np.zeros((len(self.categories), self.desc_vectors.shape[1]), dtype=np.float32)
+        self.centroids = None
         if self.w.reads_titles:
-            self._read_titles(corpus, vectors, labels, counts, column, rows)
+            self._read_titles(vectors, labels, column)
 
-    def _read_titles(self, corpus: Corpus, vectors: np.ndarray, labels: np.ndarray, counts, column: dict,
-                     rows: np.ndarray | None) -> None:
-        """The centroid and the vote's precomputed parts, from the title embeddings (of `rows` only, if given)."""
-        rows = np.arange(len(labels)) if rows is None else np.asarray(rows, dtype=np.int64)
-        labels = labels[rows]
-        centroids = np.stack([vectors[labels == c].mean(axis=0) if (labels == c).any() else np.zeros(vectors.shape[1])
-                              for c in self.categories])  # a category no sampled title stands for scores 0 here
-        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
-        self.centroids = (centroids / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    def _read_titles(self, vectors: np.ndarray, labels: np.ndarray, column: dict) -> None:
+        """The centroid and the vote's precomputed parts, from the title embeddings."""
+        centroids = np.stack([vectors[labels == c].mean(axis=0) for c in self.categories])
+        self.centroids = (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).astype(np.float32)
         # every title votes for its category; titles of non-candidate categories vote for nothing (-1)
         self.row_category = np.array([column.get(c, -1) for c in labels], dtype=np.int64)
-        held = label_counts(labels)
-        self.row_weight = np.array([counts[c] / held[c] for c in labels], dtype=np.float64)
-        self.neighbours = max(NEIGHBOURS_MIN, round(self.w.neighbours * len(rows) / len(corpus.table)))
         self.all_titles = faiss.IndexFlatIP(vectors.shape[1])
         self.all_titles.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
@@ -252,21 +231,21 @@ class BlendRouter:
         ideas = np.full(len(self.categories), -1.0)  # a category nobody filed an idea under is as far as can be
         if len(self.idea_vectors):
             np.maximum.at(ideas, self.idea_owner, self.idea_vectors @ q)
-        t = self.w.temperature
+        t, zeros = self.w.temperature, np.zeros(len(self.categories))
         return {"desc": calibrated(self.desc_vectors @ q, t), "examples": calibrated(examples, t),
-                "centroid": calibrated(self.centroids @ q, t), "vote": vote, "names": self.name_hits(text),
-                "ideas": calibrated(ideas, t) if len(self.idea_vectors) else np.zeros(len(self.categories))}
+                "centroid": calibrated(self.centroids @ q, t) if self.centroids is not None else zeros, "vote": vote,
+                "names": self.name_hits(text), "ideas": calibrated(ideas, t) if len(self.idea_vectors) else zeros}
 
     def title_vote(self, q: np.ndarray) -> np.ndarray:
         """The nearest titles' similarity-weighted share per category (0 everywhere where the vote does not weigh)."""
         vote = np.zeros(len(self.categories), dtype=np.float64)
         if self.all_titles is None:
             return vote
-        sims, rows = self.all_titles.search(q.reshape(1, -1).astype(np.float32), self.neighbours)
+        sims, rows = self.all_titles.search(q.reshape(1, -1).astype(np.float32), self.w.neighbours)
         for sim, row in zip(sims[0], rows[0]):
             c = self.row_category[row] if row >= 0 else -1
             if c >= 0:
-                vote[c] += max(float(sim), 0.0) * self.row_weight[row]
+                vote[c] += max(float(sim), 0.0)
         total = vote.sum()
         return vote / total if total > 0 else vote
 
@@ -301,10 +280,10 @@ class BlendRouter:
         return Route([self.categories[i] for i in chosen], shown, relative_margin(scores, order), deciding)
 
 
-def build_routers(corpus: Corpus, embedder: Embedder, vectors: np.ndarray) -> dict[str, object]:
-    """The paper's router and ours (with the whole idea bank)."""
+def build_routers(corpus: Corpus, embedder: Embedder) -> dict[str, object]:
+    """The paper's router and ours (with the whole idea bank); neither reads a title embedding."""
     categories = corpus.categories()
-    return {"paper": NameRouter(categories, embedder), "ours": BlendRouter(corpus, embedder, vectors)}
+    return {"paper": NameRouter(categories, embedder), "ours": BlendRouter(corpus, embedder, None)}
 
 
 WEIGHT_GRID = {"desc": (0.5, 1, 2), "examples": (0.5, 1, 2), "centroid": (0, 0.5, 1), "vote": (0, 0.25, 0.5, 1),
