@@ -43,7 +43,7 @@ def seconds_to_page(timeout: float = 120.0) -> tuple[float, float]:
     """(wall seconds from the launch to the page, the studio's CPU seconds by then)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "POPCORN_HOME": home, "GRADIO_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, "POPCORN_HOME": home}  # gradio telemetry as users get it (off: popcorn.ui)
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -241,6 +241,9 @@ def cmd_videos(args) -> int:
 
 
 def cmd_studio(args) -> int:
+    import gc
+
+    gc.disable()  # as app.py: no cyclic collection while gradio loads; serve() turns it back on
     from popcorn.ui.app import main as serve  # the same app as app.py, from a checkout or an installed wheel
 
     serve((["--port", str(args.port)] if args.port else []) + (["--host", args.host] if args.host else []))

@@ -35,4 +35,7 @@ if [ "${1:-}" = "--dev" ]; then
     fi
   fi
 fi
+# the project's bytecode, written once: a start then reads it instead of compiling ~60 modules (~0.45 s of a 2-core
+# AVX2 machine's ~3 s to the studio's page), also where PYTHONDONTWRITEBYTECODE=1 keeps Python from writing it
+python -m compileall -q popcorn app.py >/dev/null || true
 echo "setup: ready ($(python -c 'import sys; print(sys.version.split()[0])'), $(python -c 'import torch; print("torch", torch.__version__)'))"

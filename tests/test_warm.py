@@ -64,6 +64,32 @@ def test_start_is_idempotent_and_can_be_switched_off(monkeypatch):
     assert warm.status_line().startswith("Ready") and "corpus ✓" in warm.status_line()
 
 
+def test_the_studio_warms_once_it_listens_and_its_page_has_gone_out(monkeypatch):
+    """The studio's gate (after_first_page): nothing runs while the server is not listening, nor once it listens
+    until its page went out (page_served) or the grace passed; the warm-up counts as running (every step waiting)
+    from the start, so the page shows it coming."""
+    ran = threading.Event()
+    listening = threading.Event()
+    monkeypatch.setattr(warm, "_corpus", lambda: ran.set() or "ok")
+    thread = warm.start_background(only=("corpus",), after=warm.after_first_page(listening.is_set, grace_s=30))
+    assert warm.status()["state"] == "running" and warm.status()["steps"][0]["state"] == "waiting"
+    assert warm.status_line().startswith("Warming up")
+    assert not ran.wait(0.3)  # not listening yet
+    listening.set()
+    assert not ran.wait(0.3)  # listening, the page not served: within its 30 s grace
+    warm.page_served()
+    thread.join(timeout=30)
+    assert ran.is_set() and warm.status()["state"] == "done"
+
+
+def test_the_gate_opens_after_its_grace_when_no_page_is_asked_for(monkeypatch):
+    ran = threading.Event()
+    monkeypatch.setattr(warm, "_corpus", lambda: ran.set() or "ok")
+    thread = warm.start_background(only=("corpus",), after=warm.after_first_page(lambda: True, grace_s=0.2))
+    thread.join(timeout=30)
+    assert ran.is_set() and warm.status()["state"] == "done"
+
+
 def test_unknown_steps_are_refused():
     with pytest.raises(ValueError, match="unknown warm-up steps"):
         warm.Warmup(only=("corpus", "gpu"))

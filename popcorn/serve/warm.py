@@ -1,6 +1,7 @@
 """Warm-up: load or build, in the background, everything the studio's first click needs, so it finds it ready.
 
-    thread = warm.start_background()     # right after the page is served; returns at once (idempotent)
+    thread = warm.start_background()     # returns at once (idempotent); after=warm.after_first_page(...): the
+                                         # studio's, which starts warming once its page has gone out
     warm.status()                        # {"state": "running", "steps": [{"name", "state", "seconds", "detail"}, ...]}
     warm.status_line()                   # one markdown line for the page: "Warming up: corpus ✓ · index … · ..."
 
@@ -54,6 +55,7 @@ class Warmup:
     steps: list[Step] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
+    armed: bool = False  # start_background made it: its thread may still wait for its start (after=)
 
     def __post_init__(self):
         unknown = set(self.only) - set(STEPS)
@@ -66,7 +68,7 @@ class Warmup:
 
     @property
     def state(self) -> str:
-        if not self.started:
+        if not self.started and not self.armed:
             return "idle"
         return "done" if self.finished else "running"
 
@@ -164,18 +166,53 @@ _CURRENT: Warmup | None = None
 _THREAD: threading.Thread | None = None
 
 
-def start_background(llm: str | None = None, only: tuple[str, ...] = STEPS) -> threading.Thread | None:
+def start_background(llm: str | None = None, only: tuple[str, ...] = STEPS,
+                     after: Callable[[], None] | None = None) -> threading.Thread | None:
     """Start warming in a daemon thread (once per process; later calls return the same thread). None when switched
-    off by POPCORN_WARM=0."""
+    off by POPCORN_WARM=0. `after`: the thread calls it first and warms when it returns (after_first_page); the
+    warm-up counts as running (every step waiting) from this call, so a page asking meanwhile shows it coming."""
     global _CURRENT, _THREAD
     if not config.warm_enabled():
         return None
     with _LOCK:
         if _THREAD is None:
-            _CURRENT = Warmup(llm=llm, only=tuple(only))
-            _THREAD = threading.Thread(target=_CURRENT.run, name="popcorn-warm", daemon=True)
+            _CURRENT = Warmup(llm=llm, only=tuple(only), armed=True)
+            warmup = _CURRENT
+
+            def body() -> None:
+                if after is not None:
+                    after()
+                warmup.run()
+
+            _THREAD = threading.Thread(target=body, name="popcorn-warm", daemon=True)
             _THREAD.start()
         return _THREAD
+
+
+PAGE_GRACE_S = 2.0  # the longest a warm-up waits for the page's first visitor once the server listens
+SERVER_WAIT_S = 60.0  # the longest it waits for the server to listen at all (then it starts anyway)
+_PAGE_SERVED = threading.Event()
+
+
+def page_served() -> None:
+    """The studio's page went out (popcorn.ui.guard calls it once): a warm-up waiting for it starts."""
+    _PAGE_SERVED.set()
+
+
+def after_first_page(listening: Callable[[], bool], grace_s: float = PAGE_GRACE_S,
+                     poll_s: float = 0.02) -> Callable[[], None]:
+    """A gate for start_background(after=...): returns once the server listens (`listening()`) and then its page has
+    gone out (page_served) or `grace_s` have passed. On a 2-core machine the warm-up's first steps (pandas reading
+    the corpus, imports) take the GIL from the server: started before uvicorn, they held the first page back by
+    ~0.6 s (bench/RESULTS.md, "The studio's page"); a plan asked meanwhile does not wait for them (it loads what
+    it needs itself)."""
+    def wait() -> None:
+        deadline = time.monotonic() + SERVER_WAIT_S
+        while not listening() and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        _PAGE_SERVED.wait(grace_s)
+
+    return wait
 
 
 def status() -> dict:
@@ -206,3 +243,4 @@ def _reset_for_tests() -> None:
     global _CURRENT, _THREAD
     with _LOCK:
         _CURRENT, _THREAD = None, None
+    _PAGE_SERVED.clear()

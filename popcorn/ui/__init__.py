@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Iterator, NamedTuple
 
-from popcorn.ui.gradio_import import skip_stub_writer
+from popcorn.ui.gradio_import import quiet_telemetry, skip_stub_writer
 
+quiet_telemetry()  # no version check nor usage post to huggingface.co at each start (unless the operator asks)
 skip_stub_writer()  # before gradio's first import: its type-stub writer is ~40% of it (popcorn/ui/gradio_import.py)
 import gradio as gr  # noqa: E402
 

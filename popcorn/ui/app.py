@@ -11,6 +11,7 @@ except on ZeroGPU, where the enabled GPU backends' weights load before serving, 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -21,6 +22,7 @@ import gradio as gr
 from popcorn import config, ui
 from popcorn.serve import access, serving, zerogpu
 from popcorn.ui import joins
+from popcorn.ui.gradio_import import app_made_later
 
 log = logging.getLogger("popcorn.ui")
 
@@ -97,7 +99,7 @@ def _load(spec: str):
 def build() -> gr.Blocks:
     """The Blocks: the header, then each importable page's tab, in PAGES order (cheap: widgets only)."""
     ui.shared.clear()
-    with gr.Blocks(title="Popcorn studio", delete_cache=(3600, 24 * 3600)) as demo:
+    with app_made_later(), gr.Blocks(title="Popcorn studio", delete_cache=(3600, 24 * 3600)) as demo:
         ui.shared["demo"] = demo
         gr.Markdown(HEADER, elem_id="header")
         with gr.Tabs() as tabs:
@@ -109,8 +111,9 @@ def build() -> gr.Blocks:
     return demo
 
 
-def create_app(demo: gr.Blocks | None = None):
-    """The ASGI app: extra routers first, Gradio mounted at /, all behind the visitor cookie and the file guard."""
+def create_app(demo: gr.Blocks | None = None, on_page=None):
+    """The ASGI app: extra routers first, Gradio mounted at /, all behind the visitor cookie and the file guard.
+    `on_page`: called once when the page first went out (Guard)."""
     from fastapi import FastAPI
     from gradio.utils import get_upload_folder
 
@@ -131,7 +134,7 @@ def create_app(demo: gr.Blocks | None = None):
         footer_links=["api"], run_history=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
         blocked_paths=[str(config.home_dir()), str(config.cache_dir())], max_file_size="10mb",
     )
-    return Guard(app, cache)
+    return Guard(app, cache, on_page=on_page)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,17 +155,26 @@ def main(argv: list[str] | None = None) -> None:
         log.info("ZeroGPU: loaded at start-up: %s", zerogpu.preload(names["llm"], names["video"]) or "nothing")
     import uvicorn
 
-    app = create_app()
     from popcorn.serve import warm
+    from popcorn.serve.connections import HeaderDeadlineProtocol
 
-    # the caches and models the first click needs, warmed in a low-priority thread while the page is already served
-    warm.start_background(llm=os.environ.get("POPCORN_LLM") or None)
+    app = create_app(on_page=warm.page_served)
+    # the collector back on (app.py and `popcorn studio` pause it while gradio loads), with what start-up made moved
+    # out of its view for good: the modules, classes and the Blocks live as long as the process
+    gc.enable()
+    gc.freeze()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", http=HeaderDeadlineProtocol,
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; access.client_address decides
+        # whom to believe (POPCORN_TRUSTED_PROXIES), for the queue limits and the owner's secret as for the study's joins
+        proxy_headers=False, server_header=False))
+    # the caches and models the first click needs, warmed in a low-priority thread; it starts once the server
+    # listens and its page has gone out (or warm.PAGE_GRACE_S later), so it does not slow the first page down
+    warm.start_background(llm=os.environ.get("POPCORN_LLM") or None,
+                          after=warm.after_first_page(lambda: server.started))
     print(f"Popcorn studio on http://{args.host}:{args.port}/ "
           f"({'public' if access.public() else 'this machine only'}; backends: "
           f"{', '.join(sorted(access.enabled_names() or ['all registered']))})", flush=True)
-    from popcorn.serve.connections import HeaderDeadlineProtocol
-
-    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; access.client_address decides whom to
-    # believe (POPCORN_TRUSTED_PROXIES), for the queue limits and the owner's secret as for the study's joins
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeaderDeadlineProtocol,
-                proxy_headers=False, server_header=False)
+    server.run()
+    if not server.started:  # as uvicorn.run: the port was taken, say
+        raise SystemExit(3)

@@ -139,9 +139,12 @@ class PathAlias:
 class Guard:
     """ASGI middleware around the whole app (Gradio and any extra routers)."""
 
-    def __init__(self, app, cache_dir: str | Path):
+    def __init__(self, app, cache_dir: str | Path, on_page=None):
+        """`on_page`: called once, after the page itself (GET /) first went out (the studio then starts its
+        warm-up, popcorn/ui/app.py main)."""
         self.app, self.cache_dir = app, Path(cache_dir)
         self.alias = PathAlias(self.cache_dir)
+        self.on_page = on_page
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -235,6 +238,9 @@ class Guard:
                 raise
         if broken and not state["started"]:
             await _refuse(send, broken[0].status, broken[0].reason)
+        elif self.on_page is not None and path == "/" and scope["method"] == "GET" and state["started"]:
+            on_page, self.on_page = self.on_page, None
+            on_page()
 
     def _bounded_body(self, scope, headers: dict[str, str], receive, broken: list):
         """`receive`, limited as the module's docstring says; _Refused at once when the declared length is over,
