@@ -432,22 +432,32 @@ class _Timer:
         return False
 
 
-def _prepare_llm_meanwhile(name: str) -> None:
-    """Start the LLM's own preparation (a local model's GGUF assembled, verified and loaded: mostly disk and a hash)
-    on a thread while retrieval works beside it (on a new cache, embedding the corpus), instead of after it. The
-    plan step takes the same locks, so it waits for this or finds the model ready; a failure here is left to the plan
-    step, which does the same work again and reports it with its stage. Only backends with a `warm` step (local
-    models) have anything to prepare."""
+PRIMING_IDEA = "an idea"  # any idea: the fixed instructions a plan's prompt opens with are the same for all
+
+
+def _prepare_llm_meanwhile(settings: Settings) -> None:
+    """Start the LLM's own preparation on a thread while retrieval works beside it (on a new cache, embedding the
+    routed categories' titles), instead of after it: a local model's GGUF assembled, verified and loaded, then the
+    fixed instructions of this mode's prompt (for this video model's word range) evaluated or read from disk
+    (`prime`; ~400 tokens, ~11 s of a first plan on a 2-core AVX2 machine, on its critical path when it waited for
+    the references). The plan step takes the same locks, so it waits for this or finds it done; a failure here is
+    left to the plan step, which does the same work again and reports it with its stage. Only backends with a `warm`
+    step (local models) have anything to prepare."""
     try:
-        warm = getattr(get_llm(name), "warm", None)
+        backend = get_llm(settings.llm)
     except StageError:
         return
+    warm, prime = getattr(backend, "warm", None), getattr(backend, "prime", None)
     if warm is None:
         return
 
     def prepare():
         try:
             warm()
+            if prime is not None:
+                fit = video_budget(settings.video)
+                placeholder = Retrieval(query=PRIMING_IDEA, matched_categories=[], category_scores=[], references=[])
+                prime(prompts.pe_messages(PRIMING_IDEA, placeholder, (fit.words_min, fit.words_max)))
         except Exception:  # reported by the plan step
             pass
 
@@ -495,7 +505,7 @@ def make_plans(settings: Settings, progress: Progress = _quiet, run: Run | None 
         run.notes.append(f"the query was cut to {prompts.MAX_QUERY_CHARS} characters")
     with foreground() if quick else nullcontext():
         if settings.mode in REFERENCE_MODES:
-            _prepare_llm_meanwhile(settings.llm)
+            _prepare_llm_meanwhile(settings)
             with _Timer(run, RETRIEVE, progress):
                 english = gloss_beside_retrieval(settings, run, gloss, quick)
                 run.retrieval = retrieve(settings.query, settings.k, settings.router, quick=quick, gloss=english)

@@ -275,3 +275,45 @@ def test_a_same_sized_but_different_cache_file_is_replaced_by_the_verified_one(b
     monkeypatch.setenv("POPCORN_PREBUILT_REPO", str(repo))
     assert prebuilt.install(load_corpus(small_dir)) is True
     assert (cache / "popularity" / name).read_bytes() == good
+
+
+def test_copy_hashing_reports_a_failed_write_as_itself(tmp_path):
+    """A write that fails midway raises its own error (the mapped source is released only once its hash is done)."""
+    path = tmp_path / "part.bin"
+    path.write_bytes(os.urandom(300_000))
+
+    class Full:
+        written = 0
+
+        def write(self, data):
+            if self.written > 100_000:
+                raise OSError(28, "No space left on device")
+            self.written += len(data)
+            return len(data)
+
+    with pytest.raises(OSError, match="No space left"):
+        gguf.copy_hashing([path], Full(), chunk=50_000)
+
+
+def test_copy_hashing_finishes_itself_where_the_kernel_copy_stops_midway(tmp_path, monkeypatch):
+    """Where copy_file_range copies part of a source and then fails (another filesystem, an old kernel), the rest is
+    written from the map: the output is still the exact concatenation, never a byte twice."""
+    parts = []
+    for i, size in enumerate((70_000, 33_333)):
+        path = tmp_path / f"p{i}.bin"
+        path.write_bytes(os.urandom(size))
+        parts.append(path)
+    real, calls = os.copy_file_range, []
+
+    def flaky(src, dst, count, offset_src=None, *args):
+        calls.append(count)
+        if len(calls) == 2:
+            raise OSError(18, "Invalid cross-device link")
+        return real(src, dst, min(count, 12_345), offset_src, *args)
+
+    monkeypatch.setattr(os, "copy_file_range", flaky)
+    whole = b"".join(p.read_bytes() for p in parts)
+    with open(tmp_path / "out.gguf", "wb", buffering=0) as out:
+        done, digest = gguf.copy_hashing(parts, out, chunk=50_000)
+    assert done == len(whole) and (tmp_path / "out.gguf").read_bytes() == whole
+    assert digest == hashlib.sha256(whole).hexdigest() and len(calls) == 2

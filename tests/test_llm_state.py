@@ -165,3 +165,28 @@ def test_the_vocabularys_value_mask_is_made_once_per_model_and_build_and_read_fr
     model._popcorn_value_tokens = None
     monkeypatch.setenv("POPCORN_LLM_STATE", "0")  # the disk off: computed
     assert llama_models.attach_value_tokens(model) == "computed"
+
+
+def test_instructions_primed_for_a_placeholder_idea_serve_the_real_plan_unchanged(smollm2, tmp_path, monkeypatch):
+    """The pipeline primes a PE prompt's instructions beside retrieval, before the references exist, from the same
+    mode's messages written for a placeholder idea (pipeline._prepare_llm_meanwhile): the plan that follows finds
+    them in the KV cache and is the plan evaluated afresh."""
+    from popcorn import pipeline
+    from popcorn.types import Reference, Retrieval
+
+    refs = [Reference(video_id=1, title="a cat on a board", category="Animal", comments=40, label="popular",
+                      similarity=0.5),
+            Reference(video_id=2, title="dull cat clip", category="Animal", comments=1, label="unpopular",
+                      similarity=0.3)]
+    retrieval = Retrieval(query=IDEA, matched_categories=["Animal"], category_scores=[], references=refs)
+    messages = prompts.pe_messages(IDEA, retrieval, (25, 45))
+    placeholder = Retrieval(query=pipeline.PRIMING_IDEA, matched_categories=[], category_scores=[], references=[])
+    primed = smollm2.prime(prompts.pe_messages(pipeline.PRIMING_IDEA, placeholder, (25, 45)))
+    assert primed["prefix_from"] == "evaluated" and primed["prefix_tokens"] >= llama_state.MIN_PREFIX_TOKENS
+    after_priming, usage = plan(smollm2, messages)
+    assert usage["prefix_from"] == "memory" and usage["prefix_tokens"] == primed["prefix_tokens"]
+
+    unload_all()
+    monkeypatch.setenv("POPCORN_LLM_STATE", "0")  # a process that evaluates the whole prompt itself
+    afresh, usage = plan(smollm2, messages)
+    assert usage["prefix_from"] == "evaluated" and afresh == after_priming

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Callable
 
 from popcorn import config
-from popcorn.llm import gguf
+from popcorn.llm import gguf, llama_state
 from popcorn.llm.base import Completion, register, require_available
 from popcorn.llm.llama_models import load_model, n_ctx
-from popcorn.llm.token_mask import bounded_fields, complete_fields, count_tokens, value_tokens
+from popcorn.llm.token_mask import bounded_fields, chat_prompt, complete_fields, count_tokens, value_tokens
 from popcorn.types import StageError
 
 # the model cache's names, importable from here as before it had a module of its own (experiments/runner.py,
@@ -76,6 +76,16 @@ class LlamaCppLLM:
         model, _ = load_model(path)
         value_tokens(model)  # the vocabulary's value mask (~1 s), else paid by the first plan
         return f"{self.name}: {path.name} loaded"
+
+    def prime(self, messages: list[dict]) -> dict:
+        """Evaluate (or load from disk) the fixed instructions these messages open with, as a plan of them will
+        (popcorn/llm/llama_state.py), so the plan that follows evaluates only what comes after them. The pipeline
+        calls it beside retrieval with a plan's messages written for a placeholder idea (the instructions are the
+        same for every idea); a plan after it finds them in the KV cache, or on disk where another prompt ran
+        between. Returns llama_state.prime's account."""
+        model, lock = load_model(self.model_path())
+        with lock:
+            return llama_state.prime(model, chat_prompt(model, messages), messages)
 
     def complete(
         self,
