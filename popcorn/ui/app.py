@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Popcorn studio on http://{args.host}:{args.port}/ "
           f"({'public' if access.public() else 'this machine only'}; backends: "
           f"{', '.join(sorted(access.enabled_names() or ['all registered']))})", flush=True)
-    server.run()
-    if not server.started:  # as uvicorn.run: the port was taken, say
+    try:
+        server.run()
+    except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C ends the studio quietly
+        pass
+    if not server.started:  # as uvicorn.run: it never served (the port was taken, say)
         raise SystemExit(3)
